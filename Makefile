@@ -1,0 +1,50 @@
+# memworld: `make demo` and `make test` each set everything up on a fresh machine.
+# Override TORCH_SPEC for a GPU build, e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,pmll,secure
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.memworld-installed
+
+.PHONY: install demo test test-slow bench bench-learning lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Torch first, from the exact spec, so that nothing later pulls a multi-GB CUDA build.
+$(VENV)/.torch-spec: $(PY) FORCE
+	@grep -qxF '$(TORCH_SPEC)' $@ 2>/dev/null || { $(PIP) install $(TORCH_SPEC) && echo '$(TORCH_SPEC)' > $@; }
+
+# Re-run only when pyproject.toml changes: a second `make test` installs nothing.
+$(STAMP): pyproject.toml $(VENV)/.torch-spec
+	$(PIP) install -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m memworld.demo
+
+test: install
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: install
+	$(PY) -m pytest -m slow -q
+
+bench: install
+	$(PY) bench/env_throughput.py
+	$(PY) bench/memory_ops.py
+
+bench-learning: install
+	$(PY) bench/learning.py
+
+lint: install
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+FORCE:

@@ -1,0 +1,321 @@
+"""The batched core every task is written on, and the scalar view of it.
+
+A task subclasses :class:`VecTask` and fills in a handful of hooks that work on
+*rows* (``idx`` is a sorted int array of env indices, so ``state[idx, col]``
+indexes row by row):
+
+- ``_spaces()`` -> (single observation space, single action space)
+- ``_allocate()``: preallocate the per-env state arrays (leading ``num_envs``)
+- ``_reset_envs(idx)``: start new episodes in rows ``idx``
+- ``_step_envs(idx, actions)`` -> (rewards, terminated) for rows ``idx``
+- ``_observe()`` -> observations of all rows, ``_world_state()`` -> (N, W) float32
+- ``oracle_actions()`` -> the action a perfect-memory agent takes in every row
+- ``_render_env(i)`` -> a uint8 (H, W, 3) frame of env ``i``
+
+The core owns seeding, the time limit (truncation), action checks and the three
+Gymnasium autoreset modes.  Only the rows that act are stepped and only the rows
+that restart are reset, and every random number comes from that row's own
+stream, so row ``i`` equals a scalar env seeded ``seed + i``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.params import TaskParams
+from envs.rng import BatchedRNG
+
+_MODES = {
+    "next_step": AutoresetMode.NEXT_STEP,
+    "same_step": AutoresetMode.SAME_STEP,
+    "disabled": AutoresetMode.DISABLED,
+}
+
+
+def parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
+    if isinstance(mode, AutoresetMode):
+        return mode
+    key = str(mode).lower().replace("-", "_")
+    key = {"nextstep": "next_step", "samestep": "same_step"}.get(key, key)
+    if key not in _MODES:
+        raise ValueError(
+            f"autoreset_mode must be one of {list(_MODES)} or a gymnasium AutoresetMode, got {mode!r}"
+        )
+    return _MODES[key]
+
+
+class VecTask(VectorEnv):
+    """Base class of memworld's batched tasks (see the module docstring).
+
+    Args:
+        num_envs: number of envs in the batch (>= 1).
+        render_mode: ``None`` or ``"rgb_array"``.
+        autoreset_mode: ``"next_step"`` (Gymnasium's default), ``"same_step"``
+            (SB3 style: the reset observation is returned on the final step and
+            the final one is in ``infos["final_obs"]``) or ``"disabled"``.
+        **params: the task's parameters (its ``Params`` dataclass).
+    """
+
+    Params: ClassVar[type[TaskParams]] = TaskParams
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **params: Any,
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.params = self.Params.build(**params)
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
+        self.single_observation_space, self.single_action_space = self._spaces()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.rng = BatchedRNG(self.num_envs)
+        self.elapsed = np.zeros(self.num_envs, dtype=np.int64)
+        self.last_actions = np.zeros(
+            (self.num_envs, *self.single_action_space.shape), self.single_action_space.dtype
+        )
+        self.last_rewards = np.zeros(self.num_envs, dtype=np.float32)
+        self._done = np.zeros(self.num_envs, dtype=bool)
+        self._all_rows = np.arange(self.num_envs)
+        self._has_reset = False
+        self._allocate()
+
+    # ----------------------------------------------------------------- hooks
+    def _spaces(self) -> tuple[spaces.Space, spaces.Space]:
+        raise NotImplementedError
+
+    def _allocate(self) -> None:
+        raise NotImplementedError
+
+    def _reset_envs(self, idx: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _step_envs(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def _observe(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _world_state(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def oracle_actions(self) -> np.ndarray:
+        """The action of a perfect-memory agent in every env, shape (num_envs, ...)."""
+        raise NotImplementedError
+
+    def _render_env(self, i: int) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def chance_return(self) -> float:
+        """Expected episode return of a memoryless (uniform random) policy."""
+        raise NotImplementedError
+
+    @property
+    def max_return(self) -> float:
+        """Episode return of the oracle."""
+        return 1.0
+
+    # ------------------------------------------------------------------- API
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset every env (or the rows of ``options["reset_mask"]``)."""
+        if seed is not None or not self._has_reset:
+            self.rng.seed(seed)
+        mask = None if options is None else options.get("reset_mask")
+        if mask is None:
+            idx = self._all_rows
+        else:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != bool:
+                raise ValueError(
+                    f"options['reset_mask'] must be a bool array of shape ({self.num_envs},), "
+                    f"got {mask.dtype} {mask.shape}"
+                )
+            idx = np.flatnonzero(mask)
+        self._restart(idx)
+        self._has_reset = True
+        return self._observe(), self._infos()
+
+    def step(self, actions: Any):
+        """Step every env; see ``autoreset_mode`` for what happens after an episode ends."""
+        if not self._has_reset:
+            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+        actions = self._check_actions(actions)
+        mode = self.autoreset_mode
+        pending = self._done.copy() if mode is AutoresetMode.NEXT_STEP else None
+        if mode is AutoresetMode.DISABLED and self._done.any():
+            bad = np.flatnonzero(self._done).tolist()
+            raise RuntimeError(
+                f"envs {bad} have finished their episode; call reset() (or reset with "
+                "options={'reset_mask': mask}) before stepping them again"
+            )
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        idx = self._all_rows if pending is None or not pending.any() else np.flatnonzero(~pending)
+        r, term = self._step_envs(idx, actions[idx])
+        rewards[idx] = r
+        terminated[idx] = term
+        self.elapsed[idx] += 1
+        self.last_actions[idx] = actions[idx]
+        self.last_rewards[idx] = r
+        limit = self.params.max_episode_steps
+        truncated = (self.elapsed >= limit) & ~terminated if limit else np.zeros_like(terminated)
+        if pending is not None and pending.any():
+            self._restart(np.flatnonzero(pending))
+            truncated[pending] = False
+        self._done = terminated | truncated
+        infos: dict[str, Any]
+        if mode is AutoresetMode.SAME_STEP and self._done.any():
+            final_obs, final_info = self._observe(), self._infos()
+            ended = self._done.copy()
+            self._restart(np.flatnonzero(ended))
+            obs, infos = self._observe(), self._infos()
+            infos["final_obs"], infos["_final_obs"] = final_obs, ended
+            infos["final_info"], infos["_final_info"] = final_info, ended.copy()
+        else:
+            obs, infos = self._observe(), self._infos()
+        return obs, rewards, terminated, truncated, infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """One uint8 (H, W, 3) frame per env when ``render_mode="rgb_array"``."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
+            return None
+        return tuple(self._render_env(i) for i in range(self.num_envs))
+
+    # -------------------------------------------------------------- helpers
+    def _restart(self, idx: np.ndarray) -> None:
+        self.elapsed[idx] = 0
+        self.last_actions[idx] = 0
+        self.last_rewards[idx] = 0.0
+        self._done[idx] = False
+        self._reset_envs(idx)
+
+    def _infos(self) -> dict[str, Any]:
+        return {"world_state": self._world_state()}
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        space = self.single_action_space
+        actions = np.asarray(actions)
+        want = (self.num_envs, *space.shape)
+        if actions.shape != want:
+            raise ValueError(
+                f"actions must have shape {want} (num_envs, *single_action_space.shape), "
+                f"got {actions.shape}; pass one action per env"
+            )
+        if isinstance(space, spaces.Discrete | spaces.MultiDiscrete):
+            if actions.dtype.kind not in "iu":
+                raise ValueError(
+                    f"actions for {space} must be integers, got dtype {actions.dtype}; "
+                    "cast with .astype(np.int64)"
+                )
+            low, high = (
+                (space.start, space.start + space.n)
+                if isinstance(space, spaces.Discrete)
+                else (space.start, space.start + space.nvec)
+            )
+            bad = (actions < low) | (actions >= high)
+        elif isinstance(space, spaces.Box):
+            actions = actions.astype(space.dtype, copy=False)
+            bad = ~np.isfinite(actions) | (actions < space.low) | (actions > space.high)
+        else:  # pragma: no cover - tasks only use the spaces above
+            raise TypeError(f"unsupported action space {space}")
+        if bad.any():
+            row = int(np.flatnonzero(bad.reshape(self.num_envs, -1).any(axis=1))[0])
+            raise ValueError(
+                f"action {actions[row].tolist()} of env {row} is outside the action space "
+                f"{space}; actions are never clipped, so choose one inside it"
+            )
+        return actions
+
+
+class TaskEnv(gym.Env):
+    """The single-env view of a :class:`VecTask` (its core with ``num_envs=1``).
+
+    Subclasses set ``vector_cls``; construct with the task's parameters.
+
+    Args:
+        render_mode: ``None`` or ``"rgb_array"``.
+        **params: the task's parameters.
+    """
+
+    vector_cls: ClassVar[type[VecTask]]
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, render_mode: str | None = None, **params: Any) -> None:
+        self.core = self.vector_cls(
+            num_envs=1, render_mode=render_mode, autoreset_mode="disabled", **params
+        )
+        self.params = self.core.params
+        self.render_mode = render_mode
+        self.observation_space = self.core.single_observation_space
+        self.action_space = self.core.single_action_space
+        self._action_shape = (1, *self.action_space.shape)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+            raise ValueError(f"seed must be an int or None, got {seed!r}")
+        obs, info = self.core.reset(seed=seed)
+        return obs[0], _row(info)
+
+    def step(self, action: Any):
+        if self.core._done[0]:
+            raise RuntimeError("the episode has ended; call reset() before step()")
+        obs, reward, terminated, truncated, info = self.core.step(
+            np.asarray(action).reshape(self._action_shape)
+        )
+        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _row(info)
+
+    def oracle_action(self) -> Any:
+        """The action a perfect-memory agent takes now."""
+        action = self.core.oracle_actions()[0]
+        return int(action) if isinstance(self.action_space, spaces.Discrete) else action
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
+            return None
+        return self.core._render_env(0)
+
+    @property
+    def chance_return(self) -> float:
+        return self.core.chance_return
+
+    @property
+    def max_return(self) -> float:
+        return self.core.max_return
+
+
+def _row(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v[0] if isinstance(v, np.ndarray) else v for k, v in info.items()}
+
+
+def scalar_view(vector_cls: type[VecTask], name: str) -> type[TaskEnv]:
+    """Make the single-env class of a task, with the vector class's docstring."""
+    return type(
+        name,
+        (TaskEnv,),
+        {
+            "vector_cls": vector_cls,
+            "__doc__": vector_cls.__doc__,
+            "__module__": vector_cls.__module__,
+        },
+    )

@@ -1,0 +1,51 @@
+"""Registers every task with Gymnasium as ``memworld/<Task>-v0`` plus presets."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import gymnasium as gym
+
+# (task name, module under envs.tasks, one-line description of what it tests)
+TASKS: list[tuple[str, str, str]] = [
+    ("RepeatPrevious", "repeat_previous", "recall the symbol seen `delay` steps earlier"),
+]
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the registry knows about one registered id."""
+
+    env_id: str
+    task: str
+    preset: str | None
+    module: str
+    description: str
+    kwargs: dict
+
+
+REGISTERED: dict[str, TaskInfo] = {}
+
+
+def register_all() -> None:
+    """Register every task and preset (idempotent)."""
+    for task, module_name, description in TASKS:
+        module = importlib.import_module(f"envs.tasks.{module_name}")
+        presets = {None: {}, **module.PRESETS}
+        for preset, kwargs in presets.items():
+            env_id = f"memworld/{task}{preset or ''}-v0"
+            if env_id in gym.registry:
+                continue
+            gym.register(
+                id=env_id,
+                entry_point=f"envs.tasks.{module_name}:{task}",
+                vector_entry_point=f"envs.tasks.{module_name}:{task}Vec",
+                kwargs=dict(kwargs),
+            )
+            REGISTERED[env_id] = TaskInfo(env_id, task, preset, module_name, description, kwargs)
+
+
+def env_ids() -> list[str]:
+    """All registered memworld ids."""
+    return list(REGISTERED)

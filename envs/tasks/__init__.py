@@ -1,0 +1,2 @@
+"""One module per task; each defines ``<Task>Vec`` (the batched core), ``<Task>`` (its
+scalar view) and ``PRESETS``."""

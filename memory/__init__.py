@@ -1,0 +1,6 @@
+"""Memory modules behind one protocol (see memory/base.py)."""
+
+from memory.base import MemoryModule, State, make, names, register
+from memory.recurrent import GRU, LSTM
+
+__all__ = ["GRU", "LSTM", "MemoryModule", "State", "make", "names", "register"]

@@ -1,0 +1,119 @@
+"""The memory protocol every module implements, and the registry that names them.
+
+A memory module maps an input sequence ``x`` of shape ``(T, B, input_dim)`` and a
+state (a dict of batch-first tensors) to an output ``(T, B, output_dim)`` and the
+next state.  ``episode_starts[t, b]`` resets row ``b`` to its initial state
+*before* step ``t`` is processed.  Algorithms and buffers only see this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+State = dict[str, Tensor]
+
+
+class MemoryModule(nn.Module):
+    """Base class of all memory modules.
+
+    Args:
+        input_dim: width of each input vector.
+        output_dim: width of each output vector.
+
+    Subclasses implement :meth:`initial_state` and :meth:`forward`; they may
+    override :meth:`aux_loss` and :meth:`diagnostics`.  ``persistent = True``
+    marks a module whose memory deliberately survives episode starts.
+    """
+
+    persistent: bool = False
+
+    def __init__(self, input_dim: int, output_dim: int) -> None:
+        super().__init__()
+        check_positive_int("input_dim", input_dim)
+        check_positive_int("output_dim", output_dim)
+        self.input_dim = int(input_dim)
+        self.output_dim = int(output_dim)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def aux_loss(self, state: State | None = None) -> Tensor:
+        """Auxiliary loss from the last forward pass; zero where a module has none."""
+        return torch.zeros((), device=self._device())
+
+    @torch.no_grad()
+    def diagnostics(self, state: State) -> dict[str, float]:
+        """Scalar summaries of a state (slot usage, read sparsity, ...)."""
+        return {}
+
+    def reset_rows(self, state: State, starts: Tensor) -> State:
+        """Return ``state`` with the rows where ``starts`` (B,) is True set to the initial state."""
+        if self.persistent or not bool(starts.any()):
+            return state
+        init = self.initial_state(starts.shape[0], starts.device)
+        out = {}
+        for name, value in state.items():
+            mask = starts.view(-1, *([1] * (value.dim() - 1)))
+            out[name] = torch.where(mask, init[name].to(value.dtype), value)
+        return out
+
+    def check_inputs(self, x: Tensor, episode_starts: Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"x must have shape (T, B, input_dim={self.input_dim}), got {tuple(x.shape)}; "
+                "add a time axis with x.unsqueeze(0) for a single step"
+            )
+        if tuple(episode_starts.shape) != tuple(x.shape[:2]):
+            raise ValueError(
+                f"episode_starts must have shape (T, B)={tuple(x.shape[:2])}, "
+                f"got {tuple(episode_starts.shape)}"
+            )
+
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int | torch.SymInt) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+_REGISTRY: dict[str, Callable[..., MemoryModule]] = {}
+
+
+def register(name: str) -> Callable[[type[MemoryModule]], type[MemoryModule]]:
+    """Class decorator: make a module constructible as ``memory.make(name, ...)``."""
+
+    def wrap(cls: type[MemoryModule]) -> type[MemoryModule]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"memory module name {name!r} is already registered")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def make(name: str | type[MemoryModule], input_dim: int, **kwargs) -> MemoryModule:
+    """Build a registered memory module by name (or from a class)."""
+    if isinstance(name, type):
+        return name(input_dim=input_dim, **kwargs)
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown memory module {name!r}; choose one of {sorted(_REGISTRY)}")
+    return _REGISTRY[key](input_dim=input_dim, **kwargs)
+
+
+def names() -> list[str]:
+    """Names of all registered memory modules."""
+    return sorted(_REGISTRY)

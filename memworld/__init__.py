@@ -1,0 +1,1 @@
+"""memworld package."""
