@@ -59,6 +59,8 @@ class VecTask(VectorEnv):
         autoreset_mode: ``"next_step"`` (Gymnasium's default), ``"same_step"``
             (SB3 style: the reset observation is returned on the final step and
             the final one is in ``infos["final_obs"]``) or ``"disabled"``.
+        world_state: put the full hidden state in ``infos["world_state"]``
+            (default). ``False`` skips computing it, for RL training at scale.
         **params: the task's parameters (its ``Params`` dataclass).
     """
 
@@ -70,6 +72,7 @@ class VecTask(VectorEnv):
         num_envs: int = 1,
         render_mode: str | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        world_state: bool = True,
         **params: Any,
     ) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
@@ -79,6 +82,7 @@ class VecTask(VectorEnv):
         self.params = self.Params.build(**params)
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
+        self.include_world_state = bool(world_state)
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.single_observation_space, self.single_action_space = self._spaces()
@@ -159,27 +163,36 @@ class VecTask(VectorEnv):
             raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
         actions = self._check_actions(actions)
         mode = self.autoreset_mode
-        pending = self._done.copy() if mode is AutoresetMode.NEXT_STEP else None
         if mode is AutoresetMode.DISABLED and self._done.any():
             bad = np.flatnonzero(self._done).tolist()
             raise RuntimeError(
                 f"envs {bad} have finished their episode; call reset() (or reset with "
                 "options={'reset_mask': mask}) before stepping them again"
             )
-        rewards = np.zeros(self.num_envs, dtype=np.float32)
-        terminated = np.zeros(self.num_envs, dtype=bool)
-        idx = self._all_rows if pending is None or not pending.any() else np.flatnonzero(~pending)
-        r, term = self._step_envs(idx, actions[idx])
-        rewards[idx] = r
-        terminated[idx] = term
-        self.elapsed[idx] += 1
-        self.last_actions[idx] = actions[idx]
-        self.last_rewards[idx] = r
+        pending = self._done if mode is AutoresetMode.NEXT_STEP and self._done.any() else None
+        if pending is None:  # fast path: every env acts
+            r, terminated = self._step_envs(self._all_rows, actions)
+            rewards = np.asarray(r, dtype=np.float32)
+            terminated = np.asarray(terminated, dtype=bool)
+            self.elapsed += 1
+            self.last_actions[:] = actions
+            self.last_rewards[:] = rewards
+        else:  # rows that finished last step are reset instead of stepped
+            idx = np.flatnonzero(~pending)
+            rewards = np.zeros(self.num_envs, dtype=np.float32)
+            terminated = np.zeros(self.num_envs, dtype=bool)
+            r, term = self._step_envs(idx, actions[idx])
+            rewards[idx] = r
+            terminated[idx] = term
+            self.elapsed[idx] += 1
+            self.last_actions[idx] = actions[idx]
+            self.last_rewards[idx] = r
         limit = self.params.max_episode_steps
         truncated = (self.elapsed >= limit) & ~terminated if limit else np.zeros_like(terminated)
-        if pending is not None and pending.any():
-            self._restart(np.flatnonzero(pending))
-            truncated[pending] = False
+        if pending is not None:
+            restart = np.flatnonzero(pending)
+            self._restart(restart)
+            truncated[restart] = False
         self._done = terminated | truncated
         infos: dict[str, Any]
         if mode is AutoresetMode.SAME_STEP and self._done.any():
@@ -209,7 +222,7 @@ class VecTask(VectorEnv):
         self._reset_envs(idx)
 
     def _infos(self) -> dict[str, Any]:
-        return {"world_state": self._world_state()}
+        return {"world_state": self._world_state()} if self.include_world_state else {}
 
     def _check_actions(self, actions: Any) -> np.ndarray:
         space = self.single_action_space
@@ -226,11 +239,8 @@ class VecTask(VectorEnv):
                     f"actions for {space} must be integers, got dtype {actions.dtype}; "
                     "cast with .astype(np.int64)"
                 )
-            low, high = (
-                (space.start, space.start + space.n)
-                if isinstance(space, spaces.Discrete)
-                else (space.start, space.start + space.nvec)
-            )
+            low = space.start
+            high = space.start + (space.n if isinstance(space, spaces.Discrete) else space.nvec)
             bad = (actions < low) | (actions >= high)
         elif isinstance(space, spaces.Box):
             actions = actions.astype(space.dtype, copy=False)
@@ -253,15 +263,22 @@ class TaskEnv(gym.Env):
 
     Args:
         render_mode: ``None`` or ``"rgb_array"``.
+        world_state: put the hidden state in ``info["world_state"]`` (default True).
         **params: the task's parameters.
     """
 
     vector_cls: ClassVar[type[VecTask]]
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(self, render_mode: str | None = None, **params: Any) -> None:
+    def __init__(
+        self, render_mode: str | None = None, world_state: bool = True, **params: Any
+    ) -> None:
         self.core = self.vector_cls(
-            num_envs=1, render_mode=render_mode, autoreset_mode="disabled", **params
+            num_envs=1,
+            render_mode=render_mode,
+            autoreset_mode="disabled",
+            world_state=world_state,
+            **params,
         )
         self.params = self.core.params
         self.render_mode = render_mode

@@ -79,12 +79,15 @@ class BatchedRNG:
     def integers(
         self, idx: Index, high: int | np.ndarray, size: int | tuple[int, ...] = ()
     ) -> np.ndarray:
-        """Uniform int64 in ``[0, high)``; ``high`` may be a per-row array of shape (rows,)."""
-        u = self.random(idx, size)
-        high = np.asarray(high)
+        """Uniform int64 in ``[0, high)`` (``high < 2**32``); ``high`` may be per row, shape (rows,)."""
+        size = (size,) if isinstance(size, int) else tuple(size)
+        n = int(np.prod(size, dtype=np.int64))
+        high = np.asarray(high, dtype=np.uint64)
         if high.ndim:
-            high = high.reshape(-1, *([1] * (u.ndim - 1)))
-        return np.minimum((u * high).astype(np.int64), high - 1)
+            high = high.reshape(-1, 1)
+        # Lemire's multiply-shift on the top 32 bits: exact in uint64, bias < high / 2**32.
+        draws = ((self._bits(idx, n) >> np.uint64(32)) * high) >> np.uint64(32)
+        return draws.astype(np.int64).reshape(draws.shape[0], *size)
 
     def normal(self, idx: Index, size: int | tuple[int, ...] = ()) -> np.ndarray:
         """Standard normal float64 (Box-Muller) with shape ``(rows, *size)``."""

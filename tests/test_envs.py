@@ -160,3 +160,18 @@ def test_render_frames_fixed_shape_uint8(env_id):
     vec.reset(seed=0)
     frames = vec.render()
     assert len(frames) == 2 and all(f.shape == shape for f in frames)
+
+
+@pytest.mark.parametrize("env_id", BASE_IDS)
+def test_world_state_off_changes_nothing_else(env_id):
+    on, off = make_vec(env_id, 4), make_vec(env_id, 4, world_state=False)
+    (obs_a, info_a), (obs_b, info_b) = on.reset(seed=2), off.reset(seed=2)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    assert "world_state" in info_a and "world_state" not in info_b
+    act = random_policy(1)
+    for _ in range(60):
+        actions = act(on)
+        a, b = on.step(actions), off.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+        assert "world_state" not in b[4]

@@ -73,6 +73,7 @@ class RepeatPreviousVec(VecTask):
         self.t = np.zeros(self.num_envs, dtype=np.int64)
         self._rows = np.arange(self.num_envs)
         self._eye = np.eye(p.num_symbols, dtype=np.float32)
+        self._oldest_first = np.arange(1, self.window + 1)
 
     def _reset_envs(self, idx) -> None:
         self.t[idx] = 0
@@ -98,10 +99,13 @@ class RepeatPreviousVec(VecTask):
 
     def _world_state(self) -> np.ndarray:
         p = self.params
-        order = (self.t[:, None] + 1 + np.arange(self.window)) % self.window  # oldest first
-        ordered = np.take_along_axis(self.history, order, axis=1) / max(p.num_symbols - 1, 1)
-        progress = (self.t / p.episode_length)[:, None]
-        return np.concatenate([ordered, progress], axis=1).astype(np.float32)
+        cols = self.t[:, None] + self._oldest_first
+        cols %= self.window
+        state = np.empty((self.num_envs, self.window + 1), dtype=np.float32)
+        state[:, :-1] = self.history[self._rows[:, None], cols]
+        state[:, :-1] *= 1.0 / max(p.num_symbols - 1, 1)
+        state[:, -1] = self.t * (1.0 / p.episode_length)
+        return state
 
     def oracle_actions(self) -> np.ndarray:
         target = self.history[self._rows, (self.t - self.params.delay) % self.window]
