@@ -1,0 +1,64 @@
+"""Run folders: ``runs/<env>/<algo>-<memory>/<date-time>-s<seed>/`` and their config."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("memworld", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages a run depends on (``None`` if absent)."""
+    versions: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def run_dir(
+    env_id: str, algo: str, memory: str | None, seed: int, root: str | Path = "runs"
+) -> Path:
+    """A new, unique run folder for this env / algorithm / memory / seed."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    env_name = env_id.split("/")[-1]
+    base = Path(root) / env_name / f"{algo}-{memory or 'none'}" / f"{stamp}-s{seed}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON (dataclasses and numpy scalars allowed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=_jsonable))
+    return path
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, type):
+        return f"{obj.__module__}.{obj.__qualname__}"
+    return repr(obj)
