@@ -10,6 +10,10 @@ import gymnasium as gym
 # (task name, module under envs.tasks, one-line description of what it tests)
 TASKS: list[tuple[str, str, str]] = [
     ("RepeatPrevious", "repeat_previous", "recall the symbol seen `delay` steps earlier"),
+    ("AssociativeRecall", "associative_recall", "act the value paired with a queried key"),
+    ("TMaze", "tmaze", "choose the junction arm named by a cue at the corridor's start"),
+    ("KeyDoor", "keydoor", "carry a key's colour down a corridor; open the matching door"),
+    ("OccludedDynamics", "occluded_dynamics", "track bouncing objects through occlusions"),
 ]
 
 
