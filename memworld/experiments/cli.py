@@ -1,0 +1,57 @@
+"""``memworld experiment distance|continual|forgetting``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+EXPERIMENTS = {
+    "distance": ("memworld.experiments.distance", "DistanceConfig"),
+    "continual": ("memworld.experiments.continual", "ContinualConfig"),
+    "forgetting": ("memworld.experiments.forgetting", "ForgettingConfig"),
+}
+# A few-second configuration of each experiment (tests, smoke runs).
+TINY = {
+    "distance": dict(modules=("gru", "mlp"), distances=(1, 4), steps=512, n_envs=4, episodes=4),
+    "continual": dict(modules=("gru",), num_tasks=2, steps_per_task=512, n_envs=4, episodes=4),
+    "forgetting": dict(
+        steps=128,
+        n_envs=4,
+        hyperparams={"n_steps": 32},
+        probe_envs=2,
+        probe_steps=40,
+        memory_kwargs={"num_slots": 8, "controller": "mlp"},
+    ),
+}
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    module_name, config_name = EXPERIMENTS[args.name]
+    module = importlib.import_module(module_name)
+    kwargs = dict(TINY[args.name]) if args.tiny else {}
+    if args.steps is not None:
+        key = "steps_per_task" if args.name == "continual" else "steps"
+        kwargs[key] = args.steps
+    if args.modules:
+        if args.name == "forgetting":
+            kwargs["memory"] = args.modules[0]
+        else:
+            kwargs["modules"] = tuple(args.modules)
+    if args.seeds:
+        key = "seed" if args.name == "forgetting" else "seeds"
+        kwargs[key] = args.seeds[0] if args.name == "forgetting" else tuple(args.seeds)
+    out = module.run(getattr(module, config_name)(**kwargs), root=args.root)
+    print(f"experiment folder: {out}")
+    for path in sorted(out.glob("*.png")) + sorted(out.glob("*.json")):
+        print(f"  {path.name}")
+
+
+def add_subparser(sub) -> None:
+    p = sub.add_parser("experiment", help="the memory experiments (PNG plots + JSON table)")
+    p.add_argument("name", choices=sorted(EXPERIMENTS))
+    p.add_argument("--steps", type=int, help="env steps per run (per task for continual)")
+    p.add_argument("--modules", nargs="+", help="memory modules ('mlp' = no memory)")
+    p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--tiny", action="store_true", help="a few-second configuration")
+    p.add_argument("--root", default="runs/experiments")
+    p.set_defaults(func=cmd_experiment)

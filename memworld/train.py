@@ -1,0 +1,235 @@
+"""Training runs: config, algorithms, run folders, resume and evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from memworld.runs import package_versions, read_json, run_dir, write_json
+from memworld.tb import TrainCallback, memworld_logger
+
+ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything needed to reproduce a training run (written to config.json).
+
+    Args:
+        env: a Gymnasium id (``memworld/...`` ids run batched).
+        algo: one of ``memoryppo``, ``ppo``, ``recurrentppo``, ``a2c``, ``dqn``.
+        memory: memory module name for ``memoryppo`` (see ``memworld list memory``).
+        steps: env steps to train.
+        n_envs: envs in the batch.
+        seed: seed of the envs and the algorithm.
+        device: torch device (``cpu``, ``cuda``, ``auto``).
+        hyperparams: keyword arguments of the algorithm (e.g. ``n_steps``).
+        memory_kwargs: keyword arguments of the memory module.
+        env_kwargs: task parameters.
+        checkpoint_every: save ``latest.zip`` every this many steps.
+    """
+
+    env: str = "memworld/RepeatPreviousEasy-v0"
+    algo: str = "memoryppo"
+    memory: str | None = "gru"
+    steps: int = 50_000
+    n_envs: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    hyperparams: dict = dataclasses.field(default_factory=dict)
+    memory_kwargs: dict = dataclasses.field(default_factory=dict)
+    env_kwargs: dict = dataclasses.field(default_factory=dict)
+    checkpoint_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"algo must be one of {list(ALGOS)}, got {self.algo!r}")
+        if self.algo == "memoryppo":
+            import memory
+
+            if self.memory not in memory.names():
+                raise ValueError(
+                    f"memory must be one of {memory.names()} for memoryppo, got {self.memory!r}"
+                )
+        for name in ("steps", "n_envs", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.env.startswith("memworld/"):
+            import gymnasium as gym
+
+            import envs
+
+            if self.env not in gym.registry:
+                raise ValueError(
+                    f"unknown env id {self.env!r}; valid memworld ids: {envs.env_ids()}"
+                )
+
+    @property
+    def memory_label(self) -> str:
+        return {"memoryppo": self.memory or "none", "recurrentppo": "lstm"}.get(self.algo, "mlp")
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML or JSON config; ``overrides`` (not None) win over the file."""
+        path = Path(path)
+        if not path.exists():
+            raise ValueError(f"config file {str(path)!r} does not exist")
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+        data = data.get("train", data)  # a run's config.json nests the training config
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - fields)
+        if unknown:
+            raise ValueError(
+                f"unknown config keys {unknown} in {path}; valid keys: {sorted(fields)}"
+            )
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+def make_env(config: TrainConfig):
+    from agents import make_vec_env
+
+    return make_vec_env(
+        config.env, n_envs=config.n_envs, seed=config.seed, env_kwargs=config.env_kwargs
+    )
+
+
+def build_model(config: TrainConfig, env, tensorboard: str | None = None):
+    """The algorithm of ``config`` on ``env``."""
+    common = dict(seed=config.seed, device=config.device, verbose=0, **config.hyperparams)
+    if config.algo == "memoryppo":
+        from agents import MemoryPPO
+
+        policy_kwargs = dict(memory=config.memory, memory_kwargs=dict(config.memory_kwargs))
+        policy_kwargs.update(common.pop("policy_kwargs", {}))
+        return MemoryPPO("MlpPolicy", env, policy_kwargs=policy_kwargs, **common)
+    if config.algo == "recurrentppo":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO("MlpLstmPolicy", env, **common)
+    import stable_baselines3 as sb3
+
+    cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[config.algo]
+    return cls("MlpPolicy", env, **common)
+
+
+def algo_class(algo: str):
+    if algo == "memoryppo":
+        from agents import MemoryPPO
+
+        return MemoryPPO
+    if algo == "recurrentppo":
+        from sb3_contrib import RecurrentPPO
+
+        return RecurrentPPO
+    import stable_baselines3 as sb3
+
+    return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[algo]
+
+
+def train(
+    config: TrainConfig,
+    root: str | Path = "runs",
+    run: str | Path | None = None,
+    progress: bool = True,
+    callbacks: list | None = None,
+) -> Path:
+    """Train ``config`` into a new run folder (or ``run``); returns the folder.
+
+    ``callbacks`` are extra SB3 callbacks run after the logging one (e.g. the
+    periodic evaluation of a sweep trial).
+    """
+    path = (
+        Path(run)
+        if run is not None
+        else run_dir(config.env, config.algo, config.memory_label, config.seed, root)
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(
+        path / "config.json", {"train": dataclasses.asdict(config), "versions": package_versions()}
+    )
+    env = make_env(config)
+    model = build_model(config, env)
+    model.set_logger(memworld_logger(path))
+    callback = TrainCallback(
+        config.steps, path / "checkpoints", config.checkpoint_every, progress=progress
+    )
+    model.learn(total_timesteps=config.steps, callback=[callback, *(callbacks or [])])
+    env.close()
+    return path
+
+
+def load_config(run: str | Path) -> TrainConfig:
+    path = Path(run) / "config.json"
+    if not path.exists():
+        raise ValueError(
+            f"{str(run)!r} is not a run folder (no config.json); pass a folder "
+            "written by `memworld train`"
+        )
+    return TrainConfig(**read_json(path)["train"])
+
+
+def checkpoint(run: str | Path, which: str = "best") -> Path:
+    """The ``best`` (falling back to ``latest``) or ``latest`` checkpoint of a run."""
+    folder = Path(run) / "checkpoints"
+    for name in (which, "latest") if which == "best" else (which,):
+        if (folder / f"{name}.zip").exists():
+            return folder / f"{name}.zip"
+    raise ValueError(f"no checkpoint in {folder}; train the run first")
+
+
+def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> Path:
+    """Continue a run from its latest checkpoint for ``steps`` more env steps."""
+    config = load_config(run)
+    steps = steps or config.steps
+    env = make_env(config)
+    model = algo_class(config.algo).load(checkpoint(run, "latest"), env=env, device=config.device)
+    model.set_logger(memworld_logger(run))
+    callback = TrainCallback(
+        steps, Path(run) / "checkpoints", config.checkpoint_every, progress=progress
+    )
+    model.learn(total_timesteps=steps, callback=callback, reset_num_timesteps=False)
+    env.close()
+    return Path(run)
+
+
+def evaluate(run: str | Path, episodes: int = 20, deterministic: bool = True) -> dict:
+    """Evaluate a run's best checkpoint; writes and returns eval.json's content."""
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    config = load_config(run)
+    ckpt = checkpoint(run, "best")
+    eval_config = dataclasses.replace(config, n_envs=min(episodes, 8), seed=config.seed + 10_000)
+    env = make_env(eval_config)
+    model = algo_class(config.algo).load(ckpt, env=env, device=config.device)
+    returns, lengths = evaluate_policy(
+        model,
+        env,
+        n_eval_episodes=episodes,
+        deterministic=deterministic,
+        return_episode_rewards=True,
+    )
+    env.close()
+    import numpy as np
+
+    result = {
+        "env": config.env,
+        "algo": config.algo,
+        "memory": config.memory_label,
+        "checkpoint": str(ckpt),
+        "episodes": episodes,
+        "deterministic": deterministic,
+        "mean_return": float(np.mean(returns)),
+        "std_return": float(np.std(returns)),
+        "mean_length": float(np.mean(lengths)),
+        "returns": [float(r) for r in returns],
+        "num_timesteps": int(model.num_timesteps),
+    }
+    write_json(Path(run) / "eval.json", result)
+    return result

@@ -1,0 +1,147 @@
+"""The memworld command line: run folders, TensorBoard tags, eval, record, resume, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from stable_baselines3.common.save_util import load_from_zip_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import envs
+from memworld.cli import main
+
+ENV = "memworld/RepeatPreviousEasy-v0"
+
+
+def _tags(run):
+    tags = set()
+    for events in run.glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def _run_folder(root):
+    (run,) = [p for p in root.glob("*/*/*") if p.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    main(
+        [
+            "train",
+            "--env",
+            ENV,
+            "--algo",
+            "memoryppo",
+            "--memory",
+            "gru",
+            "--steps",
+            "512",
+            "--n-envs",
+            "4",
+            "--seed",
+            "1",
+            "--root",
+            str(root),
+            "--quiet",
+        ]
+    )
+    return _run_folder(root)
+
+
+def test_list_shows_every_registered_id():
+    out = subprocess.run(
+        [sys.executable, "-m", "memworld.cli", "list"], capture_output=True, text=True, check=True
+    ).stdout
+    for env_id in envs.env_ids():
+        assert env_id in out
+
+
+def test_train_writes_run_folder_with_tags(trained):
+    assert trained.parts[-3:-1] == ("RepeatPreviousEasy-v0", "memoryppo-gru")
+    config = json.loads((trained / "config.json").read_text())
+    assert config["train"]["steps"] == 512 and config["versions"]["torch"]
+    assert (trained / "checkpoints" / "latest.zip").exists()
+    tags = _tags(trained)
+    for tag in (
+        "charts/episodic_return",
+        "charts/episode_length",
+        "charts/sps",
+        "losses/policy_gradient_loss",
+        "losses/value_loss",
+        "memory/hidden_norm",
+    ):
+        assert tag in tags, tag
+
+
+def test_eval_writes_eval_json(trained):
+    main(["eval", str(trained), "--episodes", "3"])
+    result = json.loads((trained / "eval.json").read_text())
+    assert result["episodes"] == 3 and len(result["returns"]) == 3
+    assert -1.0 <= result["mean_return"] <= 1.0
+
+
+def test_record_writes_mp4_with_memory_panel(trained):
+    main(["record", str(trained), "--episodes", "1"])
+    frames = iio.imread(trained / "videos" / "episode0.mp4")
+    # RepeatPreviousEasy: 52 steps -> 52 frames before each action plus the final one.
+    assert frames.shape[0] == 53
+    assert frames.shape[1:] == (128, 320 + 200, 3)
+    panel = frames[:, :, 320:].astype(float)
+    assert panel.std() > 5, "the memory panel should show the hidden state"
+
+
+def test_resume_continues_step_counter(tmp_path):
+    main(
+        [
+            "train",
+            "--env",
+            ENV,
+            "--memory",
+            "gru",
+            "--steps",
+            "512",
+            "--n-envs",
+            "4",
+            "--root",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
+    run = _run_folder(tmp_path)
+    main(["train", "--resume", str(run), "--steps", "512", "--quiet"])
+    data, _, _ = load_from_zip_file(run / "checkpoints" / "latest.zip")
+    assert data["num_timesteps"] == 1024
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--env", "memworld/Nope-v0", "--steps", "10"], "memworld/RepeatPreviousEasy-v0"),
+        (["train", "--memory", "nope", "--steps", "10"], "gru"),
+        (["train", "--algo", "nope"], "memoryppo"),
+        (["eval", "/nonexistent/run"], "not a run folder"),
+        (["record", "/nonexistent/run", "--format", "avi"], "mp4"),
+    ],
+)
+def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code != 0
+    assert expected in capsys.readouterr().err
+
+
+def test_config_file_with_unknown_key_is_refused(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("steps: 10\nlearning_rat: 0.1\n")
+    with pytest.raises(SystemExit):
+        main(["train", "--config", str(cfg)])

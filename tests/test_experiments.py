@@ -1,0 +1,59 @@
+"""Each experiment runs in a tiny configuration and writes its PNG and JSON."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from memworld.cli import main
+from memworld.experiments.forgetting import kaplan_meier, write_events
+
+
+def test_kaplan_meier_matches_hand_computation():
+    # durations 1,2,2,3,4 with the 2nd "2" and the 4 censored:
+    # S(1)=4/5, S(2)=4/5*3/4, S(3)=0.6*(1-1/2)
+    times, survival = kaplan_meier([1, 2, 2, 3, 4], [1, 1, 0, 1, 0])
+    np.testing.assert_allclose(times, [0, 1, 2, 3])
+    np.testing.assert_allclose(survival, [1.0, 0.8, 0.6, 0.3])
+
+
+def test_write_events_tracks_overwrite_and_censoring():
+    memories = np.zeros((6, 1, 2, 2))
+    memories[1:, 0, 0] = [1.0, 0.0]  # slot 0 written at t=1 ...
+    memories[4:, 0, 0] = [0.0, 1.0]  # ... overwritten at t=4 (lived 3 steps)
+    memories[2:, 0, 1] = [0.0, 2.0]  # slot 1 written at t=2, never lost (censored at t=5)
+    starts = np.zeros((6, 1), dtype=bool)
+    durations, observed, writes = write_events(memories, starts, 0.2, 0.5)
+    # events in time order: (t=1 slot 0, lost at 4), (t=2 slot 1, censored), (t=4 slot 0, censored)
+    assert writes == 3
+    np.testing.assert_array_equal(durations, [3, 3, 1])
+    np.testing.assert_array_equal(observed, [True, False, False])
+
+
+@pytest.mark.parametrize(
+    "name, pngs",
+    [
+        ("distance", ["accuracy_vs_distance.png"]),
+        (
+            "forgetting",
+            ["diagnostics_over_training.png", "memory_heatmap.png", "slot_survival.png"],
+        ),
+    ],
+)
+def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys):
+    main(["experiment", name, "--tiny", "--root", str(tmp_path)])
+    (out,) = list((tmp_path / name).iterdir())
+    for png in pngs:
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    result = json.loads((out / "results.json").read_text())
+    if name == "distance":
+        assert set(result["table"]) == {"gru", "mlp"}
+        assert set(result["table"]["gru"]) == {"1", "4"}
+        for row in result["runs"]:
+            assert row["accuracy"] == pytest.approx((row["return"] + 1) / 2)
+    else:
+        assert result["writes"] >= 0 and result["survival"]["S"][0] == 1.0
+        assert "write_rate" in result["diagnostics_summary"]
+    assert "experiment folder" in capsys.readouterr().out
