@@ -1,7 +1,10 @@
 """Memory modules behind one protocol (see memory/base.py)."""
 
 from memory.base import MemoryModule, State, make, names, register
+from memory.dual import DualMemory as DualMemory
 from memory.recurrent import GRU, LSTM
 from memory.slot import SlotMemory as SlotMemory
+from memory.window import FrameStack as FrameStack
+from memory.window import WindowAttention as WindowAttention
 
 __all__ = ["GRU", "LSTM", "MemoryModule", "State", "make", "names", "register"]

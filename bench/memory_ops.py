@@ -1,0 +1,299 @@
+"""Memory-module speed: forward+backward of every registered module against torch's nn.LSTM.
+
+    python bench/memory_ops.py [--quick] [--device cpu|cuda] [--steps 128 --batch 64 --dim 64]
+
+1. Forward+backward time of one chunk (T=128, B=64, D=64) for every name in
+   ``memory.names()``, at width 64 where a module has a width, and of
+   ``torch.nn.LSTM(64, 64)`` in the same run; the table gives the ratio to it.
+   "resets" repeats the measurement with episode starts inside the chunk
+   (each row starts a new episode with probability 1/32 per step), as in RL.
+2. If registered: SlotMemory forward+backward (and no-grad forward) at 4,096 and
+   65,536 slots; DualMemory retrieval at 10,000 and 100,000 long-term slots;
+   BitMemory reads and writes per second.
+
+Writes runs/bench/memory_ops.json.  A case that fails (out of memory, an API
+that differs) is reported as skipped with the reason instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import memory
+
+WIDTH = 64
+# Keyword arguments that give a module the benchmark's width (64); others use defaults.
+WIDTH_KWARGS: dict[str, dict] = {
+    "lstm": {"hidden_dim": WIDTH},
+    "gru": {"hidden_dim": WIDTH},
+    "window_attention": {"d_model": WIDTH},
+    "slot": {"hidden_dim": WIDTH, "slot_dim": WIDTH},
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def chunk(steps: int, batch: int, dim: int, device: torch.device, resets: bool):
+    """Inputs (T, B, dim) and episode starts (T, B): all rows start at step 0.
+
+    The inputs require grad, as the output of an encoder before the memory would.
+    """
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(steps, batch, dim, generator=gen).to(device).requires_grad_(True)
+    starts = torch.rand(steps, batch, generator=gen) < (1 / 32 if resets else 0.0)
+    starts[0] = True
+    return x, starts.to(device)
+
+
+def lstm_peer_seconds(args: argparse.Namespace, device: torch.device) -> float:
+    torch.manual_seed(0)
+    lstm = nn.LSTM(args.dim, WIDTH).to(device)
+    x, _ = chunk(args.steps, args.batch, args.dim, device, resets=False)
+
+    def step() -> None:
+        lstm.zero_grad(set_to_none=True)
+        y, _ = lstm(x)
+        y.mean().backward()
+
+    return median_seconds(step, device, args.repeats)
+
+
+def module_seconds(
+    module: memory.MemoryModule, args: argparse.Namespace, device: torch.device, resets: bool
+) -> float:
+    x, starts = chunk(args.steps, args.batch, args.dim, device, resets)
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        y, state = module(x, module.initial_state(args.batch, device), starts)
+        (y.mean() + module.aux_loss(state)).backward()
+
+    return median_seconds(step, device, args.repeats)
+
+
+def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, device) -> float:
+    x, starts = chunk(args.steps, args.batch, args.dim, device, resets=False)
+
+    @torch.no_grad()
+    def step() -> None:
+        module(x, module.initial_state(args.batch, device), starts)
+
+    return median_seconds(step, device, args.repeats)
+
+
+def guarded(fn: Callable[[], dict]) -> dict:
+    """Run one case; a failure becomes ``{"skipped": reason}`` so the rest of the run goes on."""
+    try:
+        return fn()
+    except (RuntimeError, TypeError, ValueError, AttributeError, MemoryError) as err:
+        return {"skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+
+
+def bench_modules(args: argparse.Namespace, device: torch.device, lstm_s: float) -> list[dict]:
+    rows = []
+    for name in memory.names():
+
+        def case(name: str = name) -> dict:
+            torch.manual_seed(0)
+            module = memory.make(name, input_dim=args.dim, **WIDTH_KWARGS.get(name, {}))
+            module.to(device).train()
+            seconds = module_seconds(module, args, device, resets=False)
+            with_resets = module_seconds(module, args, device, resets=True)
+            return {
+                "output_dim": module.output_dim,
+                "parameters": sum(p.numel() for p in module.parameters()),
+                "fwd_bwd_s": seconds,
+                "fwd_bwd_resets_s": with_resets,
+                "ratio_to_nn_lstm": seconds / lstm_s,
+                "ratio_to_nn_lstm_resets": with_resets / lstm_s,
+            }
+
+        rows.append({"module": name, **guarded(case)})
+        print_module_row(rows[-1])
+    return rows
+
+
+def bench_slot(args: argparse.Namespace, device: torch.device, lstm_s: float) -> list[dict]:
+    rows = []
+    for num_slots in args.slot_sizes:
+
+        def case(num_slots: int = num_slots) -> dict:
+            torch.manual_seed(0)
+            module = memory.make(
+                "slot", input_dim=args.dim, num_slots=num_slots, **WIDTH_KWARGS["slot"]
+            ).to(device)
+            seconds = module_seconds(module.train(), args, device, resets=False)
+            return {
+                "fwd_bwd_s": seconds,
+                "ratio_to_nn_lstm": seconds / lstm_s,
+                "forward_no_grad_s": forward_seconds(module.eval(), args, device),
+            }
+
+        rows.append({"num_slots": num_slots, **guarded(case)})
+        print(f"  slot N={num_slots:>6d}: {format_case(rows[-1])}", flush=True)
+    return rows
+
+
+def capacity_kwarg(cls: type) -> str:
+    """The constructor argument of ``cls`` that sets the long-term capacity."""
+    params = [p for p in inspect.signature(cls.__init__).parameters if "capacity" in p]
+    if not params:
+        raise TypeError(f"{cls.__name__}.__init__ has no *capacity* argument")
+    return params[0]
+
+
+def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Top-k retrieval from a full long-term store: ``query(q (B, D), top_k)`` per second."""
+    rows = []
+    cls = memory.make("dual", input_dim=args.dim).__class__
+    for capacity in args.dual_sizes:
+
+        def case(capacity: int = capacity) -> dict:
+            torch.manual_seed(0)
+            module = memory.make("dual", input_dim=args.dim, **{capacity_kwarg(cls): capacity})
+            module.to(device).eval()
+            keys = torch.randn(capacity, module.key_dim if hasattr(module, "key_dim") else args.dim)
+            values = torch.randn(capacity, module.value_dim if hasattr(module, "value_dim") else args.dim)
+            with torch.no_grad():
+                module.store_experience(keys.to(device), values.to(device))
+            queries = keys[: args.batch].to(device) + 0.01
+
+            @torch.no_grad()
+            def step() -> None:
+                module.query(queries, top_k=8)
+
+            seconds = median_seconds(step, device, args.repeats)
+            return {"query_batch": args.batch, "query_s": seconds, "queries_per_s": args.batch / seconds}
+
+        rows.append({"capacity": capacity, **guarded(case)})
+        print(f"  dual capacity={capacity:>7d}: {format_case(rows[-1])}", flush=True)
+    return rows
+
+
+def bench_bit(args: argparse.Namespace, device: torch.device) -> dict:
+    """Word reads and writes per second on the packed bit store of a ``BitMemory``."""
+
+    def case() -> dict:
+        torch.manual_seed(0)
+        module = memory.make("bit", input_dim=args.dim).to(device).eval()
+        store = module.store if hasattr(module, "store") else module
+        state = module.initial_state(args.batch, device)
+        words = getattr(store, "num_words", 65536)
+        address = torch.randint(0, words, (args.batch,), device=device)
+        bits = torch.randint(0, 2, (args.batch, getattr(store, "word_bits", 32)), device=device)
+        with torch.no_grad():
+            written = store.write(state, address, bits.bool())
+            state = written[0] if isinstance(written, tuple) else written
+            write_s = median_seconds(lambda: store.write(state, address, bits.bool()), device, args.repeats)
+            read_s = median_seconds(lambda: store.read(state, address), device, args.repeats)
+        return {"writes_per_s": args.batch / write_s, "reads_per_s": args.batch / read_s}
+
+    result = guarded(case)
+    print(f"  bit: {format_case(result)}", flush=True)
+    return result
+
+
+def format_case(result: dict) -> str:
+    if "skipped" in result:
+        return f"skipped ({result['skipped']})"
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+    )
+
+
+def print_module_row(row: dict) -> None:
+    if not getattr(print_module_row, "header", False):
+        cols = ["module", "out", "params", "fwd+bwd ms", "x nn.LSTM", "resets ms", "x nn.LSTM"]
+        print(" | ".join(f"{c:>16s}" for c in cols))
+        print_module_row.header = True
+    if "skipped" in row:
+        print(f"{row['module']:>16s} | skipped: {row['skipped']}", flush=True)
+        return
+    cells = [
+        row["module"],
+        str(row["output_dim"]),
+        f"{row['parameters']:,d}",
+        f"{1e3 * row['fwd_bwd_s']:.2f}",
+        f"{row['ratio_to_nn_lstm']:.2f}x",
+        f"{1e3 * row['fwd_bwd_resets_s']:.2f}",
+        f"{row['ratio_to_nn_lstm_resets']:.2f}x",
+    ]
+    print(" | ".join(f"{c:>16s}" for c in cells), flush=True)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="2 repeats instead of --repeats")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per case (median)")
+    parser.add_argument("--steps", type=int, default=128, help="chunk length T")
+    parser.add_argument("--batch", type=int, default=64, help="batch B")
+    parser.add_argument("--dim", type=int, default=64, help="input width D")
+    parser.add_argument("--slot-sizes", type=int, nargs="+", default=[4096, 65536])
+    parser.add_argument("--dual-sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="runs/bench/memory_ops.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = 2
+    device = torch.device(args.device)
+
+    print(f"T={args.steps} B={args.batch} D={args.dim} on {device}, median of {args.repeats}")
+    lstm_s = lstm_peer_seconds(args, device)
+    print(f"nn.LSTM({args.dim}, {WIDTH}) fwd+bwd: {1e3 * lstm_s:.2f} ms")
+    report: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": str(device),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "config": {k: v for k, v in vars(args).items() if k != "out"},
+        "nn_lstm_fwd_bwd_s": lstm_s,
+        "modules": bench_modules(args, device, lstm_s),
+    }
+    if "slot" in memory.names():
+        report["slot_memory"] = bench_slot(args, device, lstm_s)
+    if "dual" in memory.names():
+        report["dual_memory"] = bench_dual(args, device)
+    if "bit" in memory.names():
+        report["bit_memory"] = bench_bit(args, device)
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

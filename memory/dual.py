@@ -1,0 +1,362 @@
+"""DualMemory: short-term working memory plus a long-term key/value store (lmcode-dual-memory.md).
+
+Each step ``t`` of a row, for each of ``num_layers`` memory-augmented layers
+(memory/dual_layer.py), starting from ``h = W_in x_t``:
+
+1. short-term memory (S slots): soft gated write of the step (update gate ``u``,
+   write address, write projection), then multi-head attention read; residual;
+2. long-term memory (C slots): top-k retrieval by cosine similarity weighted by
+   importance, softmax over the k retrieved, read mixed into ``h`` through a
+   learned gate; every slot's importance decays by ``importance_decay`` and the
+   retrieved slots gain their read weight;
+3. feed-forward block; residual;
+4. long-term write: if ``u > ltm_write_threshold`` (and the row's step count is
+   a multiple of ``ltm_write_interval``), the layer's normalised query is stored
+   as key and its LayerNormed hidden as value, FIFO into the first empty slot,
+   or over the least important slot (oldest among ties) when full;
+5. every ``consolidation_interval`` steps of a row, its stores merge keys closer
+   than ``consolidation_threshold`` (importance-weighted), freeing slots.
+
+Output: ``y_t = LayerNorm(h)``, width ``hidden_dim``.
+
+The long-term memory is **non-differentiable storage**.  It lives in the state,
+one store per batch row and layer (``ltm_keys (B, L, C, key_dim)``, ``ltm_values
+(B, L, C, hidden_dim)``, ``ltm_importance``, ``ltm_filled``, ``ltm_written_at``),
+so the module stays per-row and a rollout buffer can store and reset it like any
+other state.  A forward call copies it once, then writes the copy in place under
+``torch.no_grad`` (detached keys and values, one slot a step, no per-step copy).
+Reads are differentiable through the query: the top-k scan is a no-grad
+``bmm`` + ``topk``, and the k similarities are recomputed from the gathered keys,
+so gradients reach the query, sharpness, read and gate networks, never the
+stored entries.  The short-term memory ``stm (B, L, S, hidden_dim)`` is an
+ordinary differentiable recurrent state.
+
+Experience replay: ``store_experience``, ``query``, ``sample_experiences``,
+``mix_experiences`` and ``consolidate`` act on ``self.experience``, a
+:class:`memory.dual_ltm.LongTermMemory` of the same capacity held in buffers
+and shared by all rows (the document's model-level store that a trainer fills
+and samples at ``memory_sample_ratio``); ``forward`` never touches it.
+``consolidate_state`` consolidates the per-row stores of a state on demand.
+
+Where the document is vague, and what was chosen:
+
+- Sizes: the document is a 512-wide, 6-layer language model with 512 short-term
+  slots and 10,000 long-term slots per layer.  The RL defaults are
+  ``hidden_dim=128``, ``num_layers=1``, ``num_heads=4``, ``stm_slots=16`` and
+  ``ltm_capacity=1024``: the long-term store is per batch row here, and 10,000
+  slots x (32 + 128) floats x 64 envs is 410 MB of state, copied once per forward
+  call and once per stored rollout sequence.  ``ltm_capacity=10_000`` (or
+  100,000) works; retrieval is one matmul and one topk.  ``LongTermMemory`` on
+  its own defaults to the document's 10,000.
+- Kept numbers: ``ltm_top_k=5`` (the document's ``query_memory`` example),
+  ``consolidation_threshold=0.1`` (its ``consolidate_memories``),
+  ``consolidation_interval=1000`` steps (its trainer's interval),
+  ``memory_sample_ratio=0.2`` (its ``MemoryDataset``), and its "small memory
+  update rate 0.01" as the importance decay.
+- "Similar to a KV cache": the short-term memory is read by multi-head attention
+  like self-attention over cached steps; there are no position embeddings (a
+  recurrent step has no position; recent steps are what the soft updates have
+  not yet overwritten).
+- Importance is "how much a slot is read": decayed by ``importance_decay`` every
+  step (or query) and raised by the softmax weight of each read; a new entry
+  starts at ``initial_importance=1``.  Retrieval logits are ``sharpness * cos +
+  importance_weight * log(importance)`` with ``importance_weight=0.1``, so
+  similarity dominates and importance breaks near-ties.
+- When to write: on the short-term update gate, the module's own signal that
+  the step carries something new (``ltm_write_threshold=0.5``; 0 writes every
+  step).  Distances for consolidation are Euclidean between unit keys
+  (0.1 ~ cosine > 0.995): only near-duplicates merge.
+- Retrieval is an exact scan (one ``bmm`` + ``topk``, O(C) a query), not the
+  document's claimed O(log n): exact top-k keeps chunked and whole runs equal,
+  and at 100,000 slots a scan costs milliseconds.
+- Persistence (``reset_on_episode_start=False``, continual learning) keeps the
+  long-term stores, step counts and merge counts across episodes; the
+  short-term memory, the working context, still resets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from memory.base import MemoryModule, State, check_positive_int, register
+from memory.dual_layer import DualMemoryLayer
+from memory.dual_ltm import LongTermMemory, check_ltm_args, ltm_diagnostics
+from memory.dual_store import LTMBatch, Retrieval
+
+LTM_FIELDS = {f: f"ltm_{f}" for f in LTMBatch.FIELDS}  # LTMBatch field -> state key
+LONG_TERM_KEYS = (*LTM_FIELDS.values(), "ltm_merges", "steps")
+
+
+@register("dual")
+class DualMemory(MemoryModule):
+    """Short-term slot memory and a long-term key/value store with importance, per layer.
+
+    Args:
+        input_dim: width of the input.
+        ltm_capacity: long-term slots per row and layer, and of the experience
+            store (default 1024; the document's 10,000 works, see the module docstring).
+        hidden_dim: layer width and output width (default 128).
+        num_layers: memory-augmented layers, each with its own memories (default 1).
+        num_heads: short-term read heads (default 4; must divide ``hidden_dim``).
+        stm_slots: short-term slots S (default 16).
+        key_dim: long-term key width (default 32).
+        ltm_top_k: entries retrieved per step (default 5).
+        ltm_write_threshold: update gate above which a step is written (default 0.5).
+        ltm_write_interval: write only at step counts divisible by this (default 1).
+        importance_weight: weight of ``log(importance)`` in retrieval (default 0.1).
+        importance_decay: per-step importance decay, in [0, 1) (default 0.01).
+        initial_importance: importance of a new entry (default 1).
+        consolidation_threshold: key distance below which entries merge (default 0.1).
+        consolidation_interval: steps of a row between consolidations (default 1000).
+        memory_sample_ratio: replayed share of a batch in ``mix_experiences`` (default 0.2).
+        ffn_mult: feed-forward width as a multiple of ``hidden_dim`` (default 4).
+        reset_on_episode_start: empty both memories at episode starts (default
+            True); False keeps the long-term stores (``persistent = True``).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        ltm_capacity: int = 1024,
+        hidden_dim: int = 128,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        stm_slots: int = 16,
+        key_dim: int = 32,
+        ltm_top_k: int = 5,
+        ltm_write_threshold: float = 0.5,
+        ltm_write_interval: int = 1,
+        importance_weight: float = 0.1,
+        importance_decay: float = 0.01,
+        initial_importance: float = 1.0,
+        consolidation_threshold: float = 0.1,
+        consolidation_interval: int = 1000,
+        memory_sample_ratio: float = 0.2,
+        ffn_mult: int = 4,
+        reset_on_episode_start: bool = True,
+    ) -> None:
+        for name, value in [
+            ("hidden_dim", hidden_dim),
+            ("num_layers", num_layers),
+            ("num_heads", num_heads),
+            ("stm_slots", stm_slots),
+            ("ltm_write_interval", ltm_write_interval),
+            ("consolidation_interval", consolidation_interval),
+            ("ffn_mult", ffn_mult),
+        ]:
+            check_positive_int(name, value)
+        check_ltm_args(
+            ltm_capacity,
+            ltm_top_k,
+            importance_decay,
+            consolidation_threshold,
+            memory_sample_ratio,
+            prefix="ltm_",
+        )
+        super().__init__(input_dim, hidden_dim)
+        self.hidden_dim, self.num_layers, self.stm_slots = hidden_dim, num_layers, stm_slots
+        self.key_dim, self.value_dim, self.ltm_capacity = key_dim, hidden_dim, ltm_capacity
+        self.ltm_top_k = ltm_top_k
+        self.ltm_write_threshold = float(ltm_write_threshold)
+        self.ltm_write_interval = ltm_write_interval
+        self.importance_weight = float(importance_weight)
+        self.importance_decay = float(importance_decay)
+        self.initial_importance = float(initial_importance)
+        self.consolidation_threshold = float(consolidation_threshold)
+        self.consolidation_interval = consolidation_interval
+        self.reset_on_episode_start = bool(reset_on_episode_start)
+        self.persistent = not self.reset_on_episode_start
+
+        self.embed = nn.Linear(input_dim, hidden_dim)
+        self.layers = nn.ModuleList(
+            DualMemoryLayer(hidden_dim, stm_slots, num_heads, key_dim, ffn_mult)
+            for _ in range(num_layers)
+        )
+        self.out_norm = nn.LayerNorm(hidden_dim)
+        self.experience = LongTermMemory(
+            key_dim,
+            hidden_dim,
+            capacity=ltm_capacity,
+            top_k=ltm_top_k,
+            importance_weight=importance_weight,
+            importance_decay=importance_decay,
+            initial_importance=initial_importance,
+            consolidation_threshold=consolidation_threshold,
+            memory_sample_ratio=memory_sample_ratio,
+        )
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        b, n = batch_size, self.num_layers
+        store = LTMBatch.empty(b * n, self.ltm_capacity, self.key_dim, self.value_dim, device)
+        state = {
+            key: getattr(store, f).view(b, n, *getattr(store, f).shape[1:])
+            for f, key in LTM_FIELDS.items()
+        }
+        state.update(
+            ltm_merges=torch.zeros(b, n, device=device),
+            steps=torch.zeros(b, dtype=torch.long, device=device),
+        )
+        state.update(self._initial_carry(b, device))
+        return state
+
+    def _initial_carry(self, batch_size: int, device: torch.device | str) -> State:
+        """The per-episode part: short-term memory and the last step's read statistics."""
+        b, n, s = batch_size, self.num_layers, self.stm_slots
+        return {
+            "stm": torch.zeros(b, n, s, self.hidden_dim, device=device),
+            "stm_read_weights": torch.zeros(b, n, s, device=device),
+            "stm_gate": torch.zeros(b, n, device=device),
+            "ltm_hit_similarity": torch.zeros(b, n, device=device),
+        }
+
+    def reset_rows(self, state: State, starts: Tensor) -> State:
+        """Rows where ``starts`` (B,) is True back to the initial state (long-term kept if persistent)."""
+        if not bool(starts.any()):
+            return state
+        init = self.initial_state(starts.shape[0], starts.device)
+        keep = () if self.reset_on_episode_start else LONG_TERM_KEYS
+        return {
+            k: v if k in keep else torch.where(starts.view(-1, *[1] * (v.dim() - 1)), init[k], v)
+            for k, v in state.items()
+        }
+
+    @staticmethod
+    def layer_store(ltm: State, layer: int) -> LTMBatch:
+        """Views ``(B, C, ...)`` of one layer's stores in the ``(B, L, C, ...)`` state tensors."""
+        return LTMBatch(*(ltm[key][:, layer] for key in LTM_FIELDS.values()))
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        self.check_inputs(x, episode_starts)
+        steps_total, batch, _ = x.shape
+        starts = episode_starts.to(device=x.device, dtype=torch.bool)
+        # One sync: resets and consolidations are scheduled on the host.
+        starts_host = starts.cpu().numpy()
+        step_count = state["steps"].cpu().numpy().copy()  # (B,) steps each row has run
+        init = self._initial_carry(batch, x.device) if starts_host.any() else None
+        # One copy of the long-term stores per call; all later writes are in place on it.
+        ltm = {k: state[k].clone() for k in LONG_TERM_KEYS}
+        stores = [self.layer_store(ltm, i) for i in range(self.num_layers)]
+        carry = {k: v for k, v in state.items() if k not in LONG_TERM_KEYS}
+        h_in = self.embed(x)  # (T, B, H)
+        outputs = []
+        for t in range(steps_total):
+            if starts_host[t].any():
+                carry = {
+                    k: torch.where(starts[t].view(-1, *[1] * (v.dim() - 1)), init[k], v)
+                    for k, v in carry.items()
+                }
+                if self.reset_on_episode_start:
+                    rows = torch.from_numpy(np.flatnonzero(starts_host[t])).to(x.device)
+                    for value in ltm.values():
+                        value.index_fill_(0, rows, 0)
+                    step_count[starts_host[t]] = 0
+            step_count += 1
+            ltm["steps"] += 1
+            h, carry = self.step(h_in[t], carry, stores, ltm["steps"])
+            outputs.append(self.out_norm(h))
+            due = np.flatnonzero(step_count % self.consolidation_interval == 0)
+            if due.size:
+                self._consolidate_rows(
+                    ltm, torch.from_numpy(due).to(x.device), self.consolidation_threshold
+                )
+        return torch.stack(outputs), {**ltm, **carry}
+
+    def step(
+        self, h: Tensor, carry: State, stores: list[LTMBatch], clock: Tensor
+    ) -> tuple[Tensor, State]:
+        """All layers for one step: ``h (B, H)``; writes the long-term stores in place."""
+        write_due = clock % self.ltm_write_interval == 0  # (B,)
+        memories, gates, read_weights, hits = [], [], [], []
+        for i, layer in enumerate(self.layers):
+            h, memory, io = layer(
+                h, carry["stm"][:, i], stores[i], self.ltm_top_k, self.importance_weight
+            )
+            stores[i].mark_reads(io.retrieval, self.importance_decay)
+            write = write_due & (io.stm_gate.detach() > self.ltm_write_threshold)
+            stores[i].write(io.ltm_key, io.ltm_value, clock, write, self.initial_importance)
+            found = io.retrieval
+            hits.append(torch.where(found.valid[:, 0, 0], found.similarity[:, 0, 0].detach(), 0.0))
+            memories.append(memory)
+            gates.append(io.stm_gate.detach())
+            read_weights.append(io.stm_read_weights.detach())
+        carry = {
+            "stm": torch.stack(memories, dim=1),
+            "stm_read_weights": torch.stack(read_weights, dim=1),
+            "stm_gate": torch.stack(gates, dim=1),
+            "ltm_hit_similarity": torch.stack(hits, dim=1),
+        }
+        return h, carry
+
+    # ---------------------------------------------------------- consolidation
+    @torch.no_grad()
+    def _consolidate_rows(self, ltm: State, rows: Tensor, threshold: float) -> None:
+        """Consolidate the stores of batch ``rows`` (every layer) in place; count the merges."""
+        for i in range(self.num_layers):
+            store = self.layer_store(ltm, i)
+            part = store.take(rows)
+            merged = part.consolidate(threshold)
+            store.put(rows, part)
+            ltm["ltm_merges"][:, i].index_add_(0, rows, merged.to(ltm["ltm_merges"].dtype))
+
+    @torch.no_grad()
+    def consolidate_state(self, state: State, threshold: float | None = None) -> State:
+        """On-demand consolidation of every row's long-term stores; returns a new state."""
+        thr = self.consolidation_threshold if threshold is None else float(threshold)
+        ltm = {k: state[k].clone() for k in LONG_TERM_KEYS}
+        rows = torch.arange(state["steps"].shape[0], device=state["steps"].device)
+        self._consolidate_rows(ltm, rows, thr)
+        return {**state, **ltm}
+
+    # ----------------------------------------------- experience store (replay)
+    def store_experience(self, key: Tensor, value: Tensor) -> Tensor:
+        """Store ``key (N, key_dim)``, ``value (N, hidden_dim)`` in the shared experience store."""
+        return self.experience.store_experience(key, value)
+
+    def query(self, query: Tensor, top_k: int | None = None) -> Retrieval:
+        """Top-k retrieval from the experience store (see :meth:`LongTermMemory.query`)."""
+        return self.experience.query(query, top_k)
+
+    def sample_experiences(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` stored ``(keys, values)`` from the experience store, drawn with ``generator``."""
+        return self.experience.sample_experiences(n, generator)
+
+    def mix_experiences(
+        self, keys: Tensor, values: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Replace ``memory_sample_ratio`` of a batch by stored experience (see LongTermMemory)."""
+        return self.experience.mix_experiences(keys, values, generator)
+
+    def consolidate(self, threshold: float | None = None) -> int:
+        """Consolidate the experience store; returns the number of merges."""
+        return self.experience.consolidate(threshold)
+
+    # ------------------------------------------------------------ diagnostics
+    @torch.no_grad()
+    def diagnostics(self, state: State) -> dict[str, float]:
+        """STM gate mean, LTM fill and importance distribution, merges, retrieval hit similarity.
+
+        Averaged over rows and layers; ``ltm_hit_similarity`` is the cosine
+        similarity of the best entry retrieved at the last step, over the rows
+        that retrieved anything.
+        """
+        b, n = state["steps"].shape[0], self.num_layers
+        store = LTMBatch(
+            *(state[key].reshape(b * n, *state[key].shape[2:]) for key in LTM_FIELDS.values())
+        )
+        hit = state["ltm_hit_similarity"]
+        had_hit = hit != 0
+        read_weights = state["stm_read_weights"]
+        return {
+            "stm_gate_mean": float(state["stm_gate"].mean()),
+            "stm_read_entropy": float(-torch.xlogy(read_weights, read_weights).sum(-1).mean()),
+            **ltm_diagnostics(store, prefix="ltm_"),
+            "ltm_merges": float(state["ltm_merges"].mean()),
+            "ltm_hit_similarity": float(hit[had_hit].mean()) if bool(had_hit.any()) else 0.0,
+            "experience_fill": float(len(self.experience) / self.experience.capacity),
+        }

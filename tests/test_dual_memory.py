@@ -1,0 +1,363 @@
+"""DualMemory and LongTermMemory: exact mechanism tests on hand-made cases, and the protocol checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import memory
+from memory.dual import DualMemory
+from memory.dual_layer import ShortTermMemory
+from memory.dual_ltm import LongTermMemory
+from memory.dual_store import LTMBatch
+
+E = torch.eye(3)
+
+
+def store(capacity: int = 4, **kwargs) -> LongTermMemory:
+    return LongTermMemory(key_dim=3, value_dim=2, capacity=capacity, **{"top_k": 3, **kwargs})
+
+
+def small(**kwargs) -> DualMemory:
+    torch.manual_seed(0)
+    defaults = dict(
+        ltm_capacity=16, hidden_dim=16, num_heads=2, stm_slots=4, key_dim=8, ltm_top_k=3
+    )
+    return DualMemory(3, **{**defaults, **kwargs})
+
+
+def inputs(steps: int, batch: int = 3, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(steps, batch, 3, generator=gen)
+    starts = torch.zeros(steps, batch, dtype=torch.bool)
+    starts[0] = True
+    return x, starts
+
+
+# ------------------------------------------------------------ long-term store
+def test_fifo_order_before_full_then_oldest_goes_first():
+    ltm = store(capacity=4)
+    for i in range(3):
+        assert ltm.store_experience(E[i], torch.tensor([i, 0.0])).tolist() == [i]
+    assert len(ltm) == 3
+    assert ltm.filled.tolist() == [True, True, True, False]
+    assert ltm.values[:3, 0].tolist() == [0.0, 1.0, 2.0]
+    assert ltm.written_at[:3].tolist() == [0, 1, 2]
+    # Unread entries are equally important: a full store replaces the oldest (FIFO).
+    positions = ltm.store_experience(torch.ones(3, 3), torch.tensor([[3.0, 0], [4, 0], [5, 0]]))
+    assert positions.tolist() == [3, 0, 1]
+    assert ltm.values[:, 0].tolist() == [4.0, 5.0, 2.0, 3.0]
+
+
+def test_eviction_replaces_the_least_important_slot():
+    ltm = store(capacity=3, importance_decay=0.01)
+    ltm.store_experience(E, torch.tensor([[0.0, 0], [1, 0], [2, 0]]))
+    ltm.query(E[1], top_k=1)  # decay all by 0.99, slot 1 gains weight 1
+    ltm.query(E[2], top_k=1)
+    torch.testing.assert_close(ltm.importance, torch.tensor([0.99**2, 0.99 * 1.99, 0.99**2 + 1]))
+    assert ltm.store_experience(torch.tensor([1.0, 1, 1]), torch.tensor([9.0, 9])).tolist() == [0]
+    assert ltm.values[:, 0].tolist() == [9.0, 1.0, 2.0]
+    assert ltm.importance[0] == 1.0  # the new entry starts at initial_importance
+
+
+def test_importance_increases_for_slots_that_are_read():
+    ltm = store(capacity=4, importance_decay=0.01, sharpness=10.0)
+    ltm.store_experience(E, torch.tensor([[1.0, 0], [0, 1], [5, 5]]))
+    found = ltm.query(torch.tensor([1.0, 1.0, 0.0]), top_k=2)  # cos 0.707 to slots 0 and 1
+    assert sorted(found.indices.tolist()) == [0, 1]
+    torch.testing.assert_close(found.weights, torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(found.read, torch.tensor([0.5, 0.5]))
+    torch.testing.assert_close(found.similarity, torch.full((2,), 1 / math.sqrt(2)))
+    torch.testing.assert_close(ltm.importance, torch.tensor([1.49, 1.49, 0.99, 0.0]))
+
+
+def test_retrieval_is_weighted_by_importance():
+    ltm = store(capacity=4, importance_weight=1.0, sharpness=10.0)
+    ltm.store_experience(torch.tensor([[1.0, 1, 0], [1, -1, 0]]), torch.tensor([[1.0, 0], [0, 1]]))
+    ltm.importance[1] = 3.0  # equally similar to the query below, three times as important
+    found = ltm.query(torch.tensor([1.0, 0.0, 0.0]), top_k=2, update_importance=False)
+    assert found.indices.tolist() == [1, 0]
+    torch.testing.assert_close(found.weights, torch.tensor([0.75, 0.25]))  # ∝ importance ** 1
+
+
+def test_query_returns_the_stored_value_for_its_key():
+    gen = torch.Generator().manual_seed(0)
+    ltm = LongTermMemory(key_dim=16, value_dim=4, capacity=64)
+    keys, values = torch.randn(50, 16, generator=gen), torch.randn(50, 4, generator=gen)
+    ltm.store_experience(keys, values)
+    found = ltm.query(keys * 2.0, top_k=1)  # scale does not matter: cosine similarity
+    assert found.indices[:, 0].tolist() == list(range(50))
+    torch.testing.assert_close(found.read, values)
+    torch.testing.assert_close(found.similarity[:, 0], torch.ones(50))
+
+
+def test_query_on_an_empty_or_sparse_store_reads_zero_weight_from_empty_slots():
+    ltm = store(capacity=4)
+    found = ltm.query(E[0], top_k=3)
+    assert not found.valid.any() and torch.equal(found.read, torch.zeros(2))
+    ltm.store_experience(E[0], torch.tensor([2.0, 3.0]))
+    found = ltm.query(E[1], top_k=3)
+    assert found.valid.tolist() == [True, False, False]
+    torch.testing.assert_close(found.read, torch.tensor([2.0, 3.0]))
+
+
+def test_consolidation_merges_near_identical_keys_importance_weighted():
+    ltm = store(capacity=6)
+    near = F.normalize(torch.tensor([1.0, 0.01, 0.0]), dim=0)  # 0.01 from e0
+    medium = F.normalize(torch.tensor([0.0, 1.0, 0.15]), dim=0)  # ~0.15 from e1: kept
+    keys = torch.stack([E[0], near, E[1], medium, E[2]])
+    values = torch.tensor([[1.0, 0], [0, 1], [5, 5], [6, 6], [7, 7]])
+    ltm.store_experience(keys, values)
+    ltm.importance[:2] = torch.tensor([1.0, 3.0])
+    assert ltm.consolidate(threshold=0.1) == 1
+    assert len(ltm) == 4 and ltm.merges == 1
+    # Slot 1 (more important) keeps the merge, slot 0 is freed.
+    assert ltm.filled.tolist() == [False, True, True, True, True, False]
+    torch.testing.assert_close(ltm.keys[1], F.normalize(0.25 * E[0] + 0.75 * near, dim=0))
+    torch.testing.assert_close(ltm.values[1], torch.tensor([0.25, 0.75]))
+    assert ltm.importance[1] == 4.0 and ltm.written_at[1] == 1
+    torch.testing.assert_close(ltm.keys[2:5], keys[2:])  # distant keys left alone
+    torch.testing.assert_close(ltm.values[2:5], values[2:])
+    # The freed place is reused before the empty tail (first empty slot).
+    assert ltm.store_experience(torch.ones(3), torch.zeros(2)).tolist() == [0]
+
+
+def test_consolidation_merges_a_cluster_of_copies_into_one():
+    ltm = store(capacity=8)
+    ltm.store_experience(E[0].repeat(5, 1), torch.arange(5.0).view(5, 1).repeat(1, 2))
+    ltm.store_experience(E[2], torch.zeros(2))
+    assert ltm.consolidate() == 4
+    assert len(ltm) == 2
+    kept = ltm.filled.nonzero().flatten()[0]
+    torch.testing.assert_close(ltm.values[kept], torch.tensor([2.0, 2.0]))  # equal importances
+    assert ltm.importance[kept] == 5.0
+
+
+def test_sample_experiences_is_seeded_and_returns_only_filled_entries():
+    ltm = store(capacity=10)
+    with pytest.raises(ValueError, match="store_experience"):
+        ltm.sample_experiences(2)
+    ltm.store_experience(E.repeat(2, 1)[:4], torch.arange(1.0, 5.0).view(4, 1).repeat(1, 2))
+    draws = [ltm.sample_experiences(3, torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(draws[0][0], draws[1][0]) and torch.equal(draws[0][1], draws[1][1])
+    assert len(set(draws[0][1][:, 0].tolist())) == 3  # without replacement
+    _, values = ltm.sample_experiences(40, torch.Generator().manual_seed(1))
+    assert set(values[:, 0].tolist()) <= {1.0, 2.0, 3.0, 4.0}
+    assert len(set(values[:, 0].tolist())) == 4
+
+
+def test_mix_experiences_replaces_the_memory_sample_ratio_of_a_batch():
+    ltm = store(capacity=10)  # memory_sample_ratio 0.2, as in the document
+    ltm.store_experience(E, torch.full((3, 2), -1.0))
+    keys, values = torch.zeros(10, 3), torch.zeros(10, 2)
+    mixed_keys, mixed_values, replayed = ltm.mix_experiences(keys, values, torch.Generator())
+    assert replayed.tolist() == [False] * 8 + [True] * 2
+    assert torch.equal(mixed_values[:8], values[:8]) and (mixed_values[8:] == -1).all()
+    assert (mixed_keys[8:].sum(-1) == 1).all()
+
+
+def test_write_many_equals_one_write_at_a_time():
+    gen = torch.Generator().manual_seed(3)
+    first = LTMBatch.empty(2, 5, 4, 3)
+    keys, values = torch.randn(2, 8, 4, generator=gen), torch.randn(2, 8, 3, generator=gen)
+    first.write_many(keys[:, :3], values[:, :3], torch.zeros(2, dtype=torch.long), 1.0)
+    first.importance[0, 1] = first.importance[1, 2] = 2.0  # make eviction order non-trivial
+    second = LTMBatch(*(getattr(first, f).clone() for f in LTMBatch.FIELDS))
+    clock = torch.full((2,), 3, dtype=torch.long)
+    first.write_many(keys[:, 3:], values[:, 3:], clock, 1.0)
+    for j in range(5):
+        second.write(
+            keys[:, 3 + j], values[:, 3 + j], clock + j, torch.ones(2, dtype=torch.bool), 1.0
+        )
+    for f in LTMBatch.FIELDS:
+        assert torch.equal(getattr(first, f), getattr(second, f)), f
+
+
+# ----------------------------------------------------------- short-term memory
+def test_stm_gated_soft_update_matches_hand_computation():
+    stm = ShortTermMemory(dim=2, num_slots=2, num_heads=1)
+    with torch.no_grad():
+        stm.slot_embedding.copy_(torch.eye(2))
+    memory_before = torch.tensor([[[1.0, 1.0], [0.0, -1.0]]])  # (B=1, S=2, H=2)
+    address_query, value = torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 3.0]])
+    memory_after, address = stm.write(memory_before, address_query, value, torch.tensor([0.5]))
+    # scores: (2, 0) . (M_i + P_i) = (2, 0) . (2, 1) = 4 and (2, 0) . (0, 0) = 0, over sqrt(2)
+    a0 = 1 / (1 + math.exp(-4 / math.sqrt(2)))
+    torch.testing.assert_close(address, torch.tensor([[a0, 1 - a0]]))
+    g0, g1 = 0.5 * a0, 0.5 * (1 - a0)
+    expected = torch.tensor(
+        [[[1 + g0 * (1 - 1), 1 + g0 * (3 - 1)], [0 + g1 * (1 - 0), -1 + g1 * (3 + 1)]]]
+    )
+    torch.testing.assert_close(memory_after, expected)
+    # The gate comes from the last output of the input projection.
+    with torch.no_grad():
+        stm.from_input.weight.zero_()
+        stm.from_input.bias.zero_()
+        stm.from_input.bias[-1] = math.log(3.0)  # sigmoid -> 0.75
+    assert stm.split_input(torch.randn(1, 2))[3].item() == pytest.approx(0.75)
+
+
+# ------------------------------------------------------------------ the module
+def test_registered_and_default_constructible():
+    module = memory.make("dual", input_dim=6)
+    assert isinstance(module, DualMemory) and module.output_dim == 128
+    assert module.experience.capacity == module.ltm_capacity
+    with pytest.raises(ValueError, match="ltm_top_k=5 must be <= ltm_capacity=4"):
+        DualMemory(3, ltm_capacity=4, ltm_top_k=5)
+    with pytest.raises(ValueError, match="num_heads"):
+        DualMemory(3, hidden_dim=10, num_heads=4)
+
+
+def test_write_threshold_and_interval_decide_long_term_writes():
+    x, starts = inputs(6)
+    with torch.no_grad():
+        _, never = small(ltm_write_threshold=1.0).eval()(x, small().initial_state(3), starts)
+        _, every = small(ltm_write_threshold=0.0).eval()(x, small().initial_state(3), starts)
+        _, second = small(ltm_write_threshold=0.0, ltm_write_interval=2)(
+            x, small().initial_state(3), starts
+        )
+    assert never["ltm_filled"].sum() == 0
+    assert every["ltm_filled"].sum(-1).flatten().tolist() == [6, 6, 6]
+    assert second["ltm_filled"].sum(-1).flatten().tolist() == [3, 3, 3]
+    assert every["ltm_written_at"][0, 0, :6].tolist() == [1, 2, 3, 4, 5, 6]
+    assert not every["ltm_keys"].requires_grad and not every["ltm_values"].requires_grad
+
+
+def test_resets_only_rows_with_episode_starts():
+    module = small(ltm_write_threshold=0.0).eval()
+    x, starts = inputs(8)
+    starts[4, 1] = True
+    with torch.no_grad():
+        y, state = module(x, module.initial_state(3), starts)
+        y_fresh, state_fresh = module(x[4:], module.initial_state(3), inputs(4)[1])
+        y_plain, _ = module(x, module.initial_state(3), inputs(8)[1])
+    assert state["ltm_filled"].sum(-1).flatten().tolist() == [8, 4, 8]
+    torch.testing.assert_close(y[4:, 1], y_fresh[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[:, [0, 2]], y_plain[:, [0, 2]], atol=1e-6, rtol=0)
+    for key in state:
+        torch.testing.assert_close(state[key][1], state_fresh[key][1], atol=1e-5, rtol=0, msg=key)
+    reset = module.reset_rows(state, torch.tensor([False, True, False]))
+    initial = module.initial_state(3)
+    for key in state:
+        assert torch.equal(reset[key][1], initial[key][1]), key
+        assert torch.equal(reset[key][[0, 2]], state[key][[0, 2]]), key
+
+
+def test_persistent_mode_keeps_long_term_memory_and_resets_short_term():
+    module = small(ltm_write_threshold=0.0, reset_on_episode_start=False).eval()
+    assert module.persistent
+    x, starts = inputs(6)
+    starts[3, 0] = True
+    with torch.no_grad():
+        _, state = module(x, module.initial_state(3), starts)
+    assert state["ltm_filled"].sum(-1).flatten().tolist() == [6, 6, 6]
+    reset = module.reset_rows(state, torch.tensor([True, False, False]))
+    assert torch.equal(reset["ltm_keys"], state["ltm_keys"])
+    assert reset["stm"][0].abs().sum() == 0 and state["stm"][0].abs().sum() > 0
+
+
+def test_consolidation_runs_every_interval_steps():
+    # Threshold 2.1 exceeds any distance between unit keys: each consolidation leaves one entry.
+    module = small(ltm_write_threshold=0.0, consolidation_interval=5, consolidation_threshold=2.1)
+    x, starts = inputs(12)
+    with torch.no_grad():
+        _, state = module.eval()(x, module.initial_state(3), starts)
+    # steps 1-5: 5 entries -> 1 (4 merges); 6-10: 6 -> 1 (5 merges); 11-12: 3 entries.
+    assert state["ltm_merges"].flatten().tolist() == [9.0, 9.0, 9.0]
+    assert state["ltm_filled"].sum(-1).flatten().tolist() == [3, 3, 3]
+    diag = module.diagnostics(state)
+    assert diag["ltm_merges"] == 9.0 and diag["ltm_count"] == 3.0
+    assert diag["ltm_fill"] == pytest.approx(3 / 16)
+
+
+def test_consolidate_state_on_demand():
+    module = small(ltm_write_threshold=0.0)
+    x, starts = inputs(4)
+    with torch.no_grad():
+        _, state = module.eval()(x, module.initial_state(3), starts)
+    merged = module.consolidate_state(state, threshold=2.1)
+    assert merged["ltm_filled"].sum(-1).flatten().tolist() == [1, 1, 1]
+    assert merged["ltm_merges"].flatten().tolist() == [3.0, 3.0, 3.0]
+    assert state["ltm_filled"].sum() == 12  # the input state is not modified
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_two_chunks_equal_one_call(num_layers: int):
+    module = small(ltm_write_threshold=0.0, consolidation_interval=4, num_layers=num_layers)
+    module.consolidation_threshold = 1.0  # merges happen inside the chunks
+    x, starts = inputs(12)
+    starts[3, 0] = starts[5, 1] = starts[9, 2] = True
+    with torch.no_grad():
+        y, state = module.eval()(x, module.initial_state(3), starts)
+        y1, state1 = module(x[:5], module.initial_state(3), starts[:5])
+        y2, state2 = module(x[5:], state1, starts[5:])
+    assert state["ltm_merges"].sum() > 0
+    torch.testing.assert_close(torch.cat([y1, y2]), y, atol=1e-5, rtol=0)
+    for key in state:
+        torch.testing.assert_close(state2[key], state[key], atol=1e-5, rtol=0, msg=key)
+
+
+def test_batch_independence():
+    module = small(ltm_write_threshold=0.0).eval()
+    x, starts = inputs(8)
+    changed = x.clone()
+    changed[:, 1] += 1.0
+    with torch.no_grad():
+        y, _ = module(x, module.initial_state(3), starts)
+        y_changed, _ = module(changed, module.initial_state(3), starts)
+    torch.testing.assert_close(y_changed[:, [0, 2]], y[:, [0, 2]], atol=1e-6, rtol=0)
+    assert not torch.allclose(y_changed[:, 1], y[:, 1])
+
+
+def test_gradients_reach_every_parameter_but_not_the_store():
+    module = small(ltm_write_threshold=0.0, num_layers=2).train()
+    x, starts = inputs(6)
+    y, state = module(x, module.initial_state(3), starts)
+    readout = torch.randn(y.shape[-1], generator=torch.Generator().manual_seed(4))
+    (y * readout).sum().backward()
+    for name, param in module.named_parameters():
+        assert param.grad is not None, f"no gradient reaches {name}"
+        assert torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
+    assert not any(state[k].requires_grad for k in state if k.startswith("ltm_"))
+    assert state["stm"].requires_grad
+
+
+def test_module_experience_store_api():
+    module = memory.make("dual", input_dim=6, ltm_capacity=64)
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.randn(64, module.key_dim, generator=gen)
+    values = torch.randn(64, module.value_dim, generator=gen)
+    module.store_experience(keys, values)
+    found = module.query(keys[:4] + 0.01, top_k=8)
+    assert found.indices.shape == (4, 8) and found.indices[:, 0].tolist() == [0, 1, 2, 3]
+    sampled_keys, sampled_values = module.sample_experiences(5, torch.Generator().manual_seed(0))
+    assert sampled_keys.shape == (5, module.key_dim)
+    assert sampled_values.shape == (5, module.value_dim)
+    assert module.consolidate() == 0
+    assert module.diagnostics(module.initial_state(2))["experience_fill"] == 1.0
+    assert "experience.keys" in module.state_dict()
+
+
+def test_diagnostics_report_the_documented_quantities():
+    module = small(ltm_write_threshold=0.0)
+    x, starts = inputs(5)
+    with torch.no_grad():
+        _, state = module.eval()(x, module.initial_state(3), starts)
+    diag = module.diagnostics(state)
+    for key in [
+        "stm_gate_mean",
+        "ltm_fill",
+        "ltm_importance_mean",
+        "ltm_importance_max",
+        "ltm_importance_entropy",
+        "ltm_merges",
+        "ltm_hit_similarity",
+    ]:
+        assert isinstance(diag[key], float), key
+    assert diag["stm_gate_mean"] == pytest.approx(float(state["stm_gate"].mean()))
+    assert diag["ltm_fill"] == pytest.approx(5 / 16)
+    assert 0.0 < diag["ltm_importance_entropy"] <= math.log(5) + 1e-6
+    assert -1.0 <= diag["ltm_hit_similarity"] <= 1.0 and diag["ltm_hit_similarity"] != 0.0
