@@ -10,6 +10,11 @@ import gymnasium as gym
 # (task name, module under envs.tasks, one-line description of what it tests)
 TASKS: list[tuple[str, str, str]] = [
     ("RepeatPrevious", "repeat_previous", "recall the symbol seen `delay` steps earlier"),
+    ("RepeatFirst", "repeat_first", "hold the episode's first symbol for the whole episode"),
+    ("CountRecall", "count_recall", "count how often the queried value has appeared"),
+    ("Autoencode", "autoencode", "replay a watched sequence in reverse after a cue"),
+    ("MemoryLength", "bsuite_memory", "carry one context sign through `memory_length` noise steps"),
+    ("MemorySize", "bsuite_memory", "hold `num_bits` context bits; one is queried"),
     ("AssociativeRecall", "associative_recall", "act the value paired with a queried key"),
     ("TMaze", "tmaze", "choose the junction arm named by a cue at the corridor's start"),
     ("KeyDoor", "keydoor", "carry a key's colour down a corridor; open the matching door"),
@@ -36,7 +41,8 @@ def register_all() -> None:
     """Register every task and preset (idempotent)."""
     for task, module_name, description in TASKS:
         module = importlib.import_module(f"envs.tasks.{module_name}")
-        presets = {None: {}, **module.PRESETS}
+        # A module with several tasks keys its presets by task name.
+        presets = {None: {}, **module.PRESETS.get(task, module.PRESETS)}
         for preset, kwargs in presets.items():
             env_id = f"memworld/{task}{preset or ''}-v0"
             if env_id in gym.registry:

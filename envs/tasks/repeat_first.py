@@ -1,0 +1,108 @@
+"""RepeatFirst: act the first symbol of the episode at every step."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.core import VecTask, scalar_view
+from envs.params import TaskParams
+from envs.render import recall_frame
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RepeatFirstParams(TaskParams):
+    """Args:
+    num_symbols: size of the symbol alphabet (2-16).
+    episode_length: steps per episode: how long the first symbol must be held (1-10,000).
+    """
+
+    num_symbols: int = 4
+    episode_length: int = 52
+
+    RANGES = {"num_symbols": (2, 16), "episode_length": (1, 10_000)}
+
+
+class RepeatFirstVec(VecTask):
+    """RepeatFirst (batched).
+
+    **Description.** Each step shows a uniformly drawn symbol; at every step the
+    agent must act the *first* symbol of the episode (POPGym's RepeatFirst).
+
+    **Observation.** ``Box(0, 1, (num_symbols,), float32)``: the current symbol, one-hot.
+
+    **Action.** ``Discrete(num_symbols)``.
+
+    **Reward.** ``+1/episode_length`` right, ``-1/episode_length`` wrong, every
+    step. Return in [-1, 1]; chance ``2/num_symbols - 1``.
+
+    **End.** Terminates after ``episode_length`` actions.
+
+    **World state.** First symbol and current symbol scaled to [0, 1], progress.
+
+    **Version history.** v0: first release.
+    """
+
+    Params = RepeatFirstParams
+
+    def _spaces(self):
+        k = self.params.num_symbols
+        return spaces.Box(0.0, 1.0, (k,), np.float32), spaces.Discrete(k)
+
+    def _allocate(self) -> None:
+        self.first = np.zeros(self.num_envs, dtype=np.int64)
+        self.current = np.zeros(self.num_envs, dtype=np.int64)
+        self.t = np.zeros(self.num_envs, dtype=np.int64)
+        self._eye = np.eye(self.params.num_symbols, dtype=np.float32)
+
+    def _reset_envs(self, idx) -> None:
+        self.t[idx] = 0
+        self.first[idx] = self.current[idx] = self.rng.integers(idx, self.params.num_symbols)
+
+    def _step_envs(self, idx, actions):
+        p = self.params
+        scale = 1.0 / p.episode_length
+        reward = np.where(actions == self.first[idx], scale, -scale)
+        self.t[idx] += 1
+        self.current[idx] = self.rng.integers(idx, p.num_symbols)
+        return reward, self.t[idx] >= p.episode_length
+
+    def _observe(self) -> np.ndarray:
+        return self._eye[self.current]
+
+    def _world_state(self) -> np.ndarray:
+        p = self.params
+        scale = 1.0 / (p.num_symbols - 1)
+        return np.stack(
+            [self.first * scale, self.current * scale, self.t / p.episode_length], axis=1
+        ).astype(np.float32)
+
+    def oracle_actions(self) -> np.ndarray:
+        return self.first.copy()
+
+    @property
+    def chance_return(self) -> float:
+        return 2.0 / self.params.num_symbols - 1.0
+
+    def _render_env(self, i: int) -> np.ndarray:
+        t = int(self.t[i])
+        return recall_frame(
+            f"REPEAT FIRST  T {t}",
+            np.array([self.first[i], -1, self.current[i]]),
+            marked=0,
+            answer=int(self.first[i]),
+            action=int(self.last_actions[i]) if t > 0 else None,
+            reward=float(self.last_rewards[i]),
+            footer="ACT THE FIRST SYMBOL",
+        )
+
+
+RepeatFirst = scalar_view(RepeatFirstVec, "RepeatFirst")
+
+PRESETS = {
+    "Easy": dict(num_symbols=4, episode_length=52),
+    "Medium": dict(num_symbols=4, episode_length=104),
+    "Hard": dict(num_symbols=4, episode_length=156),
+}

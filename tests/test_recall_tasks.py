@@ -1,0 +1,87 @@
+"""Hand-checked cases for the recall tasks."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401
+from envs.tasks.count_recall import _memoryless_best
+
+
+def test_count_recall_chance_by_hand():
+    # k=2, L=1: the count is 1[value == query], visible now -> a memoryless policy is perfect.
+    assert _memoryless_best(2, 1) == pytest.approx(1.0)
+    # k=2, L=2: no match -> counts 0 (t=0) and 0/1 (t=1, p=1/2): best answer 0 right 3/4;
+    # match -> shifted by one: best answer 1 right 3/4.
+    assert _memoryless_best(2, 2) == pytest.approx(0.75)
+
+
+def test_count_recall_counts_from_observations():
+    env = gym.make("memworld/CountRecall-v0", num_values=3, episode_length=12).unwrapped
+    obs, _ = env.reset(seed=4)
+    seen = np.zeros(3, dtype=int)
+    total = 0.0
+    for t in range(12):
+        value, query = int(obs[:3].argmax()), int(obs[3:].argmax())
+        seen[value] += 1
+        assert env.oracle_action() == seen[query]
+        wrong = (seen[query] + 1) if t % 2 else seen[query]
+        obs, reward, terminated, _, _ = env.step(wrong)
+        total += reward
+        assert reward == pytest.approx((1 if t % 2 == 0 else -1) / 12)
+    assert terminated and total == pytest.approx(0.0)
+
+
+def test_repeat_first_answer_is_the_first_symbol():
+    env = gym.make("memworld/RepeatFirst-v0", num_symbols=5, episode_length=6).unwrapped
+    obs, _ = env.reset(seed=0)
+    first = int(obs.argmax())
+    for _ in range(6):
+        assert env.oracle_action() == first
+        obs, reward, terminated, _, _ = env.step(first)
+        assert reward == pytest.approx(1 / 6)
+    assert terminated
+
+
+def test_autoencode_plays_back_in_reverse():
+    env = gym.make("memworld/Autoencode-v0", num_symbols=4, length=5).unwrapped
+    obs, _ = env.reset(seed=2)
+    watched = []
+    for _ in range(5):
+        assert obs[-1] == 0.0
+        watched.append(int(obs[:4].argmax()))
+        obs, reward, *_ = env.step(0)
+        assert reward == 0.0
+    for j in range(5):
+        assert obs[-1] == 1.0 and obs[:4].sum() == 0.0
+        obs, reward, terminated, *_ = env.step(watched[-1 - j])
+        assert reward == pytest.approx(1 / 5)
+    assert terminated
+
+
+def test_memory_length_context_queried_at_the_end():
+    env = gym.make("memworld/MemoryLength-v0", memory_length=7).unwrapped
+    obs, _ = env.reset(seed=1)
+    answer = int(obs[0] > 0)
+    for _ in range(8):
+        assert obs[1] == 0.0
+        obs, reward, terminated, *_ = env.step(1 - answer)  # wrong answers before the query
+        assert reward == 0.0 and not terminated
+    assert obs[1] == 1.0 and env.oracle_action() == answer
+    _, reward, terminated, *_ = env.step(1 - answer)
+    assert reward == -1.0 and terminated
+
+
+def test_memory_size_queries_one_context_bit():
+    env = gym.make("memworld/MemorySize-v0", num_bits=6, delay=3).unwrapped
+    obs, _ = env.reset(seed=3)
+    bits = (obs[:6] > 0).astype(int)
+    for _ in range(4):
+        obs, reward, terminated, *_ = env.step(0)
+        assert reward == 0.0 and not terminated
+    query = int(obs[6:12].argmax())
+    assert obs[-2] == 1.0
+    _, reward, terminated, *_ = env.step(int(bits[query]))
+    assert reward == 1.0 and terminated
