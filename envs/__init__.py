@@ -10,7 +10,10 @@ Importing this package registers every task with Gymnasium::
 
 from envs.core import TaskEnv, VecTask
 from envs.registry import REGISTERED, TASKS, env_ids, register_all
+from envs.shift import DistributionShift
+from envs.shift import register as _register_shift
 
 register_all()
+_register_shift()
 
-__all__ = ["REGISTERED", "TASKS", "TaskEnv", "VecTask", "env_ids", "register_all"]
+__all__ = ["DistributionShift", "REGISTERED", "TASKS", "TaskEnv", "VecTask", "env_ids", "register_all"]
