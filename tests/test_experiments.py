@@ -36,6 +36,7 @@ def test_write_events_tracks_overwrite_and_censoring():
     "name, pngs",
     [
         ("distance", ["accuracy_vs_distance.png"]),
+        ("continual", ["forgetting.png"]),
         (
             "forgetting",
             ["diagnostics_over_training.png", "memory_heatmap.png", "slot_survival.png"],
@@ -53,6 +54,11 @@ def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys):
         assert set(result["table"]["gru"]) == {"1", "4"}
         for row in result["runs"]:
             assert row["accuracy"] == pytest.approx((row["return"] + 1) / 2)
+    elif name == "continual":
+        returns = np.asarray(result["table"]["gru"]["returns_stage_by_task"])
+        assert returns.shape == (2, 2) and np.all(np.abs(returns) <= 1.0 + 1e-6)
+        forgetting = result["table"]["gru"]["forgetting"]
+        assert forgetting[0] == pytest.approx(returns[:, 0].max() - returns[1, 0])
     else:
         assert result["writes"] >= 0 and result["survival"]["S"][0] == 1.0
         assert "write_rate" in result["diagnostics_summary"]

@@ -12,8 +12,23 @@ EXPERIMENTS = {
 }
 # A few-second configuration of each experiment (tests, smoke runs).
 TINY = {
-    "distance": dict(modules=("gru", "mlp"), distances=(1, 4), steps=512, n_envs=4, episodes=4),
-    "continual": dict(modules=("gru",), num_tasks=2, steps_per_task=512, n_envs=4, episodes=4),
+    "distance": dict(
+        modules=("gru", "mlp"),
+        distances=(1, 4),
+        steps=256,
+        n_envs=4,
+        episodes=4,
+        hyperparams={"n_steps": 32},
+    ),
+    "continual": dict(
+        task="memworld/CountRecallEasy-v0",
+        modules=("gru",),
+        num_tasks=2,
+        steps_per_task=128,
+        n_envs=4,
+        episodes=4,
+        hyperparams={"n_steps": 32},
+    ),
     "forgetting": dict(
         steps=128,
         n_envs=4,

@@ -31,6 +31,7 @@ class DistanceConfig:
     n_envs: envs per run.
     episodes: evaluation episodes per run.
     extra_env_kwargs: further task parameters (e.g. ``episode_length``).
+    hyperparams: algorithm keyword arguments (e.g. ``n_steps``).
     """
 
     task: str = "RepeatPrevious"
@@ -49,6 +50,7 @@ class DistanceConfig:
     n_envs: int = 8
     episodes: int = 20
     extra_env_kwargs: dict = dataclasses.field(default_factory=dict)
+    hyperparams: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in DISTANCE_PARAM:
