@@ -1,6 +1,7 @@
 """Memory modules behind one protocol (see memory/base.py)."""
 
 from memory.base import MemoryModule, State, make, names, register
+from memory.bit import BitMemory as BitMemory
 from memory.dual import DualMemory as DualMemory
 from memory.recurrent import GRU, LSTM
 from memory.slot import SlotMemory as SlotMemory
