@@ -59,7 +59,6 @@ from memory.bit_store import BitStore, address_entropy, pack_bits
 
 WRITE_MODES = ("pointer", "learned")
 READ_ADDRESSING = ("relative", "absolute")
-STORE_KEYS = ("words", "written")
 
 
 @register("bit")

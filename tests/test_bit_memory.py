@@ -258,6 +258,19 @@ def test_relative_read_returns_the_input_written_d_steps_ago():
     assert torch.equal(stored, module.store.encode(x.transpose(0, 1)).detach())
 
 
+def test_absolute_read_returns_the_word_at_16_high_plus_low():
+    module = bit_module(read_addressing="absolute").eval()
+    with torch.no_grad():
+        module.read_head.weight.zero_()
+        module.read_head.bias.copy_(address_bias(0, 2, 16, 50.0))  # address 2, whatever h is
+        x = torch.randn(5, 1, 4, generator=GEN)
+        y, state = module(x, module.initial_state(1), starts_at(5, 1))
+    read = state["read"].view(1, 2, 5)  # words 2 and 3: the inputs of steps 2 and 3
+    expected = module.store.decode(module.store.encode(x[2:4, 0]))
+    torch.testing.assert_close(read[0, :, :4], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(y[-1], state["h"] + module.fuse(state["read"]), rtol=0, atol=1e-6)
+
+
 def test_episode_start_resets_only_that_rows_words():
     module = bit_module().eval()
     x = torch.randn(6, 3, 4, generator=GEN)
