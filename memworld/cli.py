@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     from memworld.experiments.cli import add_subparser as add_experiment
 
     add_experiment(sub)
+    from memworld.leworld_cli import add_subparser as add_leworld
+
+    add_leworld(sub)
     return parser
 
 

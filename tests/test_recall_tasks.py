@@ -8,6 +8,7 @@ import pytest
 
 import envs  # noqa: F401
 from envs.tasks.count_recall import _memoryless_best
+from tests.env_helpers import episode_returns, make_vec
 
 
 def test_count_recall_chance_by_hand():
@@ -65,11 +66,13 @@ def test_memory_length_context_queried_at_the_end():
     env = gym.make("memworld/MemoryLength-v0", memory_length=7).unwrapped
     obs, _ = env.reset(seed=1)
     answer = int(obs[0] > 0)
-    for _ in range(8):
-        assert obs[1] == 0.0
+    for t in range(8):
+        assert obs[1] == 0.0 and obs[2] == pytest.approx(1 - t / 8)  # time remaining
+        if t > 0:
+            assert abs(obs[0]) == 1.0  # noise, not the context
         obs, reward, terminated, *_ = env.step(1 - answer)  # wrong answers before the query
         assert reward == 0.0 and not terminated
-    assert obs[1] == 1.0 and env.oracle_action() == answer
+    assert obs[1] == 1.0 and obs[2] == 0.0 and env.oracle_action() == answer
     _, reward, terminated, *_ = env.step(1 - answer)
     assert reward == -1.0 and terminated
 
@@ -85,3 +88,42 @@ def test_memory_size_queries_one_context_bit():
     assert obs[-2] == 1.0
     _, reward, terminated, *_ = env.step(int(bits[query]))
     assert reward == 1.0 and terminated
+
+
+def _mean_and_bound(returns):
+    return returns.mean(), 5 * returns.std() / np.sqrt(len(returns)) + 1e-3
+
+
+def test_repeat_first_chance_is_the_echo_policy():
+    # The first symbol is in view at step 0, so echoing the current symbol is the
+    # best memoryless policy: right at step 0, right 1/k of the time afterwards.
+    vec = make_vec("memworld/RepeatFirst-v0", 1024, num_symbols=4, episode_length=8)
+    assert vec.chance_return == pytest.approx((1 + 7 * -0.5) / 8)
+    assert vec.random_return == pytest.approx(-0.5)
+    mean, bound = _mean_and_bound(episode_returns(vec, lambda v: v._observe().argmax(1), 0))
+    assert abs(mean - vec.chance_return) <= bound
+
+
+def test_count_recall_no_memoryless_policy_beats_chance():
+    # A memoryless policy sees only (value, query); by symmetry it answers one
+    # count when they match and one when they don't. Try every such pair
+    # (constant actions are the pairs with a0 == a1: Discrete(L + 1) is too
+    # big for the shared constant-action test).
+    k, length = 3, 6
+    vec = make_vec("memworld/CountRecall-v0", 512, num_values=k, episode_length=length)
+
+    def pair(a_miss, a_match):
+        def act(v):
+            obs = v._observe()
+            match = obs[:, :k].argmax(1) == obs[:, k:].argmax(1)
+            return np.where(match, a_match, a_miss)
+
+        return act
+
+    best = -np.inf
+    for a_miss in range(3):
+        for a_match in range(4):
+            mean, bound = _mean_and_bound(episode_returns(vec, pair(a_miss, a_match), seed=1))
+            assert mean <= vec.chance_return + bound, (a_miss, a_match)
+            best = max(best, mean + bound)
+    assert best >= vec.chance_return  # the best pair reaches it: chance is tight

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from envs import DistributionShift
-from tests.env_helpers import episode_returns
+from tests.env_helpers import episode_returns, make_vec
 
 
 def _make(**kwargs):
@@ -82,3 +82,68 @@ def test_same_seed_same_trajectory():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DistributionShift(num_envs=2, **kwargs)
+
+
+def test_oracle_keeps_max_return_across_shifts():
+    env = _make(num_envs=4, task="memworld/Autoencode-v0", length=3, shift_every=1, num_tasks=4)
+    env.reset(seed=0)
+    totals, tasks = np.zeros(4), set()
+    for _ in range(5 * 6):  # five episodes of 2 * length steps per row
+        _, reward, terminated, _, info = env.step(env.oracle_actions())
+        totals += reward
+        tasks.update(info["task_id"].tolist())
+        if terminated.any():
+            np.testing.assert_allclose(totals[terminated], 1.0, atol=1e-5)
+            totals[terminated] = 0.0
+    assert tasks == {0, 1, 2, 3}
+
+
+def test_wraps_a_built_env_and_forwards_its_settings():
+    inner = make_vec("memworld/CountRecall-v0", 3, autoreset_mode="same_step", episode_length=5)
+    env = DistributionShift(task=inner, shift_every=1)
+    assert env.num_envs == 3 and env.single_action_space == inner.single_action_space
+    assert env.metadata["autoreset_mode"] is inner.autoreset_mode
+    with pytest.raises(ValueError, match="episode_length"):
+        DistributionShift(task=inner, episode_length=4)
+    with pytest.raises(ValueError, match="num_envs"):
+        DistributionShift(task=inner, num_envs=2)
+
+
+def test_mapping_drawn_from_the_reset_seed_when_mapping_seed_is_none():
+    def perms(seed):
+        env = _make(num_envs=2, mapping_seed=None, num_tasks=4)
+        env.reset(seed=seed)
+        return env.perms.copy()
+
+    np.testing.assert_array_equal(perms(5), perms(5))
+    assert not np.array_equal(perms(5), perms(6))
+
+
+def test_unseeded_reset_continues_the_curriculum_and_seeded_restarts():
+    env = gym.make(
+        "memworld/DistributionShift-v0",
+        task="memworld/RepeatFirst-v0",
+        episode_length=2,
+        shift_every=1,
+        num_tasks=3,
+    ).unwrapped
+    env.reset(seed=0)
+    for episode in range(4):
+        assert env.task_id == episode % 3
+        for _ in range(2):
+            _, reward, terminated, _, info = env.step(env.oracle_action())
+            assert reward == pytest.approx(0.5) and info["task_id"] == episode % 3
+        assert terminated
+        with pytest.raises(RuntimeError, match="reset"):
+            env.step(0)
+        env.reset()
+    env.reset(seed=0)
+    assert env.task_id == 0
+
+
+def test_render_adds_the_task_and_mapped_answer():
+    env = _make(num_envs=2, render_mode="rgb_array", task_id=1, shift_every=None)
+    env.reset(seed=0)
+    frames, inner = env.render(), env.inner.render()
+    assert frames[0].dtype == np.uint8 and frames[0].shape[0] == inner[0].shape[0] + 16
+    np.testing.assert_array_equal(frames[0][: inner[0].shape[0]], inner[0])

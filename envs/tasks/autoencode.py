@@ -44,6 +44,8 @@ class AutoencodeVec(VecTask):
 
     **World state.** The sequence scaled to [0, 1] and the progress ``t / (2 length)``.
 
+    **Arguments.** See :class:`AutoencodeParams`.
+
     **Version history.** v0: first release.
     """
 

@@ -112,6 +112,8 @@ class MemoryLengthVec(_ContextQuery):
 
     **World state.** [context, noise, query flag, time remaining].
 
+    **Arguments.** See :class:`MemoryLengthParams`.
+
     **Version history.** v0: first release.
     """
 
@@ -161,6 +163,8 @@ class MemorySizeVec(_ContextQuery):
     **End.** Terminates after the query (``delay + 2`` actions).
 
     **World state.** [bits as ±1, query index / num_bits, time remaining].
+
+    **Arguments.** See :class:`MemorySizeParams`.
 
     **Version history.** v0: first release.
     """

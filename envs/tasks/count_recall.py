@@ -68,6 +68,8 @@ class CountRecallVec(VecTask):
     **World state.** Counts of every value / episode_length, current value and
     query / num_values, progress.
 
+    **Arguments.** See :class:`CountRecallParams`.
+
     **Version history.** v0: first release.
     """
 

@@ -36,11 +36,16 @@ class RepeatFirstVec(VecTask):
     **Action.** ``Discrete(num_symbols)``.
 
     **Reward.** ``+1/episode_length`` right, ``-1/episode_length`` wrong, every
-    step. Return in [-1, 1]; chance ``2/num_symbols - 1``.
+    step. Return in [-1, 1]. Uniform random play earns ``2/k - 1`` (``k =
+    num_symbols``). At step 0 the first symbol is in view, so the best
+    memoryless policy (act the current symbol) earns ``(1 + (L - 1)(2/k - 1)) / L``
+    (``L = episode_length``): that is the chance return.
 
     **End.** Terminates after ``episode_length`` actions.
 
     **World state.** First symbol and current symbol scaled to [0, 1], progress.
+
+    **Arguments.** See :class:`RepeatFirstParams`.
 
     **Version history.** v0: first release.
     """
@@ -84,6 +89,12 @@ class RepeatFirstVec(VecTask):
 
     @property
     def chance_return(self) -> float:
+        p = self.params
+        per_step = 2.0 / p.num_symbols - 1.0  # after step 0 the shown symbol is independent
+        return (1.0 + (p.episode_length - 1) * per_step) / p.episode_length
+
+    @property
+    def random_return(self) -> float:
         return 2.0 / self.params.num_symbols - 1.0
 
     def _render_env(self, i: int) -> np.ndarray:

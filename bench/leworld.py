@@ -1,0 +1,118 @@
+"""LeWorld throughput on CPU: training samples/s of the small and full presets, and the
+memory's write / hard read / soft read time per step, against a GRU world model of
+the same parameter count (the named peer) on the same batches.
+
+    python bench/leworld.py [--updates 3] [--num-envs 8] [--seq-len 32]
+
+Prints a table and writes runs/bench/leworld.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from world_models.leworld import LeWorldSystem, TrainingConfig, preset
+from world_models.leworld.baselines import GRUWorldModel, masked_mean
+from world_models.leworld.data import RolloutSource
+from world_models.leworld.training import LeWorldTrainer
+
+ENV = "memworld/OccludedDynamicsEasy-v0"
+
+
+def time_updates(trainer: LeWorldTrainer, phase: int, updates: int) -> float:
+    trainer.phase = phase
+    trainer.optimizer = trainer._make_optimizer()
+    trainer.update()  # warm-up
+    start = time.perf_counter()
+    for _ in range(updates):
+        trainer.update()
+    return (time.perf_counter() - start) / updates
+
+
+def memory_ops(system: LeWorldSystem, batch_size: int, repeats: int = 50) -> dict[str, float]:
+    mem = system.memory
+    state = mem.initial_state(batch_size)
+    obs = torch.rand(batch_size, system.obs_dim)
+    high, low = torch.randn(batch_size, 256), torch.randn(batch_size, 256)
+    out = {}
+    with torch.no_grad():
+        for name, fn in {
+            "write_ms": lambda: mem.write(
+                state, mem.encode(obs), torch.randint(0, 65536, (batch_size,))
+            ),
+            "hard_read_ms": lambda: mem.read_hard(state, torch.randint(0, 65536, (batch_size,))),
+            "soft_read_ms": lambda: mem.read_soft(state, high, low),
+        }.items():
+            fn()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            out[name] = 1000 * (time.perf_counter() - start) / repeats
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--updates", type=int, default=3)
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--out", default="runs/bench/leworld.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    source = RolloutSource(ENV, args.num_envs, args.seq_len, seed=0)
+    samples = args.num_envs * args.seq_len
+    rows = []
+    for name in ("small", "full"):
+        system = LeWorldSystem(preset(name), source.obs_dim, source.state_dim)
+        params = sum(p.numel() for p in system.parameters())
+        trainer = LeWorldTrainer(
+            system, TrainingConfig(env_id=ENV, num_envs=args.num_envs, seq_len=args.seq_len), source
+        )
+        row = {"preset": name, "params": params}
+        for phase, label in enumerate(("pretrain", "joint", "refine")):
+            row[f"{label}_samples_per_s"] = samples / time_updates(trainer, phase, args.updates)
+        gru = GRUWorldModel.matching(source.obs_dim, source.state_dim, params)
+        opt = torch.optim.Adam(gru.parameters())
+        batch = source.batch()
+        start = time.perf_counter()
+        for _ in range(args.updates):
+            loss = masked_mean(gru.step_loss(batch), batch.valid)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        row["gru_samples_per_s"] = samples * args.updates / (time.perf_counter() - start)
+        row.update(memory_ops(system, args.num_envs))
+        rows.append(row)
+    keys = list(rows[0])
+    print(" ".join(f"{k:>22s}" for k in keys))
+    for row in rows:
+        print(
+            " ".join(
+                f"{row[k]:>22}" if isinstance(row[k], str | int) else f"{row[k]:22.2f}"
+                for k in keys
+            )
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        json.dumps(
+            {
+                "env": ENV,
+                "num_envs": args.num_envs,
+                "seq_len": args.seq_len,
+                "threads": torch.get_num_threads(),
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

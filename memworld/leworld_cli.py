@@ -1,0 +1,254 @@
+"""``memworld leworld params|train|eval``: the LeWorld system from the command line.
+
+The lead's ``memworld/cli.py`` calls :func:`add_subparser` on its subparsers.
+A train run folder holds ``config.json``, TensorBoard events, ``checkpoints/``
+(one per phase, resumable), ``baselines.pt``, ``metrics.json``, ``eval.json``
+and PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EVAL_BATCHES = 2  # held-out batches of num_envs episodes
+
+
+def cmd_params(args: argparse.Namespace) -> None:
+    from world_models.leworld import LeWorldSystem, preset
+
+    for name in args.preset:
+        print(
+            f"LeWorld parameters, preset {name!r} (reference task: 12 obs floats, 22 world-state floats)"
+        )
+        print(f"  {'component':34s} {'parameters':>12s}")
+        for component, count in LeWorldSystem(preset(name)).parameter_table():
+            print(f"  {component:34s} {count:12,d}")
+
+
+def build(run: Path, config: dict):
+    from world_models.leworld import LeWorldSystem
+    from world_models.leworld.config import from_dict, training_from_dict
+    from world_models.leworld.data import RolloutSource
+
+    training = training_from_dict(config["training"])
+    source = RolloutSource(
+        training.env_id, training.num_envs, training.seq_len, training.seed, training.oracle_prob
+    )
+    system_config = from_dict(config["system"])
+
+    def factory():
+        return LeWorldSystem(system_config, source.obs_dim, source.state_dim)
+
+    return training, source, factory
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from memworld.runs import package_versions, read_json, run_dir, write_json
+    from world_models.leworld.baselines import train_baselines
+    from world_models.leworld.config import TrainingConfig, preset, to_dict
+    from world_models.leworld.training import LeWorldTrainer, latest_checkpoint
+
+    if args.resume:
+        path = Path(args.resume)
+        config = read_json(path / "config.json")
+    else:
+        steps = args.steps
+        training = TrainingConfig(
+            env_id=args.env,
+            seed=args.seed,
+            num_envs=args.num_envs,
+            seq_len=args.seq_len,
+            phase1_steps=max(1, steps // 4),
+            phase2_steps=max(1, steps // 2),
+            phase3_steps=max(1, steps - steps // 4 - steps // 2),
+            log_every=max(1, steps // 40),
+        )
+        path = (
+            Path(args.run_dir)
+            if args.run_dir
+            else run_dir(args.env, "leworld", args.preset, args.seed, args.root)
+        )
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "preset": args.preset,
+            "system": to_dict(preset(args.preset)),
+            "training": to_dict(training),
+            "versions": package_versions(),
+        }
+        write_json(path / "config.json", config)
+    torch.manual_seed(config["training"]["seed"])
+    training, source, factory = build(path, config)
+    system = factory()
+    writer = SummaryWriter(str(path / "tensorboard"))
+    total = training.phase1_steps + training.phase2_steps + training.phase3_steps
+    start, counter = time.time(), {"n": 0}
+
+    def log(metrics: dict) -> None:
+        counter["n"] += 1
+        step = counter["n"]
+        for key, value in metrics.items():
+            if isinstance(value, int | float) and key != "step":
+                writer.add_scalar(f"{metrics['phase']}/{key}", value, step)
+        done = (
+            sum(
+                (training.phase1_steps, training.phase2_steps)[
+                    : ("pretrain", "joint", "refine").index(metrics["phase"])
+                ]
+            )
+            + metrics["step"]
+            + 1
+            if metrics["phase"] != "baselines"
+            else total
+        )
+        rate = done * training.num_envs * training.seq_len / max(time.time() - start, 1e-9)
+        print(
+            f"\r[{metrics['phase']:9s}] {done:5d}/{total} updates  mse {metrics.get('mse', metrics.get('no_memory_mse', 0.0)):.4f}  "
+            f"{rate:7.0f} samples/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    trainer = LeWorldTrainer(system, training, source, path, log)
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+        print(f"resuming from {checkpoint}", file=sys.stderr)
+    trainer.train()
+    throughput = total * training.num_envs * training.seq_len / (time.time() - start)
+    print(file=sys.stderr)
+    baselines_path = path / "baselines.pt"
+    if not baselines_path.exists() and not args.no_baselines:
+        baselines = train_baselines(factory, source, total, training.lr)
+        torch.save({k: m.state_dict() for k, m in baselines.items()}, baselines_path)
+    write_json(
+        path / "metrics.json", {"history": trainer.history, "train_samples_per_s": throughput}
+    )
+    plot_history(trainer.history, path / "training.png")
+    writer.close()
+    evaluate_run(path)
+    print(f"run folder: {path}")
+
+
+def plot_history(history: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot([m["mse"] for m in history])
+    ax1.set(
+        xlabel="log point",
+        ylabel="next-state MSE",
+        yscale="log",
+        title="training (pretrain | joint | refine)",
+    )
+    for i in range(3):
+        ax2.plot([m.get(f"usage_{i}", 0.0) for m in history], label=f"SLM-{i} usage")
+    ax2.plot([m["routing_entropy"] for m in history], label="routing entropy")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def evaluate_run(path: Path) -> dict:
+    import torch
+
+    from memworld.runs import read_json, write_json
+    from world_models.leworld.baselines import GRUWorldModel
+    from world_models.leworld.data import RolloutSource
+    from world_models.leworld.evaluation import evaluate, plot, table
+    from world_models.leworld.training import latest_checkpoint
+
+    config = read_json(path / "config.json")
+    training, source, factory = build(path, config)
+    system = factory()
+    checkpoint = latest_checkpoint(path)
+    if checkpoint is None:
+        raise SystemExit(
+            f"{path} has no checkpoints/; train it first with `memworld leworld train`"
+        )
+    system.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["system"])
+    baselines = None
+    if (path / "baselines.pt").exists():
+        saved = torch.load(path / "baselines.pt", map_location="cpu", weights_only=False)
+        no_memory = factory()
+        no_memory.load_state_dict(saved["no_memory"])
+        hidden = saved["gru"]["gru.weight_hh_l0"].shape[1]
+        gru = GRUWorldModel(source.obs_dim, source.state_dim, hidden)
+        gru.load_state_dict(saved["gru"])
+        baselines = {"no_memory": no_memory, "gru": gru}
+    held_out = RolloutSource(
+        training.env_id,
+        training.num_envs,
+        training.seq_len,
+        training.seed + 10_000,
+        training.oracle_prob,
+    )
+    result = evaluate(
+        system, [held_out.batch() for _ in range(EVAL_BATCHES)], baselines, training.seed
+    )
+    results = {training.seed: result}
+    write_json(
+        path / "eval.json",
+        {"env": training.env_id, "checkpoint": checkpoint.name, "seeds": results},
+    )
+    plot(results, path)
+    print(table(results))
+    return results
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    evaluate_run(Path(args.run))
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register ``leworld params|train|eval`` on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "leworld", help="LeWorld: SLMs, BLM and bit memory (world model)"
+    )
+    sub = parser.add_subparsers(dest="leworld_command", required=True)
+    params = sub.add_parser("params", help="print the parameter table")
+    params.add_argument("--preset", nargs="+", default=["full", "small"], choices=["full", "small"])
+    params.set_defaults(func=cmd_params)
+    train = sub.add_parser(
+        "train", help="train the three phases and the baselines; writes a run folder"
+    )
+    train.add_argument("--env", default="memworld/OccludedDynamicsEasy-v0")
+    train.add_argument("--preset", default="small", choices=["small", "full"])
+    train.add_argument(
+        "--steps", type=int, default=400, help="updates over the three phases (1/4, 1/2, 1/4)"
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--num-envs", type=int, default=16)
+    train.add_argument("--seq-len", type=int, default=48)
+    train.add_argument("--run-dir", default=None)
+    train.add_argument("--root", default="runs")
+    train.add_argument(
+        "--resume", default=None, help="a run folder to continue from its last checkpoint"
+    )
+    train.add_argument("--no-baselines", action="store_true")
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="evaluate a run against the baselines and print the table")
+    ev.add_argument("run")
+    ev.set_defaults(func=cmd_eval)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="memworld")
+    add_subparser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

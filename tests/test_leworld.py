@@ -1,0 +1,169 @@
+"""LeWorld (shared/seeds/leworld-slm-blm.md): sizes, routing, paired-branch rewards, SLMEnv, phases."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from world_models.leworld import LeWorldSystem, TrainingConfig, preset
+from world_models.leworld.data import Batch, RolloutSource
+from world_models.leworld.memory_iface import pack_bits, unpack_bits
+from world_models.leworld.rollout import paired_branch_reward, run_sequence, slm_rewards
+from world_models.leworld.routing import load_balance_loss, straight_through_mask
+from world_models.leworld.training import LeWorldTrainer, latest_checkpoint
+
+ENV = "memworld/OccludedDynamicsEasy-v0"
+
+
+def test_default_parameter_counts_match_the_document():
+    table = dict(LeWorldSystem(preset("full")).parameter_table())
+    expected = {
+        "Artificial Memory (bit enc/dec)": 21_000,
+        "SLM-0": 745_000,
+        "SLM-1": 745_000,
+        "SLM-2": 745_000,
+        "BLM": 11_200_000,
+        "Total": 13_500_000,
+    }
+    for name, target in expected.items():
+        assert abs(table[name] - target) / target < 0.05, (name, table[name])
+    assert dict(LeWorldSystem(preset("small")).parameter_table())["Total"] < 1_000_000
+
+
+def test_straight_through_mask_is_hard_forward_and_has_gradients():
+    logits = torch.tensor([[2.0, -1.0, 0.3], [-0.2, 0.1, -3.0]], requires_grad=True)
+    mask, probs = straight_through_mask(logits)
+    assert torch.equal(mask.detach(), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    (mask * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    expected = probs.detach() * (1 - probs.detach()) * torch.tensor([1.0, 2.0, 3.0])
+    assert torch.allclose(logits.grad, expected) and (logits.grad != 0).all()
+
+
+def test_load_balance_loss_is_minimal_for_uniform_usage():
+    eye = torch.eye(3).repeat(4, 1)  # each SLM used by a third of the rows
+    uniform = load_balance_loss(eye, eye * 0.8 + 0.1)
+    skewed_mask = torch.tensor([[1.0, 0, 0]] * 8 + [[0, 1.0, 0]] * 2 + [[0, 0, 1.0]] * 2)
+    skewed = load_balance_loss(skewed_mask, skewed_mask * 0.8 + 0.1)
+    everything_on_one = load_balance_loss(
+        torch.tensor([[1.0, 0, 0]] * 6), torch.tensor([[0.9, 0.1, 0.1]] * 6)
+    )
+    assert uniform.item() == pytest.approx(1.0)
+    assert skewed.item() > uniform.item() + 0.1
+    assert everything_on_one.item() > skewed.item()
+
+
+def test_paired_branch_reward_is_the_loss_difference_on_a_hand_made_case():
+    # Prediction = 1 * mask_0 + 3 * mask_1, target 3: both on -> loss 1; SLM-0 off -> 0; SLM-1 off -> 4.
+    stub = types.SimpleNamespace(
+        num_slms=2,
+        predict_with_mask=lambda obs, out, mask: (mask * torch.tensor([1.0, 3.0])).sum(
+            -1, keepdim=True
+        ),
+    )
+    out = types.SimpleNamespace(mask=torch.ones(1, 2))
+    rewards = slm_rewards(stub, None, out, torch.tensor([[3.0]]))
+    assert torch.equal(rewards, torch.tensor([[-1.0, 3.0]]))
+    assert paired_branch_reward(torch.tensor(0.5), torch.tensor(0.25)).item() == 0.25
+
+
+def test_info_request_at_t_changes_addresses_at_t_plus_1_not_at_t():
+    torch.manual_seed(0)
+    system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22).eval()
+    batch = Batch(
+        torch.rand(4, 8, 12),
+        torch.rand(4, 8, 22),
+        torch.ones(4, 8, dtype=torch.bool),
+        torch.zeros(4, 8, dtype=torch.long),
+    )
+    with torch.no_grad():
+        before = run_sequence(system, batch, "hard").addresses
+        # A different info request from step 0 onwards (the request head's bias), nothing else.
+        system.blm.request.bias.add_(torch.linspace(-3, 3, system.config.blm.request_dim))
+        after = run_sequence(system, batch, "hard").addresses
+    assert torch.equal(before[0], after[0])  # step 0's addresses are chosen before any request
+    assert not torch.equal(before[1], after[1])  # the request of step 0 moved step 1's search
+
+
+def test_memory_reads_the_word_written_two_steps_ago():
+    system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22)
+    bits = torch.tensor([[1.0, 0.0] * 16, [0.0, 1.0] * 16])
+    assert torch.equal(unpack_bits(pack_bits(bits)), bits)
+    state = system.memory.initial_state(2)
+    for step in range(3):
+        system.memory.write(state, bits if step == 0 else 1 - bits, torch.tensor([step, step]))
+    got = system.memory.range_bits(state, torch.tensor([0, 1]))  # (B, range_len, 32)
+    assert torch.equal(got[0, 0], bits[0]) and torch.equal(got[1, 0], 1 - bits[1])
+    assert got[0, 3:].sum() == 0  # past the write pointer: unwritten, zero bits
+
+
+def test_slm_env_passes_check_env():
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    from agents.leworld import SLMEnv
+
+    env = SLMEnv(env_id=ENV, seq_len=6)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env)
+    env.reset(seed=3)
+    _, reward, _, _, info = env.step(env.action_space.sample())
+    assert reward == pytest.approx(info["loss_without"] - info["loss_with"])
+
+
+def tiny_trainer(tmp_path, steps=(1, 1, 1)) -> LeWorldTrainer:
+    torch.manual_seed(0)
+    config = TrainingConfig(
+        env_id=ENV,
+        num_envs=4,
+        seq_len=8,
+        phase1_steps=steps[0],
+        phase2_steps=steps[1],
+        phase3_steps=steps[2],
+        log_every=1,
+    )
+    source = RolloutSource(ENV, 4, 8, seed=0)
+    system = LeWorldSystem(preset("small"), source.obs_dim, source.state_dim)
+    return LeWorldTrainer(system, config, source, tmp_path)
+
+
+def test_phase_checkpoints_resume(tmp_path):
+    first = tiny_trainer(tmp_path)
+    history = first.train()
+    assert [m["phase"] for m in history] == ["pretrain", "joint", "refine"]
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["final.pt", "phase1-pretrain.pt", "phase2-joint.pt", "phase3-refine.pt"]
+    assert latest_checkpoint(tmp_path).name == "final.pt"
+    resumed = tiny_trainer(tmp_path / "again")
+    resumed.load(tmp_path / "checkpoints" / "phase1-pretrain.pt")
+    assert (resumed.phase, resumed.step) == (1, 0)
+    saved = torch.load(tmp_path / "checkpoints" / "phase1-pretrain.pt", weights_only=False)[
+        "system"
+    ]
+    assert all(torch.equal(v, resumed.system.state_dict()[k]) for k, v in saved.items())
+    assert [m["phase"] for m in resumed.train()] == ["pretrain", "joint", "refine"]
+    assert (tmp_path / "again" / "checkpoints" / "final.pt").exists()
+
+
+@pytest.mark.slow
+def test_small_preset_training_lowers_next_state_mse():
+    torch.manual_seed(0)
+    config = TrainingConfig(
+        env_id=ENV,
+        num_envs=8,
+        seq_len=24,
+        phase1_steps=30,
+        phase2_steps=30,
+        phase3_steps=4,
+        log_every=10,
+    )
+    source = RolloutSource(ENV, 8, 24, seed=0)
+    system = LeWorldSystem(preset("small"), source.obs_dim, source.state_dim)
+    held_out = RolloutSource(ENV, 32, 24, seed=123).batch()
+    with torch.no_grad():
+        before = run_sequence(system.eval(), held_out, "hard").mean_loss().item()
+    LeWorldTrainer(system, config, source).train()
+    with torch.no_grad():
+        after = run_sequence(system.eval(), held_out, "hard").mean_loss().item()
+    assert after < 0.5 * before, (before, after)

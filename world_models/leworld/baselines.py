@@ -1,0 +1,103 @@
+"""Baselines LeWorld is compared with, on the same batches.
+
+- ``no_memory``: a LeWorld system trained and evaluated with every read masked
+  out, so its BLM sees only the current observation;
+- ``gru``: a GRU world model (observation -> GRU -> next world state) whose
+  parameter count matches the LeWorld system's;
+- ``random_addresses`` / ``oracle_addresses``: the trained LeWorld system with
+  every SLM's start address replaced by a uniform written address, or by the
+  range that ends at the address where the needed past observation was written
+  (:func:`world_models.leworld.data.oracle_addresses`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from world_models.leworld.data import Batch, RolloutSource
+from world_models.leworld.rollout import run_sequence
+from world_models.leworld.system import LeWorldSystem
+
+
+class GRUWorldModel(nn.Module):
+    """Observation sequence -> next world state, through a GRU of ``hidden`` units."""
+
+    def __init__(self, obs_dim: int, state_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(obs_dim, hidden)
+        self.head = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, state_dim)
+        )
+
+    @classmethod
+    def matching(cls, obs_dim: int, state_dim: int, params: int) -> GRUWorldModel:
+        """The GRU world model whose parameter count is closest to ``params``."""
+        count = lambda h: 3 * h * (obs_dim + h + 2) + h * h + h + h * state_dim + state_dim  # noqa: E731
+        hidden = min(range(8, 4096), key=lambda h: abs(count(h) - params))
+        return cls(obs_dim, state_dim, hidden)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """``(T, B, obs_dim)`` -> ``(T, B, state_dim)``."""
+        h, _ = self.gru(obs)
+        return self.head(h)
+
+    def step_loss(self, batch: Batch) -> Tensor:
+        """``(T, B)`` next-state MSE."""
+        return (self(batch.obs) - batch.target).pow(2).mean(-1)
+
+
+def no_memory_mask(batch: Batch, num_slms: int) -> Tensor:
+    return torch.zeros(batch.valid.shape[1], num_slms)
+
+
+def masked_mean(loss: Tensor, valid: Tensor) -> Tensor:
+    w = valid.float()
+    return (loss * w).sum() / w.sum().clamp_min(1.0)
+
+
+def train_baselines(
+    system_factory, source: RolloutSource, updates: int, lr: float = 1e-3, log=None
+) -> dict[str, nn.Module]:
+    """Train the no-memory system and the parameter-matched GRU for ``updates`` batches each."""
+    no_memory: LeWorldSystem = system_factory()
+    gru = GRUWorldModel.matching(
+        source.obs_dim, source.state_dim, sum(p.numel() for p in no_memory.parameters())
+    )
+    opts = {
+        "no_memory": torch.optim.Adam(no_memory.parameters(), lr),
+        "gru": torch.optim.Adam(gru.parameters(), lr),
+    }
+    for step in range(updates):
+        batch = source.batch()
+        off = no_memory_mask(batch, no_memory.num_slms)
+        losses = {
+            "no_memory": run_sequence(no_memory, batch, "soft", mask_override=off).mean_loss(),
+            "gru": masked_mean(gru.step_loss(batch), batch.valid),
+        }
+        for name, loss in losses.items():
+            opts[name].zero_grad(set_to_none=True)
+            loss.backward()
+            opts[name].step()
+        if log is not None:
+            log(
+                {
+                    "phase": "baselines",
+                    "step": step,
+                    **{f"{k}_mse": v.item() for k, v in losses.items()},
+                }
+            )
+    return {"no_memory": no_memory, "gru": gru}
+
+
+def random_addresses(batch: Batch, num_slms: int, generator: torch.Generator) -> Tensor:
+    """``(T, B, N)`` uniform written addresses (step ``t`` has written ``0 .. t``)."""
+    t_len, b = batch.valid.shape
+    steps = torch.arange(t_len, dtype=torch.float)[:, None, None] + 1
+    return (torch.rand(t_len, b, num_slms, generator=generator) * steps).long()
+
+
+def oracle_start(batch: Batch, num_slms: int, range_len: int) -> Tensor:
+    """``(T, B, N)``: the range that ends at the oracle address (so it holds the motion before it)."""
+    start = (batch.oracle_address - range_len + 1).clamp_min(0)
+    return start[..., None].expand(*start.shape, num_slms)

@@ -1,0 +1,173 @@
+"""Configuration of the LeWorld system (shared/seeds/leworld-slm-blm.md) and its presets.
+
+The ``full`` defaults reproduce the document's sizes: a bit memory of 64K words
+x 32 bits with a ~21K-parameter learned encoder/decoder, three SLMs of ~745K
+parameters each, a BLM of ~11.2M, ~13.5M in total (measured on the reference
+task, OccludedDynamicsEasy: 12 observation floats, 22 world-state floats; see
+``memworld leworld params``).  ``small`` keeps every mechanism at well under 1M
+parameters for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+# The reference task whose widths the parameter table is measured on.
+REFERENCE_OBS_DIM = 12
+REFERENCE_STATE_DIM = 22
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The artificial memory: bit storage plus learned bit encoder/decoder."""
+
+    num_high: int = 256
+    """Choices of the address's high byte (address = num_low * high + low)."""
+    num_low: int = 256
+    """Choices of the address's low byte; num_high * num_low words (65,536)."""
+    word_bits: int = 32
+    """Bits per stored word."""
+    range_len: int = 8
+    """Longest address range (words) one read returns."""
+    top_k: int = 4
+    """Training-time soft read: top-k high x top-k low candidate addresses."""
+    hidden: int = 232
+    """Hidden width of the bit encoder and of the bit decoder."""
+
+    @property
+    def num_words(self) -> int:
+        return self.num_high * self.num_low
+
+
+@dataclass(frozen=True)
+class SLMConfig:
+    """One Small LeWorld Model: (past state, current state, characteristics, request) -> range."""
+
+    num_slms: int = 3
+    """SLMs competing for the BLM's attention."""
+    state_dim: int = 128
+    """Embedding width of the past and the current observation."""
+    char_dim: int = 64
+    """Width of each SLM's learned characteristics vector."""
+    hidden: int = 480
+    """Width of the address network."""
+    layers: int = 2
+    """Hidden layers of the address network."""
+    read_dim: int = 128
+    """Width of the read summary handed to the BLM."""
+    range_choices: tuple[int, ...] = (1, 2, 4, 8)
+    """Range lengths an SLM may choose (each <= MemoryConfig.range_len); () fixes it."""
+    pointer_freqs: int = 8
+    """Fourier frequencies (1, 2, 4, ...) encoding each byte of the write pointer."""
+
+
+@dataclass(frozen=True)
+class BLMConfig:
+    """The Big LeWorld Model: SLM router, next-state predictor and info requester."""
+
+    d_model: int = 768
+    """Width of the residual trunk."""
+    d_ff: int = 3456
+    """Hidden width of each residual MLP block."""
+    blocks: int = 2
+    """Residual MLP blocks in the trunk."""
+    gate_hidden: int = 256
+    """Hidden width of the router that emits one gate logit per SLM."""
+    request_dim: int = 128
+    """Width of the info request sent to every SLM at the next step."""
+    gate_bias: float = 1.0
+    """Initial router bias: sigmoid(1) = 0.73, so training starts with all SLMs on."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The three training phases and the data they run on."""
+
+    env_id: str = "memworld/OccludedDynamicsEasy-v0"
+    """World-state task (needs ``info['world_state']``)."""
+    seed: int = 0
+    """Seeds the env, torch and the policy-gradient samples."""
+    num_envs: int = 16
+    """Episodes per batch (batch rows)."""
+    seq_len: int = 48
+    """Steps per training sequence (each row's first episode, padded by ``valid``)."""
+    oracle_prob: float = 0.8
+    """Chance a step's action is the env's oracle action (else uniform random)."""
+    phase1_steps: int = 100
+    """Pre-train: memory autoencoder, SLM address targets, BLM with every SLM on."""
+    phase2_steps: int = 200
+    """Joint end-to-end: prediction + load balance through the straight-through mask."""
+    phase3_steps: int = 100
+    """Info-request refinement: policy gradient with paired-branch rewards."""
+    lr: float = 1e-3
+    """Adam learning rate of phases 1 and 2."""
+    phase3_lr: float = 3e-4
+    """Adam learning rate of phase 3's policy gradient."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip."""
+    load_balance_coef: float = 0.01
+    """Weight of the Switch load-balance loss (Switch Transformers used 0.01)."""
+    recon_coef: float = 1.0
+    """Weight of the bit autoencoder's reconstruction loss."""
+    address_coef: float = 0.1
+    """Weight of phase 1's address cross-entropy (high + low byte)."""
+    pretrain_lags: tuple[int, ...] = (1, 4, 16)
+    """Phase 1 address targets: SLM i points ``lag_i`` words behind the write pointer."""
+    request_noise: float = 0.1
+    """Std of the Gaussian policy over info requests in phase 3."""
+    entropy_coef: float = 0.001
+    """Entropy bonus of phase 3's address policy."""
+    log_every: int = 10
+    """Updates between metric logs."""
+
+
+@dataclass(frozen=True)
+class LeWorldConfig:
+    """Everything a LeWorld system is built from."""
+
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    slm: SLMConfig = field(default_factory=SLMConfig)
+    blm: BLMConfig = field(default_factory=BLMConfig)
+
+
+def small_preset() -> LeWorldConfig:
+    """Every mechanism, well under 1M parameters (about 0.3M)."""
+    return LeWorldConfig(
+        memory=MemoryConfig(hidden=64),
+        slm=SLMConfig(state_dim=32, char_dim=16, hidden=96, layers=2, read_dim=48),
+        blm=BLMConfig(d_model=128, d_ff=256, blocks=2, gate_hidden=64, request_dim=32),
+    )
+
+
+def full_preset() -> LeWorldConfig:
+    """The document's sizes: ~21K memory, 3 x ~745K SLMs, ~11.2M BLM, ~13.5M total."""
+    return LeWorldConfig()
+
+
+PRESETS = {"small": small_preset, "full": full_preset}
+
+
+def preset(name: str) -> LeWorldConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown LeWorld preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def to_dict(config: LeWorldConfig | TrainingConfig) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict) -> LeWorldConfig:
+    """Inverse of :func:`to_dict` for a :class:`LeWorldConfig` (tuples restored)."""
+    slm = dict(data["slm"])
+    slm["range_choices"] = tuple(slm["range_choices"])
+    return LeWorldConfig(
+        memory=MemoryConfig(**data["memory"]), slm=SLMConfig(**slm), blm=BLMConfig(**data["blm"])
+    )
+
+
+def training_from_dict(data: dict) -> TrainingConfig:
+    data = dict(data)
+    data["pretrain_lags"] = tuple(data["pretrain_lags"])
+    return TrainingConfig(**data)

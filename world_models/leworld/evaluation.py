@@ -1,0 +1,146 @@
+"""Evaluate LeWorld against its baselines on the same held-out batches.
+
+Per method: the next-state MSE (mean over valid steps) and the per-step MSE
+over the episode. For LeWorld itself: SLM usage fractions, routing entropy
+(nats over the 2**N masks), the five most frequent routing patterns, and the
+info-request gain: the paired-branch loss difference (zero request minus the
+BLM's request), as the mean per step and summed over an episode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from world_models.leworld.baselines import (
+    masked_mean,
+    no_memory_mask,
+    oracle_start,
+    random_addresses,
+)
+from world_models.leworld.data import Batch
+from world_models.leworld.rollout import run_sequence
+from world_models.leworld.routing import routing_stats
+
+METHODS = ("leworld", "no_memory", "gru", "random_addresses", "oracle_addresses")
+
+
+def per_step(loss: torch.Tensor, valid: torch.Tensor) -> list[float]:
+    w = valid.float()
+    return ((loss * w).sum(1) / w.sum(1).clamp_min(1.0)).tolist()
+
+
+@torch.no_grad()
+def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: int = 0) -> dict:
+    """Metrics of every method on ``batches`` (concatenated along the batch axis)."""
+    batch = Batch(
+        *(
+            torch.cat([getattr(b, k) for b in batches], dim=1)
+            for k in ("obs", "target", "valid", "oracle_address")
+        )
+    )
+    system.eval()
+    generator = torch.Generator().manual_seed(seed)
+    n, range_len = system.num_slms, system.config.memory.range_len
+    main = run_sequence(system, batch, "hard", with_request_reward=True)
+    losses = {
+        "leworld": main.loss,
+        "random_addresses": run_sequence(
+            system, batch, "hard", addresses=random_addresses(batch, n, generator)
+        ).loss,
+        "oracle_addresses": run_sequence(
+            system, batch, "hard", addresses=oracle_start(batch, n, range_len)
+        ).loss,
+    }
+    if baselines:
+        no_mem = baselines["no_memory"].eval()
+        losses["no_memory"] = run_sequence(
+            no_mem, batch, "hard", mask_override=no_memory_mask(batch, n)
+        ).loss
+        losses["gru"] = baselines["gru"].eval().step_loss(batch)
+    valid = batch.valid
+    stats = routing_stats(main.masks, valid)
+    gain = main.request_reward
+    episodes = valid.shape[1]
+    over_time = (main.masks * valid[..., None]).sum(1) / valid.float().sum(1).clamp_min(1.0)[
+        :, None
+    ]
+    return {
+        "mse": {k: masked_mean(v, valid).item() for k, v in losses.items()},
+        "per_step_mse": {k: per_step(v, valid) for k, v in losses.items()},
+        "usage": stats["usage"],
+        "routing_entropy": stats["entropy"],
+        "top_patterns": stats["top_patterns"],
+        "info_request_gain": masked_mean(gain, valid).item(),
+        "info_request_gain_per_episode": (gain.sum() / episodes).item(),
+        "routing_over_time": over_time.T.tolist(),  # (N, T)
+        "address_hits": address_hit_rate(main.addresses, batch, range_len),
+    }
+
+
+def address_hit_rate(addresses: torch.Tensor, batch: Batch, range_len: int) -> float:
+    """Fraction of valid steps at which some SLM's range covers the oracle address."""
+    target = batch.oracle_address[..., None]
+    covered = ((addresses <= target) & (target < addresses + range_len)).any(-1)
+    return masked_mean(covered.float(), batch.valid).item()
+
+
+def table(results: dict) -> str:
+    """The evaluation table of one run (one or more seeds: ``{seed: evaluate(...)}``)."""
+    lines = [
+        f"{'seed':>4s} "
+        + " ".join(f"{m:>17s}" for m in METHODS)
+        + f" {'req gain':>9s} {'entropy':>7s} usage"
+    ]
+    for seed, r in results.items():
+        cells = " ".join(f"{r['mse'].get(m, float('nan')):17.4f}" for m in METHODS)
+        usage = ", ".join(f"{u:.2f}" for u in r["usage"])
+        lines.append(
+            f"{seed!s:>4s} {cells} {r['info_request_gain']:+9.5f} {r['routing_entropy']:7.3f} [{usage}]"
+        )
+    for seed, r in results.items():
+        pats = "  ".join(f"{p['pattern']}:{p['fraction']:.2f}" for p in r["top_patterns"])
+        lines.append(f"seed {seed} top routing patterns: {pats}")
+        steps = r["per_step_mse"]["leworld"]
+        marks = [0, len(steps) // 4, len(steps) // 2, 3 * len(steps) // 4, len(steps) - 1]
+        lines.append(
+            f"seed {seed} LeWorld per-step MSE at t={marks}: "
+            + ", ".join(f"{steps[i]:.4f}" for i in marks)
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict, folder: str | Path) -> list[Path]:
+    """Per-step MSE of every method and routing over time, one PNG each per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for seed, r in results.items():
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        for method, curve in r["per_step_mse"].items():
+            ax1.plot(curve, label=method)
+        ax1.set(
+            xlabel="step in episode", ylabel="next-state MSE", yscale="log", title="per-step MSE"
+        )
+        ax1.legend(fontsize=8)
+        for i, curve in enumerate(r["routing_over_time"]):
+            ax2.plot(curve, label=f"SLM-{i}")
+        ax2.set(
+            xlabel="step in episode",
+            ylabel="fraction routed on",
+            ylim=(-0.05, 1.05),
+            title="routing",
+        )
+        ax2.legend(fontsize=8)
+        fig.tight_layout()
+        path = folder / f"eval-seed{seed}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths

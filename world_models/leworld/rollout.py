@@ -1,0 +1,186 @@
+"""Run a LeWorld system over a batch of sequences, with optional paired branches.
+
+Paired-branch rewards (ProactAgent-style): the same step is evaluated with and
+without a decision, and the decision earns the loss it removed.
+
+- SLM ``i`` at step ``t``: ``loss(mask_i = 0) - loss(mask_i = 1)``, the other
+  SLMs routed as the BLM chose, on the same reads;
+- the info request ``r_t``: ``loss_{t+1}(zero request) - loss_{t+1}(r_t)``, the
+  SLMs at ``t+1`` searching (with the same sampling noise) with and without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from world_models.leworld.data import Batch
+from world_models.leworld.system import LeWorldSystem
+
+
+def paired_branch_reward(loss_without: Tensor, loss_with: Tensor) -> Tensor:
+    """The loss a decision removed: ``loss_without - loss_with`` (positive = it helped)."""
+    return (loss_without - loss_with).detach()
+
+
+def step_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """Per-row next-state MSE: ``(B, state_dim) x2 -> (B,)``."""
+    return (prediction - target).pow(2).mean(-1)
+
+
+def slm_rewards(system: LeWorldSystem, obs: Tensor, out, target: Tensor) -> Tensor:
+    """Paired-branch reward of every SLM's read: ``(B, N)``."""
+    rewards = []
+    for i in range(system.num_slms):
+        with_read, without_read = out.mask.clone(), out.mask.clone()
+        with_read[:, i], without_read[:, i] = 1.0, 0.0
+        loss_with = step_loss(system.predict_with_mask(obs, out, with_read), target)
+        loss_without = step_loss(system.predict_with_mask(obs, out, without_read), target)
+        rewards.append(paired_branch_reward(loss_without, loss_with))
+    return torch.stack(rewards, dim=1)
+
+
+@dataclass
+class SequenceResult:
+    """Per-step tensors of one pass over a batch (``T`` steps, ``B`` rows, ``N`` SLMs)."""
+
+    loss: Tensor  # (T, B) next-state MSE (with graph)
+    valid: Tensor  # (T, B) bool
+    masks: Tensor  # (T, B, N) hard masks
+    probs: Tensor  # (T, B, N) gate probabilities (with graph)
+    addresses: Tensor  # (T, B, N)
+    address_logprob: Tensor | None = None  # (T, B, N) log pi(high, low, range) when sampled
+    slm_reward: Tensor | None = None  # (T, B, N)
+    request_logprob: Tensor | None = None  # (T, B) log pi(r_t) when sampled
+    request_reward: Tensor | None = None  # (T, B) reward of r_t (measured at t + 1)
+    logits: dict = field(default_factory=dict)  # "high"/"low": (T, B, N, 256) when kept
+
+    def mean_loss(self) -> Tensor:
+        w = self.valid.float()
+        return (self.loss * w).sum() / w.sum().clamp_min(1.0)
+
+
+def run_sequence(
+    system: LeWorldSystem,
+    batch: Batch,
+    mode: str = "soft",
+    addresses: Tensor | None = None,
+    mask_override: Tensor | None = None,
+    with_slm_rewards: bool = False,
+    with_request_reward: bool = False,
+    request_noise: float = 0.0,
+    keep_logits: bool = False,
+    generator: torch.Generator | None = None,
+) -> SequenceResult:
+    """Run ``system`` over ``batch`` from an empty memory.
+
+    ``mode``: ``"soft"``, ``"hard"`` or ``"sample"`` (Gumbel-max sampling of
+    every SLM's address and range, with log-probabilities for policy gradient).
+    ``addresses`` ``(T, B, N)``: outside start addresses (``-1`` keeps the
+    SLM's). ``mask_override`` ``(B, N)`` or ``(T, B, N)``: fixed routing
+    (``-1`` keeps the BLM's). ``request_noise > 0`` samples the info request
+    from ``N(mu, noise^2)`` (phase 3). ``with_request_reward`` runs the zero
+    request branch every step.
+    """
+    t_len, batch_size = batch.valid.shape
+    state = system.initial_state(batch_size, batch.obs.device)
+    mem = system.config.memory
+    choices = max(len(system.config.slm.range_choices), 1)
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "loss",
+            "masks",
+            "probs",
+            "addr",
+            "alp",
+            "rew",
+            "rlp",
+            "rloss",
+            "zloss",
+            "high",
+            "low",
+        )
+    }
+    for t in range(t_len):
+        obs, target = batch.obs[t], batch.target[t]
+        gumbel = None
+        if mode == "sample":
+            shape = (batch_size, system.num_slms, mem.num_high + mem.num_low + choices)
+            uniform = torch.rand(shape, generator=generator, device=obs.device).clamp(
+                1e-9, 1 - 1e-9
+            )
+            gumbel = -torch.log(-torch.log(uniform))
+        overrides = (
+            None
+            if mask_override is None
+            else (mask_override[t] if mask_override.dim() == 3 else mask_override)
+        )
+        step_addr = None if addresses is None else addresses[t]
+        written, _ = system.write(state, obs)
+        out = system.think(written, obs, mode, step_addr, overrides, None, gumbel)
+        loss = step_loss(out.prediction, target)
+        if with_request_reward:
+            with torch.no_grad():
+                zero = torch.zeros_like(state["request"])
+                out_zero = system.think(written, obs, mode, step_addr, overrides, zero, gumbel)
+                cols["zloss"].append(step_loss(out_zero.prediction, target))
+                cols["rloss"].append(loss.detach())
+        if mode == "sample":
+            picks = {
+                "high": (out.high_logits, out.addresses // mem.num_low),
+                "low": (out.low_logits, out.addresses % mem.num_low),
+                "range": (out.range_logits, out.range_choice),
+            }
+            logp = sum(
+                torch.log_softmax(logits, -1).gather(-1, pick[..., None]).squeeze(-1)
+                for logits, pick in picks.values()
+            )
+            cols["alp"].append(logp)
+        if with_slm_rewards:
+            with torch.no_grad():
+                cols["rew"].append(slm_rewards(system, obs, out, target))
+        request = out.request
+        if request_noise > 0:
+            sampled = (
+                request
+                + request_noise * torch.randn(request.shape, generator=generator, device=obs.device)
+            ).detach()
+            cols["rlp"].append(-((sampled - request) ** 2).sum(-1) / (2 * request_noise**2))
+            request = sampled
+        if keep_logits:
+            cols["high"].append(out.high_logits)
+            cols["low"].append(out.low_logits)
+        cols["loss"].append(loss)
+        cols["masks"].append(out.mask.detach().round())
+        cols["probs"].append(out.probs)
+        cols["addr"].append(out.addresses)
+        state = {
+            "memory": written["memory"],
+            "past_obs": obs,
+            "request": request,
+            "pointer": state["pointer"] + 1,
+        }
+    result = SequenceResult(
+        torch.stack(cols["loss"]),
+        batch.valid,
+        torch.stack(cols["masks"]),
+        torch.stack(cols["probs"]),
+        torch.stack(cols["addr"]),
+    )
+    if cols["alp"]:
+        result.address_logprob = torch.stack(cols["alp"])
+    if cols["rew"]:
+        result.slm_reward = torch.stack(cols["rew"])
+    if cols["rlp"]:
+        result.request_logprob = torch.stack(cols["rlp"])
+    if cols["zloss"]:
+        # r_t is judged at t + 1; the last request of the sequence has no next step (reward 0).
+        gain = paired_branch_reward(torch.stack(cols["zloss"]), torch.stack(cols["rloss"]))
+        next_valid = torch.cat([batch.valid[1:], torch.zeros_like(batch.valid[:1])]).float()
+        result.request_reward = torch.cat([gain[1:], torch.zeros_like(gain[:1])]) * next_valid
+    if keep_logits:
+        result.logits = {"high": torch.stack(cols["high"]), "low": torch.stack(cols["low"])}
+    return result

@@ -1,0 +1,239 @@
+"""The three training phases of LeWorld, with a checkpoint after every phase (resumable).
+
+1. **Pre-train**: the bit autoencoder (reconstruction through the bits), each
+   SLM's address head towards its own lag behind the write pointer (range
+   ending ``lag_i`` words back: diverse starting characteristics), and the BLM
+   on next-state MSE with every SLM routed on.
+2. **Joint**: end to end through soft product-key reads and the
+   straight-through routing mask; next-state MSE + Switch load balance.
+3. **Info-request refinement**: addresses and ranges are sampled (Gumbel-max)
+   and info requests drawn from ``N(r, noise^2)``; each decision gets its
+   paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
+   REINFORCE with a batch-mean baseline, alongside the prediction loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from world_models.leworld.config import TrainingConfig
+from world_models.leworld.data import Batch, RolloutSource
+from world_models.leworld.rollout import SequenceResult, run_sequence
+from world_models.leworld.routing import load_balance_loss, routing_stats
+from world_models.leworld.system import LeWorldSystem
+
+PHASES = ("pretrain", "joint", "refine")
+
+
+def address_targets(
+    t_len: int, batch_size: int, lags: tuple[int, ...], range_len: int
+) -> torch.Tensor:
+    """Phase-1 start addresses ``(T, B, N)``: the range of SLM i ends ``lags[i]`` words back."""
+    steps = torch.arange(t_len)[:, None, None]
+    lag = torch.tensor(lags)[None, None, :]
+    return (steps - lag - range_len + 1).clamp_min(0).expand(t_len, batch_size, len(lags))
+
+
+def advantage(reward: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """REINFORCE advantage: reward minus its mean over valid steps, over its std.
+
+    ``reward`` ``(T, B, ...)``, ``valid`` ``(T, B)``; trailing axes (one per
+    SLM) get their own baseline. Padded steps get 0.
+    """
+    extra = reward.dim() - valid.dim()
+    w = valid.float().reshape(*valid.shape, *[1] * extra).expand_as(reward)
+    dims = tuple(range(valid.dim()))
+    count = w.sum(dims).clamp_min(1.0)
+    mean = (reward * w).sum(dims) / count
+    var = ((reward - mean) ** 2 * w).sum(dims) / count
+    return (reward - mean) / (var.sqrt() + 1e-6) * w
+
+
+def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    w = valid.float()
+    while w.dim() < x.dim():
+        w = w[..., None]
+    w = w.expand_as(x)
+    return (x * w).sum() / w.sum().clamp_min(1.0)
+
+
+class LeWorldTrainer:
+    """Runs the phases on batches from one task and keeps the optimiser and position.
+
+    Args:
+        system: the LeWorld system to train.
+        config: phase lengths, learning rates, loss weights, data.
+        source: where batches come from (default: a :class:`RolloutSource` on ``config.env_id``).
+        run_dir: where ``checkpoints/`` go (``None``: no checkpoints).
+        log: called with each metrics dict (TensorBoard, progress bar, ...).
+    """
+
+    def __init__(
+        self,
+        system: LeWorldSystem,
+        config: TrainingConfig,
+        source: RolloutSource | None = None,
+        run_dir: str | Path | None = None,
+        log: Callable[[dict], None] | None = None,
+    ) -> None:
+        self.system, self.config = system, config
+        self.source = source or RolloutSource(
+            config.env_id, config.num_envs, config.seq_len, config.seed, config.oracle_prob
+        )
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.log = log or (lambda metrics: None)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.phase, self.step = 0, 0
+        self.history: list[dict] = []
+        self.optimizer = self._make_optimizer()
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        lr = self.config.phase3_lr if self.phase == 2 else self.config.lr
+        return torch.optim.Adam(self.system.parameters(), lr=lr)
+
+    def phase_steps(self, phase: int) -> int:
+        c = self.config
+        return (c.phase1_steps, c.phase2_steps, c.phase3_steps)[phase]
+
+    # ----------------------------------------------------------- losses
+    def pretrain_loss(self, batch: Batch) -> tuple[torch.Tensor, SequenceResult, dict]:
+        c, mem = self.config, self.system.config.memory
+        t_len, b = batch.valid.shape
+        on = torch.ones(b, self.system.num_slms)
+        result = run_sequence(self.system, batch, "soft", mask_override=on, keep_logits=True)
+        target = address_targets(t_len, b, c.pretrain_lags[: self.system.num_slms], mem.range_len)
+        ce = F.cross_entropy(
+            result.logits["high"].flatten(0, 2), (target // mem.num_low).flatten(), reduction="none"
+        )
+        ce = ce + F.cross_entropy(
+            result.logits["low"].flatten(0, 2), (target % mem.num_low).flatten(), reduction="none"
+        )
+        slm_loss = masked_mean(ce.view(t_len, b, -1), batch.valid)
+        recon = self.system.memory.reconstruction_loss(batch.obs[batch.valid])
+        mse = result.mean_loss()
+        loss = mse + c.recon_coef * recon + c.address_coef * slm_loss
+        return loss, result, {"slm_address_ce": slm_loss.item(), "recon": recon.item()}
+
+    def joint_loss(self, batch: Batch) -> tuple[torch.Tensor, SequenceResult, dict]:
+        c = self.config
+        result = run_sequence(self.system, batch, "soft")
+        balance = load_balance_loss(result.masks, result.probs, batch.valid)
+        recon = self.system.memory.reconstruction_loss(batch.obs[batch.valid])
+        loss = result.mean_loss() + c.load_balance_coef * balance + c.recon_coef * recon
+        return loss, result, {"load_balance": balance.item(), "recon": recon.item()}
+
+    def refine_loss(self, batch: Batch) -> tuple[torch.Tensor, SequenceResult, dict]:
+        c = self.config
+        result = run_sequence(
+            self.system,
+            batch,
+            "sample",
+            with_slm_rewards=True,
+            with_request_reward=True,
+            request_noise=c.request_noise,
+            generator=self.generator,
+        )
+        valid = batch.valid
+        slm_adv = advantage(result.slm_reward, valid)
+        req_adv = advantage(result.request_reward, valid)
+        pg_slm = -masked_mean(slm_adv * result.address_logprob, valid)
+        pg_request = -masked_mean(req_adv * result.request_logprob, valid)
+        balance = load_balance_loss(result.masks, result.probs, valid)
+        loss = result.mean_loss() + pg_slm + pg_request + c.load_balance_coef * balance
+        return (
+            loss,
+            result,
+            {
+                "slm_reward": masked_mean(result.slm_reward, valid).item(),
+                "request_reward": masked_mean(result.request_reward, valid).item(),
+                "pg_slm": pg_slm.item(),
+                "pg_request": pg_request.item(),
+            },
+        )
+
+    # ----------------------------------------------------------- loop
+    def update(self) -> dict:
+        phase = self.phase
+        batch = self.source.batch()
+        loss_fn = (self.pretrain_loss, self.joint_loss, self.refine_loss)[phase]
+        self.system.train()
+        loss, result, extra = loss_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.system.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        stats = routing_stats(result.masks, batch.valid)
+        metrics = {
+            "phase": PHASES[phase],
+            "step": self.step,
+            "loss": loss.item(),
+            "mse": result.mean_loss().item(),
+            "routing_entropy": stats["entropy"],
+            **{f"usage_{i}": u for i, u in enumerate(stats["usage"])},
+            **extra,
+        }
+        return metrics
+
+    def train(self) -> list[dict]:
+        """Run (or continue) the phases to the end; checkpoints after each phase."""
+        while self.phase < len(PHASES):
+            while self.step < self.phase_steps(self.phase):
+                metrics = self.update()
+                self.step += 1
+                if self.step % self.config.log_every == 0 or self.step == self.phase_steps(
+                    self.phase
+                ):
+                    self.history.append(metrics)
+                    self.log(metrics)
+            self.save(f"phase{self.phase + 1}-{PHASES[self.phase]}.pt")
+            self.phase, self.step = self.phase + 1, 0
+            self.optimizer = self._make_optimizer()
+        self.save("final.pt")
+        return self.history
+
+    # ----------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "system": self.system.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "phase": self.phase,
+            "step": self.step,
+            "history": self.history,
+            "generator": self.generator.get_state(),
+            "training": dataclasses.asdict(self.config),
+        }
+
+    def save(self, name: str) -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "checkpoints" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        if name.startswith("phase"):  # a phase checkpoint resumes at the next phase's start
+            state["phase"], state["step"] = self.phase + 1, 0
+        torch.save(state, path)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Continue from a checkpoint (a phase's end or ``final.pt``)."""
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.system.load_state_dict(state["system"])
+        self.phase, self.step, self.history = state["phase"], state["step"], state["history"]
+        self.generator.set_state(state["generator"])
+        self.optimizer = self._make_optimizer()
+        if state["phase"] < len(PHASES) and state["step"] > 0:
+            self.optimizer.load_state_dict(state["optimizer"])
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The furthest checkpoint of a run folder, or ``None``."""
+    folder = Path(run_dir) / "checkpoints"
+    if (folder / "final.pt").exists():
+        return folder / "final.pt"
+    phases = sorted(folder.glob("phase*.pt"))
+    return phases[-1] if phases else None
