@@ -3,12 +3,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,pmll,secure
+EXTRAS ?= dev,pmll,secure,sweep
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.memworld-installed
 
-.PHONY: install demo test test-slow bench bench-learning lint clean
+.PHONY: install demo test test-slow bench bench-learning sweep-smoke lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: install
 
 bench-learning: install
 	$(PY) bench/learning.py
+
+sweep-smoke: install
+	$(PY) -m memworld.cli sweep sweeps/memory_table.yaml --smoke
 
 lint: install
 	$(PY) -m ruff check .

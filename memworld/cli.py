@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     from memworld.leworld_cli import add_subparser as add_leworld
 
     add_leworld(sub)
+    from memworld.sweep_cli import add_subparser as add_sweep
+
+    add_sweep(sub)
     return parser
 
 

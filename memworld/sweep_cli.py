@@ -53,8 +53,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
             print(f"wrote {path}")
     if summary["failures"] or summary["pending"]:
         raise SystemExit(
-            f"memworld sweep: unfinished trials; once fixed, run "
-            f"`memworld sweep --resume {sweep_dir}`"
+            f"memworld sweep: unfinished trials; fix the cause (the trials' config is "
+            f"{sweep_dir / 'sweep.yaml'}) and run `memworld sweep --resume {sweep_dir}`"
         )
 
 

@@ -14,6 +14,7 @@ every node can write (a shared file system), since each trial writes its own run
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 import time
 from pathlib import Path
@@ -21,17 +22,16 @@ from pathlib import Path
 import yaml
 
 from memworld.runs import write_json
-from memworld.sweep import (
+from memworld.sweep import SEARCH_PREFIX, SweepConfig, Trial, tune_space
+from memworld.sweep_folder import (
     ERROR_FILE,
-    SEARCH_PREFIX,
-    SweepConfig,
-    Trial,
     best_overrides,
     finished_trials,
     last_error,
+    pending_trials,
     trial_folders,
     trial_status,
-    tune_space,
+    unfinished_trials,
 )
 
 INSTALL_HINT = (
@@ -96,12 +96,12 @@ def run_sweep(
             if search.get("method", "random") == "optuna":
                 errors |= _optuna_search(config, sweep_dir, **options)
             else:
-                pending = [t for t in config.search_trials() if trial_status(sweep_dir, t) is None]
+                pending = pending_trials(sweep_dir, config.search_trials())
                 skipped += len(config.search_trials()) - len(pending)
                 errors |= _fit(pending, config, sweep_dir, "search", **options)
             chosen = best_overrides(sweep_dir)
         trials = config.grid_trials(chosen)
-        pending = [t for t in trials if trial_status(sweep_dir, t) is None]
+        pending = pending_trials(sweep_dir, trials)
         skipped += len(trials) - len(pending)
         errors |= _fit(pending, config, sweep_dir, "train", **options)
     finally:
@@ -161,10 +161,14 @@ def _init_ray(address: str | None, verbose: int) -> bool:
 
     if ray.is_initialized():
         return False
+    level = logging.INFO if verbose > 0 else logging.WARNING
+    for name in ("ray", "ray.tune", "optuna"):
+        logging.getLogger(name).setLevel(level)
+    options = dict(log_to_driver=verbose > 0, logging_level=level)
     if address:
-        ray.init(address=address, log_to_driver=verbose > 0)
+        ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=verbose > 0)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, **options)
     return True
 
 
@@ -202,6 +206,7 @@ def _fit(
             num_samples=num_samples,
             max_concurrent_trials=max_concurrent,
             trial_dirname_creator=lambda trial: trial.trial_id,
+            reuse_actors=True,  # one worker process per slot: torch and SB3 import once
         ),
         run_config=tune.RunConfig(
             name=f"{phase}-{stamp}",
@@ -226,9 +231,13 @@ def _optuna_search(config: SweepConfig, sweep_dir: Path, **options) -> dict[str,
     search, errors = config.search, {}
     num_samples = int(search.get("num_samples", 8))
     for base in config.base_trials(seeds=config.seeds[:1], prefix=SEARCH_PREFIX):
-        done = finished_trials(sweep_dir / SEARCH_PREFIX / base.cell)
+        cell_dir = sweep_dir / SEARCH_PREFIX / base.cell
+        # Finish the trials an interruption cut short, then tell Optuna every result;
+        # a new sampler seed per resume keeps it from proposing the same points again.
+        errors |= _fit(unfinished_trials(cell_dir), config, sweep_dir, "search", **options)
+        done = finished_trials(cell_dir)
         searcher = OptunaSearch(
-            seed=int(search.get("seed", 0)),
+            seed=int(search.get("seed", 0)) + len(done),
             points_to_evaluate=[d["overrides"] for d in done] or None,
             evaluated_rewards=[d["mmer"] for d in done] or None,
         )

@@ -21,7 +21,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from memworld.runs import write_json
-from memworld.sweep import ERROR_FILE, EVALS_FILE, Trial, hp_label, trial_status
+from memworld.sweep import Trial, hp_label
+from memworld.sweep_folder import ERROR_FILE, EVALS_FILE, TRIAL_FILE, trial_status
 
 
 class EvalCallback(BaseCallback):
@@ -110,8 +111,6 @@ def run_trial(
     trial: Trial, sweep_dir: str | Path, report: Callable[[dict], None] | None = None
 ) -> dict:
     """Train ``trial`` into ``<sweep_dir>/<trial.name>``; returns its final evals.json."""
-    from memworld.train import TrainConfig, train
-
     folder = Path(sweep_dir) / trial.name
     done = trial_status(sweep_dir, trial)
     if done is not None:
@@ -119,6 +118,19 @@ def run_trial(
             report(_metrics(done["evals"][-1], done["mmer"], done["env_steps_per_s"]))
         return done
     attempt = _clear_attempt(folder)
+    write_json(folder / TRIAL_FILE, trial.to_dict())
+    try:
+        return _train(trial, folder, attempt, report)
+    except Exception:
+        with open(folder / ERROR_FILE, "a") as f:
+            f.write(f"--- attempt {attempt}\n{traceback.format_exc()}")
+        raise
+
+
+def _train(trial: Trial, folder: Path, attempt: int, report) -> dict:
+    """Train with periodic evaluation (evals.json rewritten after each); the final summary."""
+    from memworld.train import TrainConfig, train
+
     config = TrainConfig(**trial.train)
     meta = {
         "name": trial.name,
@@ -140,16 +152,11 @@ def run_trial(
             report(_metrics(record, summary["mmer"], summary["env_steps_per_s"]))
 
     callback = EvalCallback(config, trial.eval_every, trial.eval_episodes, on_eval=on_eval)
-    try:
-        train(config, run=folder, progress=False, callbacks=[callback])
-    except Exception:
-        with open(folder / ERROR_FILE, "a") as f:
-            f.write(f"--- attempt {attempt}\n{traceback.format_exc()}")
-        raise
+    train(config, run=folder, progress=False, callbacks=[callback])
     summary = _summary(meta, callback, complete=True, start=start)
     last = callback.evals[-1]
     write_json(
-        folder / "eval.json",
+        folder / "eval.json",  # `memworld eval`'s format, from the last evaluation
         {
             "env": config.env,
             "algo": config.algo,

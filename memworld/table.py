@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memworld.sweep import SEARCH_PREFIX, finished_trials, last_error, trial_folders, trial_status
+from memworld.sweep import SEARCH_PREFIX
+from memworld.sweep_folder import finished_trials, last_error, trial_folders, trial_status
 
 ROW_NAMES = {
     "ppo": "PPO-MLP",
@@ -39,6 +40,7 @@ class Cell:
     task: str
     env: str
     variant: str
+    overrides: dict
     seeds: list[int]
     mmers: list[float]
     env_steps_per_s: float
@@ -118,6 +120,7 @@ def aggregate(runs: list[dict]) -> list[Cell]:
             task=task_label(env),
             env=env,
             variant=variant,
+            overrides=group[0].get("overrides", {}),
             seeds=[r["seed"] for r in group],
             mmers=[run_mmer(r["evals"]) for r in group],
             env_steps_per_s=float(np.mean([r["env_steps_per_s"] for r in group])),
@@ -200,14 +203,27 @@ def markdown(cells: list[Cell], failed: list[tuple[str, int, str]] = ()) -> str:
         row = [_cell_text(chosen.get((module, task)), max_n) for task in tasks]
         sps = np.mean([c.env_steps_per_s for c in cells if c.module == module and c.selected])
         lines.append(f"| {module} | " + " | ".join(row) + f" | {sps:,.0f} |")
-    variants = sorted({(c.module, c.task, c.variant) for c in chosen.values() if c.variant})
-    if variants:
-        lines += ["", "Hyper-parameters shown (best mean of each cell's variants):", ""]
-        lines += [f"- {module} / {task}: `{variant}`" for module, task, variant in variants]
+    shown = sorted(
+        (c.module, c.task, c.variant, _overrides_text(c.overrides))
+        for c in chosen.values()
+        if c.variant
+    )
+    if shown:
+        lines += ["", "Hyper-parameters shown (the best mean of each cell's variants):", ""]
+        lines += [
+            f"- {module} / {task}: `{variant}` {text}" for module, task, variant, text in shown
+        ]
     if failed:
         lines += ["", f"Failed trials ({len(failed)}), not in the table:", ""]
         lines += [f"- `{name}` ({n} attempts): {error}" for name, n, error in failed]
     return "\n".join(lines) + "\n"
+
+
+def _overrides_text(overrides: dict) -> str:
+    return ", ".join(
+        f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+        for key, value in sorted(overrides.items())
+    )
 
 
 def write_csv(cells: list[Cell], path: Path) -> None:
