@@ -2,6 +2,7 @@
 
 from agents.buffers import MemoryRolloutBuffer
 from agents.memory_ppo import MemoryPPO
+from agents.pmll_wrapper import PersistentMemoryWrapper as PersistentMemoryWrapper
 from agents.policies import (
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,

@@ -3,6 +3,7 @@
 from memory.base import MemoryModule, State, make, names, register
 from memory.bit import BitMemory as BitMemory
 from memory.dual import DualMemory as DualMemory
+from memory.persistent.module import PersistentMemory as PersistentMemory
 from memory.recurrent import GRU, LSTM
 from memory.slot import SlotMemory as SlotMemory
 from memory.window import FrameStack as FrameStack

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import imageio.v3 as iio
-import numpy as np
 import pytest
 from stable_baselines3.common.save_util import load_from_zip_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -1,0 +1,37 @@
+"""PMLL: the Persistent Memory Logic Loop (shared/seeds/pmll-persistent-memory.md).
+
+A persistent, hash-chained store of memory lines (:class:`PersistentStore`)
+with JSONL, LMDB and DuckDB backends and exact or FAISS search; the
+``PersistentMemory`` module (memory/persistent/module.py) that puts it behind
+the memory protocol; and the logits-bias and low-rank delta-W integrations.
+"""
+
+from memory.persistent.config import StoreConfig
+from memory.persistent.integrity import VerifyReport
+from memory.persistent.line import (
+    GENESIS,
+    ConflictError,
+    CorruptStoreError,
+    EncryptionKeyError,
+    MemoryLine,
+    PMLLError,
+    ReadOnlyError,
+    canonical_ctx,
+)
+from memory.persistent.race import Race
+from memory.persistent.store import PersistentStore
+
+__all__ = [
+    "GENESIS",
+    "ConflictError",
+    "CorruptStoreError",
+    "EncryptionKeyError",
+    "MemoryLine",
+    "PMLLError",
+    "PersistentStore",
+    "Race",
+    "ReadOnlyError",
+    "StoreConfig",
+    "VerifyReport",
+    "canonical_ctx",
+]
