@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     from memworld.sweep_cli import add_subparser as add_sweep
 
     add_sweep(sub)
+    from memory.persistent import cli as pmll_cli
+
+    p = sub.add_parser("pmll", help="inspect a PMLL store: stats, verify, seal, query")
+    pmll_cli.add_arguments(p)
+    p.set_defaults(func=lambda a: sys.exit(pmll_cli.run(a)))
     return parser
 
 

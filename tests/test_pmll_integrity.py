@@ -157,3 +157,20 @@ def test_encryption_round_trip_and_wrong_key(tmp_path, backend) -> None:
     assert len(PersistentStore(tmp_path / "raw", encryption_key=key)) == 3
     with pytest.raises(EncryptionKeyError, match="wrong encryption key"):
         PersistentStore(tmp_path / "raw", encryption_key=bytes(32))
+
+
+@pytest.mark.parametrize("index", ["exact", "faiss-hnsw"])
+def test_a_rewound_view_reads_the_store_as_it_was(index: str) -> None:
+    rng = np.random.default_rng(3)
+    keys = rng.normal(size=(200, 4))
+    store = PersistentStore(None, 4, index=index, clock=lambda: 0.0)
+    store.put_many(keys, keys)
+    before, bias = store.query(keys[5]), store.bias_vector(keys[5])
+    near = keys[5] + 0.01 * rng.normal(size=(10, 4))  # later lines that would win the query
+    store.put_many(near, near)
+    assert {x.n for x in store.query(keys[5])} & set(range(200, 210))
+    view = store.rewind(200)
+    assert [x.n for x in view.query(keys[5])] == [x.n for x in before]
+    np.testing.assert_array_equal(view.bias_vector(keys[5]), bias)
+    store.put(keys[0], keys[0])  # the live store goes on; the view does not move
+    assert len(view) == 200 and [x.n for x in view.query(keys[5])] == [x.n for x in before]

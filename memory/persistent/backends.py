@@ -139,7 +139,8 @@ class JsonlBackend(Backend):
         super().__init__(root, dim, value_dim, config, fsync, cipher, read_only)
         self.log_path = root / "log.jsonl"
         self.snap_dir = root / "snapshot"
-        self.log_path.touch(exist_ok=True)
+        if not read_only:
+            self.log_path.touch(exist_ok=True)
         self.fd = -1
         self.snap_stop = 0  # lines covered by snapshot segments
 

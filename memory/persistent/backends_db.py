@@ -52,7 +52,6 @@ class LmdbBackend(Backend):
             max_dbs=0,
         )
         self.fixed = _LMDB_HEADER.size + 4 * dim + 4 * value_dim
-        self.next_n: int | None = None
 
     def _decode(self, keys: list[bytes], vals: list[bytes]) -> Records:
         m, dim, vdim = len(vals), self.dim, self.value_dim
@@ -94,11 +93,6 @@ class LmdbBackend(Backend):
                     keys, vals = [], []
             if vals:
                 yield self._decode(keys, vals)
-
-    def load(self) -> Records:
-        records = super().load()
-        self.next_n = int(records.n[-1]) + 1 if len(records) else 0
-        return records
 
     def _encode(self, records: Records, i: int) -> bytes:
         head = _LMDB_HEADER.pack(int(records.anchor[i]), int(records.prev[i]), float(records.t[i]))

@@ -14,9 +14,6 @@ import sys
 
 import numpy as np
 
-from memory.persistent.line import PMLLError
-from memory.persistent.store import PersistentStore
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["stats", "verify", "seal", "query"])
@@ -43,6 +40,10 @@ def _secret(name: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run a parsed ``pmll`` command; return the exit status (0 ok, 1 verify failed, 2 error)."""
+    from memory.persistent.line import PMLLError
+    from memory.persistent.store import PersistentStore
+
     try:
         store = PersistentStore(args.path, read_only=True, encryption_key=_secret(args.key_env))
     except (PMLLError, FileNotFoundError, ValueError) as err:

@@ -42,6 +42,9 @@ class StoreConfig:
         ivf_train_size: the IVF index is trained once this many lines exist (it
             searches exactly before that) (20,000).
         lmdb_map_size: initial LMDB map size in bytes; it doubles when full (1 GiB).
+        faiss_threads: OpenMP threads for FAISS searches; None uses one thread for
+            searches of up to 16 queries (many threads only add overhead there) and
+            FAISS's default for larger batches.
     """
 
     alpha: float = 0.35
@@ -63,6 +66,7 @@ class StoreConfig:
     ivf_nprobe: int = 32
     ivf_train_size: int = 20_000
     lmdb_map_size: int = 1 << 30
+    faiss_threads: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("alpha", "beta", "gamma", "fsync_seconds"):
@@ -71,6 +75,12 @@ class StoreConfig:
                 raise ValueError(f"StoreConfig.{name} must be a finite number >= 0, got {value!r}")
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise ValueError(f"StoreConfig.tau must be > 0 (seconds), got {self.tau!r}")
+        if self.faiss_threads is not None and (
+            not isinstance(self.faiss_threads, int) or self.faiss_threads < 1
+        ):
+            raise ValueError(
+                f"StoreConfig.faiss_threads must be None or >= 1, got {self.faiss_threads!r}"
+            )
         if not -1.0 <= self.floor <= 1.0:
             raise ValueError(
                 f"StoreConfig.floor is a cosine similarity in [-1, 1], got {self.floor}"

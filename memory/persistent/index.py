@@ -151,7 +151,15 @@ class FaissIndex:
         if self.ntotal == 0 or q == 0 or upto == 0:
             return pad(np.zeros((q, 0), np.float32), np.zeros((q, 0), np.int64), k)
         params = self._params(upto)
-        sims, ids = self.index.search(np.ascontiguousarray(queries, np.float32), k, params=params)
+        threads = self.config.faiss_threads or (1 if q <= 16 else None)
+        before = self.faiss.omp_get_max_threads()
+        if threads is not None:
+            self.faiss.omp_set_num_threads(threads)
+        try:
+            queries = np.ascontiguousarray(queries, np.float32)
+            sims, ids = self.index.search(queries, k, params=params)
+        finally:
+            self.faiss.omp_set_num_threads(before)
         sims = np.where(ids >= 0, sims, -np.inf).astype(np.float32)
         return sims, ids.astype(np.int64)
 

@@ -33,6 +33,7 @@ from memory.persistent.line import (
     CorruptStoreError,
     EncryptionKeyError,
     PMLLError,
+    ReadOnlyError,
     anchor_digest,
     checksum_bytes,
     fnv1a64,
@@ -208,6 +209,21 @@ def seal(store, path=None) -> dict:
         return out
 
 
+class PrefixIndex:
+    """The first ``n`` ids of another index: a rewound view searches the live index."""
+
+    def __init__(self, inner, n: int) -> None:
+        self.inner, self.ntotal, self.kind = inner, n, inner.kind
+
+    def add(self, unit_keys) -> None:
+        raise ReadOnlyError("a rewound view's index is read-only")
+
+    def search(self, queries, k: int, upto: int | None = None):
+        return self.inner.search(
+            queries, k, self.ntotal if upto is None else min(upto, self.ntotal)
+        )
+
+
 def rewind(store, anchor_or_n, verify_prefix: bool = False):
     """A read-only in-memory store holding the lines up to ``anchor_or_n``.
 
@@ -227,12 +243,15 @@ def rewind(store, anchor_or_n, verify_prefix: bool = False):
             n = pos + 1
         view = type(store).__new__(type(store))
         view.__dict__.update(store.__dict__)
-        view._lock = type(store._lock)()
         view.table = store.table.prefix(n)
         view.read_only, view.root, view.derived_file, view.closed = True, None, None, False
         view.backend = Backend(None, store.dim, store.value_dim, store.config, "never", None, True)
-        view.index = make_index(store.index_kind, store.dim, store.config)
-        view.index.add(normalise(view.table.key[: view.table.derived]))  # the rest syncs lazily
+        if store.table.derived >= n:  # search the live index, restricted to ids < n
+            view.index = PrefixIndex(store.index, n)  # shared, so the live store's lock too
+        else:  # lines not derived yet: the view derives them itself, lazily
+            view._lock = type(store._lock)()
+            view.index = make_index(store.index_kind, store.dim, store.config)
+            view.index.add(normalise(view.table.key[: view.table.derived]))
     if verify_prefix:
         report = verify(view)
         if not report.ok:

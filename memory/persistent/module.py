@@ -17,6 +17,10 @@ So that a replayed sequence reads what the rollout read, the state carries
 ``lines`` (the store prefix a row sees) and ``stride`` (lines written per step
 by the rollout): step ``t`` of a chunk reads the store as of ``lines + t *
 stride``, never lines written later in the rollout.
+
+Every step adds one line per row, and with ``index="exact"`` novelty and reads
+cost O(lines) per step: for long runs pass ``index="faiss-hnsw"`` (or a store
+with it).
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ class StoreReads:
     def _rank(self, queries, k, now, as_of):
         """(m, k) line ids (-1: none), weights, similarities, recencies, best first."""
         k = self.config.k if k is None else int(k)
+        if k < 1:
+            raise ValueError(f"k (lines per query) must be >= 1, got {k}")
         queries = normalise(self._matrix(queries, self.dim, "queries"))
         cfg = self.config
         with self._lock:
