@@ -169,14 +169,20 @@ class VecTask(VectorEnv):
                 f"envs {bad} have finished their episode; call reset() (or reset with "
                 "options={'reset_mask': mask}) before stepping them again"
             )
+        return self._advance(actions)
+
+    def _advance(self, actions: np.ndarray):
+        """``step`` after its checks: ``actions`` are valid and no disabled-mode row is done."""
+        mode = self.autoreset_mode
         pending = self._done if mode is AutoresetMode.NEXT_STEP and self._done.any() else None
         if pending is None:  # fast path: every env acts
             r, terminated = self._step_envs(self._all_rows, actions)
-            rewards = np.asarray(r, dtype=np.float32)
+            rewards = self.last_rewards
+            rewards[:] = r
+            rewards = rewards.copy()
             terminated = np.asarray(terminated, dtype=bool)
             self.elapsed += 1
             self.last_actions[:] = actions
-            self.last_rewards[:] = rewards
         else:  # rows that finished last step are reset instead of stepped
             idx = np.flatnonzero(~pending)
             rewards = np.zeros(self.num_envs, dtype=np.float32)
@@ -285,6 +291,10 @@ class TaskEnv(gym.Env):
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
         self._action_shape = (1, *self.action_space.shape)
+        space = self.action_space
+        self._discrete_n = (
+            int(space.n) if isinstance(space, spaces.Discrete) and space.start == 0 else None
+        )
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -294,11 +304,16 @@ class TaskEnv(gym.Env):
         return obs[0], _row(info)
 
     def step(self, action: Any):
-        if self.core._done[0]:
+        core = self.core
+        if not core._has_reset:
+            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+        if core._done[0]:
             raise RuntimeError("the episode has ended; call reset() before step()")
-        obs, reward, terminated, truncated, info = self.core.step(
-            np.asarray(action).reshape(self._action_shape)
-        )
+        if self._discrete_n is not None and type(action) is int and 0 <= action < self._discrete_n:
+            actions = np.array((action,))  # the common case, checked without numpy
+        else:
+            actions = core._check_actions(np.asarray(action).reshape(self._action_shape))
+        obs, reward, terminated, truncated, info = core._advance(actions)
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _row(info)
 
     def oracle_action(self) -> Any:
