@@ -239,6 +239,7 @@ class SlotMemory(MemoryModule):
             state["usage"],
             F.logsigmoid(self.decay_logit),
             self.usage_decay,
+            capacity=steps * self.num_write_heads * self.write_top_k,
         )
         carry = {k: v for k, v in state.items() if k not in BANK_KEYS}
         outputs, aux_index, aux_weights, aux_read = [], [], [], []

@@ -6,19 +6,19 @@ write policy and the reads); the rest of this file is how it stays cheap.
 A forward call over a chunk of ``T`` steps never copies the ``(B, N, D)`` memory
 per step.  :class:`SlotBank` keeps
 
-- ``m0``: the memory at the start of the chunk (differentiable, never modified);
-- ``log``: every slot value written during the chunk, ``(B, L, D)`` (differentiable);
-- ``source``: for each slot, where its current value lives (``FROM_START`` =
-  ``m0``, ``p >= 0`` = ``log[:, p]``; ``log[:, EMPTY]`` is a zero vector, the
-  value of a slot reset at an episode start);
+- ``log``: a :class:`~memory.slot_log.SlotLog` holding the memory at the start
+  of the chunk (positions ``[0, N)``, differentiable), a zero vector (position
+  ``N``, the value of a slot reset at an episode start) and every slot value
+  written during the chunk, appended;
+- ``source``: for each slot, the log position of its current value;
 - ``ref_step``: the step at which that value was stored.  Decay is lazy: the
   value of slot ``n`` at step ``t`` is ``stored * retention_n ** (t - ref_step)``;
 - ``unit``: a no-grad copy of the slot directions, updated in place at written
   slots only; the full top-k scan runs on it without building any graph.
 
-Only the ``k`` selected slots enter autograd (gathered by index, which saves
-indices, not the memory), so backward costs O(T * k) slot vectors plus the
-write log, and the dense memory is materialised once at the end of the chunk.
+Only the ``k`` selected slots enter autograd, and the log's reads and appends
+cost O(k) in backward as in forward, so a chunk's backward is linear in ``T``;
+the dense memory is materialised once at the end of the chunk.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FROM_START = -1
-EMPTY = 0  # log position of the zero vector
+from memory.slot_log import SlotLog
 
 
 class HeadOutputs(NamedTuple):
@@ -66,6 +65,7 @@ class SlotBank:
         log_retention: ``(N,)`` log of the per-step retention factor of each slot
             (``log sigmoid(decay_logit)``), differentiable.
         usage_decay: factor of the usage moving average (``usage = rho * usage + accesses``).
+        capacity: slot writes per row the chunk may make (steps * write heads * write_top_k).
     """
 
     def __init__(
@@ -75,21 +75,18 @@ class SlotBank:
         usage: Tensor,
         log_retention: Tensor,
         usage_decay: float,
+        capacity: int,
     ) -> None:
         batch, num_slots, _ = memory.shape
-        self.m0 = memory
+        self.log = SlotLog(memory, capacity)
         self.log_retention = log_retention
         self.usage_decay = usage_decay
         with torch.no_grad():
             self.unit = F.normalize(memory.detach(), dim=-1)  # (B, N, D), updated in place
             self.age = age.detach().clone()
             self.usage = usage.detach().clone()
-        self.source = torch.full(
-            (batch, num_slots), FROM_START, dtype=torch.long, device=memory.device
-        )
+        self.source = torch.arange(num_slots, device=memory.device).repeat(batch, 1)  # (B, N)
         self.ref_step = torch.full((batch, num_slots), -1.0, device=memory.device)
-        self.log = memory.new_zeros(batch, 1, memory.shape[2])  # (B, L, D); entry EMPTY = zeros
-        self.log_slot = torch.zeros(batch, 1, dtype=torch.long, device=memory.device)  # (B, L)
         self.rows = torch.arange(batch, device=memory.device)[:, None]  # (B, 1) for gathers
         # Lowest index wins ties, so a chunked run picks the same slots as a whole one:
         # exact in float64 for writes; for reads the ties are empty slots at cosine
@@ -108,7 +105,7 @@ class SlotBank:
 
     def reset(self, rows: Tensor) -> None:
         """Empty the slots of the rows where ``rows`` (B,) is True (initial state: zeros)."""
-        self.source[rows] = EMPTY
+        self.source[rows] = self.log.empty
         self.unit[rows] = 0.0
         self.age[rows] = 0.0
         self.usage[rows] = 0.0
@@ -126,10 +123,7 @@ class SlotBank:
 
     def gather(self, index: Tensor) -> Tensor:
         """Current (decayed) values of slots ``index`` (B, M): ``(B, M, D)``, differentiable."""
-        source = self.source.gather(1, index)  # (B, M)
-        # Indexing saves the indices, not m0 or the log, for backward.
-        from_log = self.log[self.rows, source.clamp(min=0)]  # (B, M, D)
-        values = torch.where((source >= 0)[..., None], from_log, self.m0[self.rows, index])
+        values = self.log.read(self.source.gather(1, index))  # (B, M, D)
         elapsed = self.step - self.ref_step.gather(1, index)  # (B, M) steps since stored
         return values * torch.exp(self.log_retention[index] * elapsed)[..., None]
 
@@ -151,11 +145,8 @@ class SlotBank:
         """
         w = weights[..., None]  # (B, k, 1)
         new = old * (1.0 - w * erase[:, None, :]) + w * add[:, None, :]
-        start = self.log.shape[1]
-        self.log = torch.cat([self.log, new], dim=1)
-        self.log_slot = torch.cat([self.log_slot, index], dim=1)
+        positions = self.log.append(new)
         with torch.no_grad():
-            positions = torch.arange(start, start + index.shape[1], device=index.device)
             self.source.scatter_(1, index, positions.expand_as(index))
             self.ref_step.scatter_(1, index, torch.full_like(weights, float(self.step)))
             self.unit[self.rows, index] = F.normalize(new.detach(), dim=-1)
@@ -221,7 +212,7 @@ class SlotBank:
             read_index = (read_score + self.read_tie_break).topk(read_top_k).indices  # (B, H, k)
         values = self.gather(read_index.flatten(1)).view(*read_index.shape, -1)
         read_weights = sparse_attention(keys_unit[:, hw:], heads.read_strength, values)
-        read = torch.einsum("bhk,bhkd->bhd", read_weights, values)
+        read = (read_weights[..., None] * values).sum(dim=2)  # (B, H, D); tiny bmms are slower
         self.record_access(read_index.flatten(1), read_weights.flatten(1))
         return MemoryIO(
             read, read_weights, read_index, torch.stack(write_weights, dim=1), write_index
@@ -231,16 +222,10 @@ class SlotBank:
     def materialise(self) -> Tensor:
         """The dense ``(B, N, D)`` memory at the current step (differentiable).
 
-        Two passes over ``(B, N, D)``: scale ``m0`` (zero where a slot was
-        written or reset), then add the log entries that are still current.
+        One read of every slot's current value, times its decay since it was stored.
         """
         decay = torch.exp(self.log_retention * (self.step - self.ref_step))  # (B, N)
-        memory = self.m0 * torch.where(self.source == FROM_START, decay, 0.0)[..., None]
-        positions = torch.arange(self.log.shape[1], device=self.log.device)
-        current = self.source.gather(1, self.log_slot) == positions  # (B, L)
-        scale = torch.where(current, decay.gather(1, self.log_slot), 0.0)  # (B, L)
-        rows = self.rows.expand_as(self.log_slot)
-        return memory.index_put((rows, self.log_slot), self.log * scale[..., None], accumulate=True)
+        return self.log.read(self.source) * decay[..., None]
 
 
 def sparse_attention(
@@ -257,7 +242,7 @@ def sparse_attention(
     Returns:
         ``(B, H, k)`` weights summing to 1 over k.
     """
-    dots = torch.einsum("bhd,bhkd->bhk", keys_unit, values)
+    dots = (keys_unit[:, :, None] * values).sum(dim=-1)  # (B, H, k); tiny bmms are slower
     logits = strength[..., None] * dots / values.norm(dim=-1).clamp_min(1e-12)  # strength * cos
     if bias is not None:
         logits = logits + bias

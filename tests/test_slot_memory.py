@@ -54,6 +54,7 @@ def bank_for(module: SlotMemory, age: list[float]) -> SlotBank:
         state["usage"],
         torch.log(module.retention()),
         module.usage_decay,
+        capacity=16,
     )
 
 
@@ -303,3 +304,50 @@ def test_gradients_reach_every_parameter(controller):
     y.square().mean().backward()
     for name, param in module.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_slot_log_gradients_match_plain_tensor_reference():
+    """SlotLog's shared-buffer backward equals autograd through plain indexing, also on a second pass."""
+    from memory.slot_log import SlotLog
+
+    gen = torch.Generator().manual_seed(0)
+    m0 = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    adds = torch.randn(3, 2, 2, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    reads = [
+        torch.tensor([[0, 1], [2, 2]]),
+        torch.tensor([[4, 3], [5, 0]]),
+        torch.tensor([[6, 7]] * 2),
+    ]
+
+    def run(fast: bool):
+        log = SlotLog(m0, capacity=6) if fast else None
+        plain = torch.cat([m0, m0.new_zeros(2, 1, 4)], dim=1)
+        rows = torch.arange(2)[:, None]
+        total = m0.new_zeros(())
+        for step in range(3):
+            pos = reads[step]
+            got = log.read(pos) if fast else plain[rows, pos]
+            new = got * 0.5 + adds[step]  # (2, 2, 4): written values depend on what was read
+            if fast:
+                log.append(new)
+            else:
+                plain = torch.cat([plain, new], dim=1)
+            total = total + (got.sin() * (step + 1)).sum()
+        final = torch.tensor([[7, 8, 9], [1, 9, 4]])
+        return total + (log.read(final) if fast else plain[rows, final]).square().sum()
+
+    want = torch.autograd.grad(run(False), (m0, adds))
+    out = run(True)
+    for _ in range(2):  # retain_graph: a second backward must give the same gradients
+        got = torch.autograd.grad(out, (m0, adds), retain_graph=True)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w)
+
+
+def test_slot_log_refuses_writes_past_capacity():
+    from memory.slot_log import SlotLog
+
+    log = SlotLog(torch.zeros(1, 2, 3), capacity=2)
+    log.append(torch.ones(1, 2, 3))
+    with pytest.raises(RuntimeError, match="capacity"):
+        log.append(torch.ones(1, 1, 3))
