@@ -82,18 +82,51 @@ def train_section(out_dir: Path, console: Console, env_id: str, steps: int) -> N
     console.print(f"video of the trained memory agent with its memory panel: {videos[0]}")
 
 
+def leworld_section(out_dir: Path, console: Console, env_id: str, steps: int) -> None:
+    """Train the LeWorld small preset and its baselines briefly; print the evaluation table."""
+    from memworld import leworld_cli
+
+    console.print(
+        f"training LeWorld (small preset) on {env_id}: {steps} updates over the three phases, "
+        "then the no-memory and GRU baselines ..."
+    )
+    leworld_cli.main(
+        [
+            "leworld",
+            "train",
+            "--env",
+            env_id,
+            "--preset",
+            "small",
+            "--steps",
+            str(steps),
+            "--num-envs",
+            "8",
+        ]
+        + ["--root", str(out_dir / "leworld")]
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="folder for the videos")
     parser.add_argument("--env", default="memworld/RepeatPreviousEasy-v0", help="task to train on")
     parser.add_argument("--steps", type=int, default=40_000, help="env steps per agent")
     parser.add_argument("--skip-train", action="store_true", help="only the oracle/random table")
+    parser.add_argument(
+        "--leworld-env", default="memworld/OccludedDynamicsEasy-v0", help="LeWorld's task"
+    )
+    parser.add_argument(
+        "--leworld-steps", type=int, default=60, help="LeWorld small-preset updates (0: skip)"
+    )
     args = parser.parse_args(argv)
     console = Console()
     start = time.perf_counter()
     env_table(Path(args.out), console)
     if not args.skip_train:
         train_section(Path(args.out), console, args.env, args.steps)
+        if args.leworld_steps > 0:
+            leworld_section(Path(args.out), console, args.leworld_env, args.leworld_steps)
     console.print(f"demo finished in {time.perf_counter() - start:.1f}s; videos in {args.out}/")
 
 
