@@ -22,7 +22,9 @@ Each step ``t`` of a row (the store is :class:`memory.bit_store.BitStore`):
 State (batch-first): ``words (B, N)`` int32 and ``written (B, N)`` bool (the
 store), ``pointer (B,)`` long, ``h (B, hidden)``, ``read (B, range_len *
 (input_dim + 1))`` and ``read_entropy (B,)`` (entropy, in nats, of the last
-read's address distribution over all N addresses).  An episode start zeroes the
+read's address distribution over all N addresses), and ``write_address`` /
+``read_address (B,)`` long, the last step's write address and the start of its
+highest-weight read range (for monitors and videos).  An episode start zeroes the
 row's words and flags with ``torch.where``, like every other state tensor.
 
 :meth:`aux_loss` is ``recon_weight`` times the codec's reconstruction error of
@@ -141,6 +143,8 @@ class BitMemory(MemoryModule):
             h=torch.zeros(batch_size, self.hidden_dim, device=device),
             read=torch.zeros(batch_size, self.read_dim, device=device),
             read_entropy=torch.zeros(batch_size, device=device),
+            write_address=torch.zeros(batch_size, dtype=torch.long, device=device),
+            read_address=torch.zeros(batch_size, dtype=torch.long, device=device),
         )
         return state
 
@@ -169,9 +173,10 @@ class BitMemory(MemoryModule):
             address = self._write_address(h, state["pointer"])
             state = self.store.write_words(state, address, packed[t], inplace=True)
             high, low = self.read_head(h).chunk(2, dim=-1)
-            read = self._read(state, high, low, address)
+            read, read_address = self._read(state, high, low, address)
             pointer = torch.remainder(state["pointer"] + 1, self.store.num_words)
             state = {**state, "pointer": pointer, "h": h, "read": read}
+            state.update(write_address=address.detach(), read_address=read_address)
             hidden.append(h)
             reads.append(read)
         state["read_entropy"] = address_entropy(high, low).detach()  # of the last step's read
@@ -183,8 +188,14 @@ class BitMemory(MemoryModule):
         high, low = self.write_head(h).chunk(2, dim=-1)
         return self.store.address(high, low)
 
-    def _read(self, state: State, high: Tensor, low: Tensor, write_address: Tensor) -> Tensor:
-        """Read one range from the read logits ``(B, H)`` x2: ``(B, range_len * (input_dim + 1))``."""
+    def _read(
+        self, state: State, high: Tensor, low: Tensor, write_address: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Read one range from the read logits ``(B, H)`` x2.
+
+        Returns the read ``(B, range_len * (input_dim + 1))`` and the ``(B,)``
+        start address of the range with the highest weight.
+        """
         if self.training:
             addresses, weights = self.store.candidates(high, low)  # (B, C), (B, C)
         else:
@@ -195,7 +206,8 @@ class BitMemory(MemoryModule):
         decoded = self.store.read_vectors(state, addresses)  # (B, C, L, V)
         flags = self.store.is_written(state, addresses).to(high.dtype)[..., None]  # (B, C, L, 1)
         words = torch.cat([decoded, flags], dim=-1)
-        return torch.einsum("bc,bclv->blv", weights, words).flatten(1)
+        best = addresses.gather(1, weights.detach().argmax(dim=1, keepdim=True)).squeeze(1)
+        return torch.einsum("bc,bclv->blv", weights, words).flatten(1), best
 
     # ------------------------------------------------------------ objectives
     def aux_loss(self, state: State | None = None) -> Tensor:

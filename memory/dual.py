@@ -208,6 +208,7 @@ class DualMemory(MemoryModule):
         return {
             "stm": torch.zeros(b, n, s, self.hidden_dim, device=device),
             "stm_read_weights": torch.zeros(b, n, s, device=device),
+            "stm_write_weights": torch.zeros(b, n, s, device=device),
             "stm_gate": torch.zeros(b, n, device=device),
             "ltm_hit_similarity": torch.zeros(b, n, device=device),
         }
@@ -270,7 +271,7 @@ class DualMemory(MemoryModule):
     ) -> tuple[Tensor, State]:
         """All layers for one step: ``h (B, H)``; writes the long-term stores in place."""
         write_due = clock % self.ltm_write_interval == 0  # (B,)
-        memories, gates, read_weights, hits = [], [], [], []
+        memories, gates, read_weights, write_weights, hits = [], [], [], [], []
         for i, layer in enumerate(self.layers):
             h, memory, io = layer(
                 h, carry["stm"][:, i], stores[i], self.ltm_top_k, self.importance_weight
@@ -283,9 +284,11 @@ class DualMemory(MemoryModule):
             memories.append(memory)
             gates.append(io.stm_gate.detach())
             read_weights.append(io.stm_read_weights.detach())
+            write_weights.append(io.stm_write_weights)
         carry = {
             "stm": torch.stack(memories, dim=1),
             "stm_read_weights": torch.stack(read_weights, dim=1),
+            "stm_write_weights": torch.stack(write_weights, dim=1),
             "stm_gate": torch.stack(gates, dim=1),
             "ltm_hit_similarity": torch.stack(hits, dim=1),
         }

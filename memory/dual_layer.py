@@ -81,6 +81,7 @@ class LayerStep(NamedTuple):
 
     stm_gate: Tensor  # (B,) update gate u
     stm_read_weights: Tensor  # (B, S)
+    stm_write_weights: Tensor  # (B, S) gate times the write address
     ltm_key: Tensor  # (B, Dk) the normalised query, stored as key when written (detached)
     ltm_value: Tensor  # (B, H) the LayerNormed hidden, stored as value (detached)
     retrieval: Retrieval
@@ -117,7 +118,7 @@ class DualMemoryLayer(nn.Module):
     ) -> tuple[Tensor, Tensor, LayerStep]:
         """One step: ``h (B, H)``, short-term ``memory (B, S, H)``, this layer's long-term store."""
         address, value, query, gate = self.stm.split_input(self.stm_norm(h))
-        memory, _ = self.stm.write(memory, address, value, gate)
+        memory, write_address = self.stm.write(memory, address, value, gate)
         stm_read, read_weights = self.stm.read(memory, query)
         h = h + stm_read
 
@@ -135,6 +136,7 @@ class DualMemoryLayer(nn.Module):
         step = LayerStep(
             stm_gate=gate,
             stm_read_weights=read_weights,
+            stm_write_weights=gate.detach().unsqueeze(-1) * write_address.detach(),
             ltm_key=F.normalize(ltm_query.detach(), dim=-1),
             ltm_value=z.detach(),
             retrieval=found,

@@ -20,8 +20,10 @@ Each step ``t`` of a row:
 
 State (batch-first): ``memory (B, N, D)``, ``age (B, N)``, ``usage (B, N)``,
 ``read (B, H, D)`` (the last LayerNormed read), ``read_weights (B, H,
-read_top_k)`` (the last read weights), ``write_rate (B,)`` (moving average of
-the write gate, factor ``usage_decay``) and the controller's ``ctrl_*`` tensors.
+read_top_k)`` (the last read weights), ``read_slots`` and ``write_slots (B, N)``
+(the last step's read and gated write weights over the slots, for monitors and
+videos), ``write_rate (B,)`` (moving average of the write gate, factor
+``usage_decay``) and the controller's ``ctrl_*`` tensors.
 
 Cost: each step scans all N slots once for the top-k (a no-grad ``bmm``); only
 the k chosen slots per head enter autograd, decay is applied lazily, and the
@@ -69,7 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memory.base import MemoryModule, State, check_positive_int, register
-from memory.slot_bank import HeadOutputs, SlotBank, slot_utilisation
+from memory.slot_bank import HeadOutputs, MemoryIO, SlotBank, slot_utilisation
 from memory.slot_controller import make_controller
 
 BANK_KEYS = ("memory", "age", "usage")
@@ -207,6 +209,8 @@ class SlotMemory(MemoryModule):
             "read": torch.zeros(batch_size, h, self.slot_dim, device=device),
             "read_weights": torch.zeros(batch_size, h, self.read_top_k, device=device),
             "write_rate": torch.zeros(batch_size, device=device),
+            "read_slots": torch.zeros(batch_size, self.num_slots, device=device),
+            "write_slots": torch.zeros(batch_size, self.num_slots, device=device),
         }
         carry.update(self.controller.initial_state(batch_size, device))
         return carry
@@ -271,6 +275,7 @@ class SlotMemory(MemoryModule):
             aux_weights += [io.write_weights.flatten(1), io.read_weights.flatten(1)]
             aux_read.append(io.read_weights)
         memory = bank.materialise()
+        carry.update(self._last_addressing(io, heads, bank.usage))
         self._last_aux = {
             "index": aux_index,
             "weights": aux_weights,
@@ -280,6 +285,24 @@ class SlotMemory(MemoryModule):
         }
         new_state = {"memory": memory, "age": bank.age, "usage": bank.usage, **carry}
         return torch.stack(outputs), new_state
+
+    def _last_addressing(self, io: MemoryIO, heads: HeadOutputs, like: Tensor) -> State:
+        """``(B, N)`` read and write weights over the slots in the call's last step.
+
+        ``read_slots``: the read heads' weights, averaged over heads (rows sum to
+        1); ``write_slots``: the write heads' gated weights, summed over heads.
+        """
+        with torch.no_grad():
+            reads = io.read_weights.flatten(1) / self.num_read_heads
+            writes = (heads.write_gate[..., None] * io.write_weights).flatten(1)
+            return {
+                "read_slots": torch.zeros_like(like).scatter_add_(
+                    1, io.read_index.flatten(1), reads
+                ),
+                "write_slots": torch.zeros_like(like).scatter_add_(
+                    1, io.write_index.flatten(1), writes
+                ),
+            }
 
     def head_outputs(self, h: Tensor) -> HeadOutputs:
         """Split the heads layer's output for ``h`` (B, hidden) into keys, strengths, gates."""

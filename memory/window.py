@@ -130,7 +130,9 @@ class _WindowBlock(nn.Module):
         positions = torch.arange(span, device=h.device)
         distance = positions[-steps:, None] - positions[None, :]  # (T, W + T), query - key
         in_window = (distance >= 0) & (distance < window)
-        bias = self.position_bias[:, (window - 1 - distance).clamp(0, window - 1)]  # (heads, T, W+T)
+        bias = self.position_bias[
+            :, (window - 1 - distance).clamp(0, window - 1)
+        ]  # (heads, T, W+T)
         same_episode = segment[:, None, :] == segment[:, -steps:, None]  # (B, T, W + T)
         # The query always sees itself, so no row of the softmax is all -inf.
         mask = bias.masked_fill(~(in_window & same_episode)[:, None], float("-inf"))

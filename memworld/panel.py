@@ -1,8 +1,10 @@
 """The memory panel drawn beside an env frame in recorded videos.
 
 For each step, :func:`panel_vectors` picks what to show from the agent's
-memory state: for slot, dual and bit memories the per-slot read and write
-statistics, for LSTM/GRU the hidden state; :func:`draw_panel` turns the last
+memory state: for slot and dual memories the step's read and write weights
+over the slots (``read_slots``/``write_slots``, ``stm_read_weights``/
+``stm_write_weights``), for bit memory the step's read and write addresses
+over the 65,536 words (in ``MAX_ROWS`` bins), for LSTM/GRU the hidden state; :func:`draw_panel` turns the last
 ``window`` steps into heatmaps (rows: slots or units, columns: time).
 """
 
@@ -14,10 +16,11 @@ from envs.render import GREY, WHITE, canvas, text
 
 # (label, state keys tried in order); the first key present in the state is shown.
 PANEL_KEYS = (
-    ("READ W", ("read_slots", "usage", "stm_read_weights", "ltm_importance", "read_addr_hist")),
-    ("WRITE W", ("write_slots", "age", "stm", "write_addr_hist", "written")),
+    ("READ W", ("read_slots", "stm_read_weights", "read_address")),
+    ("WRITE W", ("write_slots", "stm_write_weights", "write_address")),
     ("HIDDEN", ("h", "pi_h", "ctrl_h", "hidden")),
 )
+ADDRESS_KEYS = ("read_address", "write_address")  # (B,) word addresses into ``words (B, N)``
 MAX_ROWS = 64
 
 
@@ -35,6 +38,9 @@ def panel_vectors(state) -> dict[str, np.ndarray]:
     out = {}
     for label, keys in PANEL_KEYS:
         for key in keys:
+            if key in ADDRESS_KEYS and key in flat and "words" in flat:
+                out[label] = _address_bins(int(flat[key][0]), flat["words"].shape[1])
+                break
             if key in flat and flat[key].dtype.kind == "f":
                 out[label] = _squash(flat[key][0].reshape(-1))
                 break
@@ -44,6 +50,14 @@ def panel_vectors(state) -> dict[str, np.ndarray]:
             key = max(floats, key=lambda k: floats[k][0].size)
             out[key.upper()[:8]] = _squash(floats[key][0].reshape(-1))
     return out
+
+
+def _address_bins(address: int, num_words: int) -> np.ndarray:
+    """One-hot of ``address`` over ``min(num_words, MAX_ROWS)`` equal bins of the address space."""
+    bins = min(num_words, MAX_ROWS)
+    v = np.zeros(bins, np.float32)
+    v[address * bins // num_words] = 1.0
+    return v
 
 
 def _squash(v: np.ndarray) -> np.ndarray:
