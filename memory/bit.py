@@ -162,6 +162,7 @@ class BitMemory(MemoryModule):
         # Writes go in place into this call's own copy: the caller's state is never changed.
         state = {**state, "words": state["words"].clone(), "written": state["written"].clone()}
         hidden, reads = [], []
+        xs = x.unbind(0)  # not x[t]: each indexing backward would zero-fill all of x
         for t in range(steps):
             if reset_at[t]:
                 rows = starts[t]
@@ -169,7 +170,7 @@ class BitMemory(MemoryModule):
                     k: torch.where(rows.view(-1, *[1] * (v.dim() - 1)), init[k], v)
                     for k, v in state.items()
                 }
-            h = self.controller(torch.cat([x[t], state["read"]], dim=-1), state["h"])
+            h = self.controller(torch.cat([xs[t], state["read"]], dim=-1), state["h"])
             address = self._write_address(h, state["pointer"])
             state = self.store.write_words(state, address, packed[t], inplace=True)
             high, low = self.read_head(h).chunk(2, dim=-1)

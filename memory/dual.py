@@ -242,7 +242,8 @@ class DualMemory(MemoryModule):
         ltm = {k: state[k].clone() for k in LONG_TERM_KEYS}
         stores = [self.layer_store(ltm, i) for i in range(self.num_layers)]
         carry = {k: v for k, v in state.items() if k not in LONG_TERM_KEYS}
-        h_in = self.embed(x)  # (T, B, H)
+        # unbind, not h_in[t]: each indexing backward would zero-fill all of (T, B, H).
+        h_in = self.embed(x).unbind(0)  # T x (B, H)
         outputs = []
         for t in range(steps_total):
             if starts_host[t].any():

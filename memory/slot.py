@@ -247,6 +247,7 @@ class SlotMemory(MemoryModule):
         )
         carry = {k: v for k, v in state.items() if k not in BANK_KEYS}
         outputs, aux_index, aux_weights, aux_read = [], [], [], []
+        xs = x.unbind(0)  # not x[t]: each indexing backward would zero-fill all of x
         for t in range(steps):
             if reset_at[t]:
                 rows = starts[t]
@@ -257,7 +258,7 @@ class SlotMemory(MemoryModule):
                 if self.reset_on_episode_start:
                     bank.reset(rows)
             bank.advance()
-            u = torch.cat([x[t], carry["read"].flatten(1)], dim=-1)
+            u = torch.cat([xs[t], carry["read"].flatten(1)], dim=-1)
             ctrl = {k: v for k, v in carry.items() if k.startswith("ctrl_")}
             h, ctrl = self.controller.step(u, ctrl)
             heads = self.head_outputs(h)
