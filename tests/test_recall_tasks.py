@@ -127,3 +127,28 @@ def test_count_recall_no_memoryless_policy_beats_chance():
             assert mean <= vec.chance_return + bound, (a_miss, a_match)
             best = max(best, mean + bound)
     assert best >= vec.chance_return  # the best pair reaches it: chance is tight
+
+
+def test_repeat_previous_world_state_when_rows_are_out_of_step():
+    """After a partial reset rows sit at different t; the window must still be each row's own."""
+    from envs.tasks.repeat_previous import RepeatPreviousVec
+
+    env = RepeatPreviousVec(num_envs=3, num_symbols=5, delay=3, episode_length=40)
+    obs, _ = env.reset(seed=4)
+    seen = [[int(o.argmax())] for o in obs]
+    rng = np.random.default_rng(0)
+    for step in range(9):
+        if step == 4:  # restart row 1 only
+            obs, info = env.reset(options={"reset_mask": np.array([False, True, False])})
+            seen[1] = [int(obs[1].argmax())]
+        else:
+            obs, _, _, _, info = env.step(rng.integers(0, 5, 3))
+            for i in range(3):
+                seen[i].append(int(obs[i].argmax()))
+    assert len(set(env.t.tolist())) > 1  # really out of step
+    state = info["world_state"]
+    for i in range(3):
+        window = seen[i][-4:]
+        want = [0] * (4 - len(window)) + window  # unwritten history is 0
+        np.testing.assert_allclose(state[i, :-1] * 4, want, atol=1e-6)
+        assert state[i, -1] == pytest.approx(env.t[i] / 40)

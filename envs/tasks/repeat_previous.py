@@ -99,12 +99,16 @@ class RepeatPreviousVec(VecTask):
 
     def _world_state(self) -> np.ndarray:
         p = self.params
-        cols = self.t[:, None] + self._oldest_first
-        cols %= self.window
+        t0 = self.t[0]
+        if (self.t == t0).all():  # rows in step (the usual case): one column gather
+            window = self.history[:, (t0 + self._oldest_first) % self.window]
+        else:
+            cols = self.t[:, None] + self._oldest_first
+            cols %= self.window
+            window = self.history[self._rows[:, None], cols]
         state = np.empty((self.num_envs, self.window + 1), dtype=np.float32)
-        state[:, :-1] = self.history[self._rows[:, None], cols]
-        state[:, :-1] *= 1.0 / max(p.num_symbols - 1, 1)
-        state[:, -1] = self.t * (1.0 / p.episode_length)
+        np.multiply(window, 1.0 / max(p.num_symbols - 1, 1), out=state[:, :-1], casting="unsafe")
+        np.multiply(self.t, 1.0 / p.episode_length, out=state[:, -1], casting="unsafe")
         return state
 
     def oracle_actions(self) -> np.ndarray:
