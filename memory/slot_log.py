@@ -12,7 +12,10 @@ keeps one preallocated buffer instead and three small autograd functions:
 
 Backward runs on a shared gradient buffer: a read adds its output gradient at
 the positions it read, and the write (or init) that produced a position takes
-the gradient collected there as the gradient of its input.  Autograd must run
+the gradient collected there as the gradient of its input.  The autograd
+nodes hold only that gradient buffer (:class:`_GradSink`), never the log: the
+log holds the latest anchor, so a node holding the log would make a reference
+cycle through autograd's C++ graph that Python's collector cannot free.  Autograd must run
 every read of a position before its write's backward, so the functions are
 chained by a scalar *anchor*: each write consumes the current anchor and
 returns the next one, and each read consumes the current anchor, so a read
@@ -44,18 +47,11 @@ class SlotLog:
         self.empty = num_slots
         self.size = num_slots + 1
         self.data = m0.new_empty(batch, self.size + capacity, dim)
-        self.grad: Tensor | None = None
+        self.data[:, :num_slots] = m0.detach()
+        self.data[:, num_slots] = 0.0
         self.rows = torch.arange(batch, device=m0.device)[:, None]
-        self.anchor = _Init.apply(m0, self)
-
-    def grad_buffer(self) -> Tensor:
-        if self.grad is None:
-            self.grad = torch.zeros_like(self.data)
-        return self.grad
-
-    def read(self, positions: Tensor) -> Tensor:
-        """``(B, M, D)`` values at ``positions`` (B, M), differentiable."""
-        return _Read.apply(self.anchor, positions, self)
+        self.sink = _GradSink(self.data, self.rows)
+        self.anchor = _Init.apply(m0, self.sink)
 
     def append(self, values: Tensor) -> Tensor:
         """Store ``values`` (B, M, D) at the next M positions; returns those positions (M,)."""
@@ -67,50 +63,67 @@ class SlotLog:
             )
         positions = torch.arange(self.size, self.size + count, device=values.device)
         self.size += count
-        self.anchor = _Write.apply(self.anchor, values, positions, self)
+        self.data[:, positions] = values.detach()
+        self.anchor = _Write.apply(self.anchor, values, positions, self.sink)
         return positions
+
+    def read(self, positions: Tensor) -> Tensor:
+        """``(B, M, D)`` values at ``positions`` (B, M), differentiable."""
+        return _Read.apply(self.anchor, self.data, positions, self.sink)
+
+
+class _GradSink:
+    """The gradient buffer shared by one log's autograd nodes (allocated at the first use)."""
+
+    def __init__(self, like: Tensor, rows: Tensor) -> None:
+        self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
+        self.rows = rows
+        self.grad: Tensor | None = None
+
+    def buffer(self) -> Tensor:
+        if self.grad is None:
+            self.grad = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
+        return self.grad
+
+    def take(self, index) -> Tensor:
+        """The gradient collected at ``index`` (a copy), clearing it for a later backward."""
+        grad = self.buffer()[index].clone()
+        self.grad[index] = 0.0
+        return grad
 
 
 class _Init(Function):
     @staticmethod
-    def forward(ctx: Any, m0: Tensor, log: SlotLog) -> Tensor:
-        ctx.log = log
-        log.data[:, : log.empty] = m0
-        log.data[:, log.empty] = 0.0
+    def forward(ctx: Any, m0: Tensor, sink: _GradSink) -> Tensor:
+        ctx.sink, ctx.num_slots = sink, m0.shape[1]
         return m0.new_zeros(())
 
     @staticmethod
     def backward(ctx: Any, _anchor: Tensor):
-        log = ctx.log
-        grad = log.grad_buffer()[:, : log.empty].clone()
-        log.grad[:, : log.empty] = 0.0
-        return grad, None
+        return ctx.sink.take((slice(None), slice(0, ctx.num_slots))), None
 
 
 class _Write(Function):
     @staticmethod
-    def forward(ctx: Any, anchor: Tensor, values: Tensor, positions: Tensor, log: SlotLog):
-        ctx.log, ctx.positions = log, positions
-        log.data[:, positions] = values
+    def forward(ctx: Any, anchor: Tensor, values: Tensor, positions: Tensor, sink: _GradSink):
+        ctx.sink, ctx.positions = sink, positions
         return anchor.new_zeros(())
 
     @staticmethod
     def backward(ctx: Any, anchor_grad: Tensor):
-        log, positions = ctx.log, ctx.positions
-        grad = log.grad_buffer()[:, positions].clone()
-        log.grad[:, positions] = 0.0
-        return anchor_grad, grad, None, None
+        return anchor_grad, ctx.sink.take((slice(None), ctx.positions)), None, None
 
 
 class _Read(Function):
+    """Gathers by position; backward adds the gradient to the sink at those positions."""
+
     @staticmethod
-    def forward(ctx: Any, anchor: Tensor, positions: Tensor, log: SlotLog) -> Tensor:
-        ctx.log, ctx.positions = log, positions
-        ctx.anchor_shape = anchor.shape
-        return log.data[log.rows, positions]
+    def forward(ctx: Any, anchor: Tensor, data: Tensor, positions: Tensor, sink: _GradSink):
+        ctx.sink, ctx.positions = sink, positions
+        return data[sink.rows, positions]
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):
-        log = ctx.log
-        log.grad_buffer().index_put_((log.rows, ctx.positions), grad, accumulate=True)
-        return grad.new_zeros(ctx.anchor_shape), None, None
+        sink = ctx.sink
+        sink.buffer().index_put_((sink.rows, ctx.positions), grad, accumulate=True)
+        return torch.zeros((), dtype=grad.dtype, device=grad.device), None, None, None

@@ -351,3 +351,24 @@ def test_slot_log_refuses_writes_past_capacity():
     log.append(torch.ones(1, 2, 3))
     with pytest.raises(RuntimeError, match="capacity"):
         log.append(torch.ones(1, 1, 3))
+
+
+def test_slot_log_is_freed_with_its_graph():
+    """Autograd nodes must not hold the log (the log holds their output): no leaked cycle."""
+    import gc
+    import weakref
+
+    from memory.slot_log import SlotLog
+
+    m0 = torch.randn(2, 3, 4, requires_grad=True)
+    log = SlotLog(m0, capacity=2)
+    ref = weakref.ref(log)
+    read = log.read(torch.tensor([[0, 1], [2, 2]]))
+    log.append(read * 2)
+    total = log.read(torch.tensor([[4, 5], [4, 0]])).sum()
+    del log, read
+    total.backward()
+    del total
+    gc.collect()
+    assert ref() is None
+    assert m0.grad is not None and m0.grad.abs().sum() > 0
