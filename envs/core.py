@@ -177,9 +177,8 @@ class VecTask(VectorEnv):
         pending = self._done if mode is AutoresetMode.NEXT_STEP and self._done.any() else None
         if pending is None:  # fast path: every env acts
             r, terminated = self._step_envs(self._all_rows, actions)
-            rewards = self.last_rewards
-            rewards[:] = r
-            rewards = rewards.copy()
+            self.last_rewards[:] = r
+            rewards = self.last_rewards.copy()
             terminated = np.asarray(terminated, dtype=bool)
             self.elapsed += 1
             self.last_actions[:] = actions
