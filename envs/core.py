@@ -159,8 +159,7 @@ class VecTask(VectorEnv):
 
     def step(self, actions: Any):
         """Step every env; see ``autoreset_mode`` for what happens after an episode ends."""
-        if not self._has_reset:
-            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+        self._require_reset()
         actions = self._check_actions(actions)
         mode = self.autoreset_mode
         if mode is AutoresetMode.DISABLED and self._done.any():
@@ -219,6 +218,10 @@ class VecTask(VectorEnv):
         return tuple(self._render_env(i) for i in range(self.num_envs))
 
     # -------------------------------------------------------------- helpers
+    def _require_reset(self) -> None:
+        if not self._has_reset:
+            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+
     def _restart(self, idx: np.ndarray) -> None:
         self.elapsed[idx] = 0
         self.last_actions[idx] = 0
@@ -304,8 +307,7 @@ class TaskEnv(gym.Env):
 
     def step(self, action: Any):
         core = self.core
-        if not core._has_reset:
-            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+        core._require_reset()
         if core._done[0]:
             raise RuntimeError("the episode has ended; call reset() before step()")
         if self._discrete_n is not None and type(action) is int and 0 <= action < self._discrete_n:

@@ -90,21 +90,8 @@ def leworld_section(out_dir: Path, console: Console, env_id: str, steps: int) ->
         f"training LeWorld (small preset) on {env_id}: {steps} updates over the three phases, "
         "then the no-memory and GRU baselines ..."
     )
-    leworld_cli.main(
-        [
-            "leworld",
-            "train",
-            "--env",
-            env_id,
-            "--preset",
-            "small",
-            "--steps",
-            str(steps),
-            "--num-envs",
-            "8",
-        ]
-        + ["--root", str(out_dir / "leworld")]
-    )
+    args = f"leworld train --preset small --num-envs 8 --steps {steps} --env {env_id}".split()
+    leworld_cli.main([*args, "--root", str(out_dir / "leworld")])
 
 
 def main(argv: list[str] | None = None) -> None:

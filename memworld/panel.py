@@ -4,8 +4,9 @@ For each step, :func:`panel_vectors` picks what to show from the agent's
 memory state: for slot and dual memories the step's read and write weights
 over the slots (``read_slots``/``write_slots``, ``stm_read_weights``/
 ``stm_write_weights``), for bit memory the step's read and write addresses
-over the 65,536 words (in ``MAX_ROWS`` bins), for LSTM/GRU the hidden state; :func:`draw_panel` turns the last
-``window`` steps into heatmaps (rows: slots or units, columns: time).
+over the 65,536 words (in ``MAX_ROWS`` bins), for LSTM/GRU the hidden state;
+:func:`draw_panel` turns the last ``window`` steps into heatmaps (rows: slots or
+units, columns: time).
 """
 
 from __future__ import annotations
