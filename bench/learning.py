@@ -1,6 +1,7 @@
 """Learning side by side: PPO, RecurrentPPO and MemoryPPO on memory tasks, in one run.
 
     python bench/learning.py [--quick] [--seeds 0 1 2] [--steps 50000] [--algos ...] [--tasks ...]
+                             [--device cpu|cuda]
 
 On POPGym's RepeatPreviousEasy and memworld's matching RepeatPreviousEasy, with
 8 envs and ``n_steps=128`` and every algorithm's default hyper-parameters
@@ -12,6 +13,7 @@ and at all of the step budget.  Prints a table and writes
 runs/bench/learning.json and runs/bench/learning.png.
 
 ``--quick`` checks that everything runs: 1 seed, 4,096 steps, 10 episodes.
+``--device`` puts every algorithm's networks on the same device (default cpu).
 """
 
 from __future__ import annotations
@@ -42,29 +44,32 @@ TASKS = {
 }
 
 
-def _memory_ppo(name: str, **memory_kwargs) -> Callable[[VecEnv, int], BaseAlgorithm]:
-    def build(env: VecEnv, seed: int) -> BaseAlgorithm:
+Builder = Callable[[VecEnv, int, str], BaseAlgorithm]
+
+
+def _memory_ppo(name: str, **memory_kwargs) -> Builder:
+    def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
         if name not in memory.names():
             raise LookupError(f"memory {name!r} is not registered (have {memory.names()})")
         policy_kwargs = dict(memory=name, memory_kwargs=memory_kwargs)
         return MemoryPPO(
-            "MlpPolicy", env, n_steps=N_STEPS, seed=seed, device="cpu", policy_kwargs=policy_kwargs
+            "MlpPolicy", env, n_steps=N_STEPS, seed=seed, device=device, policy_kwargs=policy_kwargs
         )
 
     return build
 
 
-def _recurrent_ppo(env: VecEnv, seed: int) -> BaseAlgorithm:
+def _recurrent_ppo(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
     from sb3_contrib import RecurrentPPO
 
-    return RecurrentPPO("MlpLstmPolicy", env, n_steps=N_STEPS, seed=seed, device="cpu")
+    return RecurrentPPO("MlpLstmPolicy", env, n_steps=N_STEPS, seed=seed, device=device)
 
 
-def _ppo(env: VecEnv, seed: int) -> BaseAlgorithm:
-    return PPO("MlpPolicy", env, n_steps=N_STEPS, seed=seed, device="cpu")
+def _ppo(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
+    return PPO("MlpPolicy", env, n_steps=N_STEPS, seed=seed, device=device)
 
 
-ALGOS: dict[str, Callable[[VecEnv, int], BaseAlgorithm]] = {
+ALGOS: dict[str, Builder] = {
     "ppo_mlp": _ppo,
     "recurrent_ppo_lstm": _recurrent_ppo,
     "memory_ppo_lstm": _memory_ppo("lstm", hidden_dim=256),
@@ -97,11 +102,13 @@ class CurveCallback(BaseCallback):
             self.curve.append((self.num_timesteps, float(np.mean([e["r"] for e in episodes]))))
 
 
-def run_one(task: str, algo: str, seed: int, steps: int, eval_episodes: int) -> dict:
+def run_one(
+    task: str, algo: str, seed: int, steps: int, eval_episodes: int, device: str = "cpu"
+) -> dict:
     env_id = TASKS[task]
     env = make_env(env_id, N_ENVS, seed)
     eval_env = make_env(env_id, 10, seed + 10_000)
-    model = ALGOS[algo](env, seed)
+    model = ALGOS[algo](env, seed, device)
     curve = CurveCallback()
     train_seconds, returns = 0.0, {}
     for i, checkpoint in enumerate((steps // 2, steps)):
@@ -205,6 +212,7 @@ def main() -> None:
     # One torch thread: these networks are small, and on a shared 2-core machine a second
     # thread mostly waits (measured: 2 threads ran MemoryPPO 10x slower under load).
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for every algorithm")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args()
     if args.quick:
@@ -217,7 +225,7 @@ def main() -> None:
         for algo in args.algos:
             for seed in args.seeds:
                 try:
-                    result = run_one(task, algo, seed, args.steps, args.eval_episodes)
+                    result = run_one(task, algo, seed, args.steps, args.eval_episodes, args.device)
                 except LookupError as err:  # a memory module not written yet
                     skipped.append(f"{algo}: {err}")
                     print(f"skip {task} {algo}: {err}")
@@ -239,6 +247,7 @@ def main() -> None:
             "seeds": args.seeds,
             "eval_episodes": args.eval_episodes,
             "torch_threads": args.threads,
+            "device": args.device,
             "quick": args.quick,
         },
         "machine": {

@@ -1,8 +1,8 @@
-"""LeWorld throughput on CPU: training samples/s of the small and full presets, and the
+"""LeWorld throughput on CPU (or ``--device cuda``): training samples/s of the small and full presets, and the
 memory's write / hard read / soft read time per step, against a GRU world model of
 the same parameter count (the named peer) on the same batches.
 
-    python bench/leworld.py [--updates 3] [--num-envs 8] [--seq-len 32]
+    python bench/leworld.py [--updates 3] [--num-envs 8] [--seq-len 32] [--device cpu|cuda]
 
 Prints a table and writes runs/bench/leworld.json.
 """
@@ -24,6 +24,11 @@ from world_models.leworld.training import LeWorldTrainer
 ENV = "memworld/OccludedDynamicsEasy-v0"
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def time_updates(trainer: LeWorldTrainer, phase: int, updates: int) -> float:
     trainer.phase = phase
     trainer.optimizer = trainer._make_optimizer()
@@ -36,22 +41,24 @@ def time_updates(trainer: LeWorldTrainer, phase: int, updates: int) -> float:
 
 def memory_ops(system: LeWorldSystem, batch_size: int, repeats: int = 50) -> dict[str, float]:
     mem = system.memory
-    state = mem.initial_state(batch_size)
-    obs = torch.rand(batch_size, system.obs_dim)
-    high, low = torch.randn(batch_size, 256), torch.randn(batch_size, 256)
+    device = next(system.parameters()).device
+    state = mem.initial_state(batch_size, device)
+    obs = torch.rand(batch_size, system.obs_dim, device=device)
+    high, low = torch.randn(2, batch_size, 256, device=device)
+    address = lambda: torch.randint(0, 65536, (batch_size,), device=device)  # noqa: E731
     out = {}
     with torch.no_grad():
         for name, fn in {
-            "write_ms": lambda: mem.write(
-                state, mem.encode(obs), torch.randint(0, 65536, (batch_size,))
-            ),
-            "hard_read_ms": lambda: mem.read_hard(state, torch.randint(0, 65536, (batch_size,))),
+            "write_ms": lambda: mem.write(state, mem.encode(obs), address()),
+            "hard_read_ms": lambda: mem.read_hard(state, address()),
             "soft_read_ms": lambda: mem.read_soft(state, high, low),
         }.items():
             fn()
+            sync(device)
             start = time.perf_counter()
             for _ in range(repeats):
                 fn()
+            sync(device)
             out[name] = 1000 * (time.perf_counter() - start) / repeats
     return out
 
@@ -61,8 +68,10 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs/bench/leworld.json")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.manual_seed(0)
     source = RolloutSource(ENV, args.num_envs, args.seq_len, seed=0)
     samples = args.num_envs * args.seq_len
@@ -71,20 +80,25 @@ def main() -> None:
         system = LeWorldSystem(preset(name), source.obs_dim, source.state_dim)
         params = sum(p.numel() for p in system.parameters())
         trainer = LeWorldTrainer(
-            system, TrainingConfig(env_id=ENV, num_envs=args.num_envs, seq_len=args.seq_len), source
+            system,
+            TrainingConfig(env_id=ENV, num_envs=args.num_envs, seq_len=args.seq_len),
+            source,
+            device=device,
         )
         row = {"preset": name, "params": params}
         for phase, label in enumerate(("pretrain", "joint", "refine")):
             row[f"{label}_samples_per_s"] = samples / time_updates(trainer, phase, args.updates)
-        gru = GRUWorldModel.matching(source.obs_dim, source.state_dim, params)
+        gru = GRUWorldModel.matching(source.obs_dim, source.state_dim, params).to(device)
         opt = torch.optim.Adam(gru.parameters())
-        batch = source.batch()
+        batch = source.batch().to(device)
+        sync(device)
         start = time.perf_counter()
         for _ in range(args.updates):
             loss = masked_mean(gru.step_loss(batch), batch.valid)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        sync(device)
         row["gru_samples_per_s"] = samples * args.updates / (time.perf_counter() - start)
         row.update(memory_ops(system, args.num_envs))
         rows.append(row)
@@ -106,6 +120,7 @@ def main() -> None:
                 "num_envs": args.num_envs,
                 "seq_len": args.seq_len,
                 "threads": torch.get_num_threads(),
+                "device": str(device),
                 "rows": rows,
             },
             indent=2,

@@ -85,9 +85,15 @@ def lstm_peer_seconds(args: argparse.Namespace, device: torch.device) -> float:
 
 
 def module_seconds(
-    module: memory.MemoryModule, args: argparse.Namespace, device: torch.device, resets: bool
+    module: memory.MemoryModule,
+    args: argparse.Namespace,
+    device: torch.device,
+    resets: bool,
+    starts: torch.Tensor | None = None,
 ) -> float:
-    x, starts = chunk(args.steps, args.batch, args.dim, device, resets)
+    """Median fwd+bwd seconds of one chunk; ``starts`` replaces the chunk's episode starts."""
+    x, chunk_starts = chunk(args.steps, args.batch, args.dim, device, resets)
+    starts = chunk_starts if starts is None else starts
 
     def step() -> None:
         module.zero_grad(set_to_none=True)
@@ -105,6 +111,29 @@ def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, devic
         module(x, module.initial_state(args.batch, device), starts)
 
     return median_seconds(step, device, args.repeats)
+
+
+def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """LSTM/GRU fwd+bwd with ``k`` evenly spaced episode starts in the chunk (``k`` pieces),
+    through the split fused-sequence path and through the step-by-step cell path: the
+    crossover sets ``step_loop_above`` in memory/recurrent.py."""
+    rows = []
+    for name in ("lstm", "gru"):
+        torch.manual_seed(0)
+        module = memory.make(name, input_dim=args.dim, hidden_dim=WIDTH).to(device)
+        for pieces in (1, 4, 8, 16, 32, 64, args.steps):
+            starts = torch.zeros(args.steps, args.batch, dtype=torch.bool, device=device)
+            starts[:: max(1, args.steps // pieces), 0] = True
+            row = {"module": name, "pieces": pieces}
+            for path, above in (("split_ms", 1.0), ("step_loop_ms", 0.0)):
+                module.step_loop_above = {device.type: above}
+                row[path] = 1e3 * module_seconds(module, args, device, False, starts)
+            rows.append(row)
+            print(
+                f"  {name} {pieces:4d} pieces: split {row['split_ms']:8.2f} ms, "
+                f"step loop {row['step_loop_ms']:8.2f} ms"
+            )
+    return rows
 
 
 def guarded(fn: Callable[[], dict]) -> dict:
@@ -281,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
         "nn_lstm_fwd_bwd_s": lstm_s,
         "modules": bench_modules(args, device, lstm_s),
     }
+    report["recurrent_paths"] = bench_recurrent_paths(args, device)
     if "slot" in memory.names():
         report["slot_memory"] = bench_slot(args, device, lstm_s)
     if "dual" in memory.names():

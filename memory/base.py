@@ -45,7 +45,7 @@ class MemoryModule(nn.Module):
 
     def aux_loss(self, state: State | None = None) -> Tensor:
         """Auxiliary loss from the last forward pass; zero where a module has none."""
-        return torch.zeros((), device=self._device())
+        return torch.zeros((), device=self._device(state))
 
     @torch.no_grad()
     def diagnostics(self, state: State) -> dict[str, float]:
@@ -75,11 +75,14 @@ class MemoryModule(nn.Module):
                 f"got {tuple(episode_starts.shape)}"
             )
 
-    def _device(self) -> torch.device:
+    def _device(self, state: State | None = None) -> torch.device:
+        """Where the module lives: its first parameter or buffer, else ``state``'s, else CPU."""
         for p in self.parameters():
             return p.device
         for b in self.buffers():
             return b.device
+        for value in (state or {}).values():
+            return value.device
         return torch.device("cpu")
 
 

@@ -3,7 +3,11 @@
 When no episode starts inside a chunk (after its first step) the whole chunk
 runs through one cuDNN/fused ``nn.LSTM``/``nn.GRU`` call; otherwise the chunk is
 split at the steps where some row starts an episode, and only the rows that
-start are reset (with ``torch.where``) between the pieces.
+start are reset (with ``torch.where``) between the pieces. Where a chunk would
+split into many pieces on a device whose per-call cost is high (a cuDNN call
+per piece on CUDA), it runs step by step through the fused cell kernels
+(``torch.lstm_cell`` / ``torch.gru_cell``, the same weights) instead, zeroing
+the state of the rows that start.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from memory.base import MemoryModule, State, check_positive_int, register
 
 class _Recurrent(MemoryModule):
     cell_cls: type[nn.RNNBase]
+    cell_fn: staticmethod
     state_names: tuple[str, ...]
+    # Run step by step through the fused cells when a chunk of T steps splits into more
+    # than this fraction of T pieces, per device type (absent: never). Set per subclass
+    # from the crossovers that `python bench/memory_ops.py --device ...` prints.
+    step_loop_above: dict[str, float] = {}
 
     def __init__(self, input_dim: int, hidden_dim: int = 128, num_layers: int = 1) -> None:
         check_positive_int("hidden_dim", hidden_dim)
@@ -35,6 +44,8 @@ class _Recurrent(MemoryModule):
         starts = episode_starts.bool()
         # Split points: steps where some row starts an episode (step 0 is handled by reset).
         cuts = [0] + (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() + [x.shape[0]]
+        if len(cuts) - 1 > self.step_loop_above.get(x.device.type, 1.0) * x.shape[0]:
+            return self._step_loop(x, state, starts)
         outputs = []
         for lo, hi in zip(cuts[:-1], cuts[1:]):
             if hi == lo:
@@ -47,6 +58,33 @@ class _Recurrent(MemoryModule):
             state = {n: h.transpose(0, 1) for n, h in zip(self.state_names, hx)}
             outputs.append(y)
         return torch.cat(outputs, dim=0), state
+
+    def _step_loop(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One fused cell call per step and layer; rows that start get the (zero) initial state."""
+        keep = (~starts).to(x.dtype)[..., None, None]  # (T, B, 1, 1)
+        if self.persistent:
+            keep = torch.ones_like(keep)
+        weights = [
+            [
+                getattr(self.rnn, f"{w}_l{layer}")
+                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+            for layer in range(self.num_layers)
+        ]
+        hidden = [state[n] for n in self.state_names]  # each (B, L, H)
+        outputs = []
+        for x_t, keep_t in zip(x.unbind(0), keep.unbind(0)):
+            hidden = [h * keep_t for h in hidden]
+            per_layer, inp = [], x_t
+            for layer, w in enumerate(weights):
+                hx = tuple(h[:, layer] for h in hidden)
+                out = self.cell_fn(inp, hx if len(hx) > 1 else hx[0], *w)
+                out = out if isinstance(out, tuple) else (out,)
+                per_layer.append(out)
+                inp = out[0]
+            hidden = [torch.stack(parts, dim=1) for parts in zip(*per_layer)]
+            outputs.append(inp)
+        return torch.stack(outputs), dict(zip(self.state_names, hidden))
 
     @torch.no_grad()
     def diagnostics(self, state: State) -> dict[str, float]:
@@ -65,7 +103,9 @@ class LSTM(_Recurrent):
     """
 
     cell_cls = nn.LSTM
+    cell_fn = staticmethod(torch.lstm_cell)
     state_names = ("h", "c")
+    step_loop_above = {"cpu": 0.6, "cuda": 0.05}  # CPU crossover 64-128 of 128 pieces
 
 
 @register("gru")
@@ -79,4 +119,6 @@ class GRU(_Recurrent):
     """
 
     cell_cls = nn.GRU
+    cell_fn = staticmethod(torch.gru_cell)
     state_names = ("h",)
+    step_loop_above = {"cpu": 0.25, "cuda": 0.05}  # CPU crossover 16-32 of 128 pieces

@@ -115,7 +115,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             flush=True,
         )
 
-    trainer = LeWorldTrainer(system, training, source, path, log)
+    device = resolve_device(args.device)
+    trainer = LeWorldTrainer(system, training, source, path, log, device)
     checkpoint = latest_checkpoint(path)
     if checkpoint is not None:
         trainer.load(checkpoint)
@@ -125,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(file=sys.stderr)
     baselines_path = path / "baselines.pt"
     if not baselines_path.exists() and not args.no_baselines:
-        baselines = train_baselines(factory, source, total, training.lr)
+        baselines = train_baselines(factory, source, total, training.lr, device=device)
         torch.save({k: m.state_dict() for k, m in baselines.items()}, baselines_path)
     write_json(
         path / "metrics.json", {"history": trainer.history, "train_samples_per_s": throughput}
@@ -134,6 +135,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     writer.close()
     evaluate_run(path)
     print(f"run folder: {path}")
+
+
+def resolve_device(name: str):
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) -> a torch device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            f"--device {name}: this torch build sees no CUDA device; use --device cpu or auto"
+        )
+    return device
 
 
 def plot_history(history: list[dict], out: Path) -> None:
@@ -236,6 +254,9 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--resume", default=None, help="a run folder to continue from its last checkpoint"
     )
     train.add_argument("--no-baselines", action="store_true")
+    train.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:N or auto (evaluation runs on CPU)"
+    )
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="evaluate a run against the baselines and print the table")
     ev.add_argument("run")

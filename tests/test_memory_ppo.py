@@ -194,7 +194,7 @@ def test_time_limit_bootstrap_uses_the_memory_state_after_the_last_step():
     np.testing.assert_allclose(buf.rewards[:, 0], [1, 1, 1 + 0.5 * 4, 1, 1])
 
 
-def _replay_model(env, n_steps=14, bptt_len=None, **policy_kwargs):
+def _replay_model(env, n_steps=14, bptt_len=None, device="cpu", **policy_kwargs):
     policy = "MultiInputPolicy" if isinstance(env.observation_space, spaces.Dict) else "MlpPolicy"
     policy_kwargs.setdefault("net_arch", [16])
     return MemoryPPO(
@@ -205,7 +205,7 @@ def _replay_model(env, n_steps=14, bptt_len=None, **policy_kwargs):
         learning_rate=0.0,
         n_epochs=2,
         seed=0,
-        device="cpu",
+        device=device,
         policy_kwargs=policy_kwargs,
     )
 

@@ -48,7 +48,7 @@ class GRUWorldModel(nn.Module):
 
 
 def no_memory_mask(batch: Batch, num_slms: int) -> Tensor:
-    return torch.zeros(batch.valid.shape[1], num_slms)
+    return torch.zeros(batch.valid.shape[1], num_slms, device=batch.obs.device)
 
 
 def masked_mean(loss: Tensor, valid: Tensor) -> Tensor:
@@ -57,19 +57,25 @@ def masked_mean(loss: Tensor, valid: Tensor) -> Tensor:
 
 
 def train_baselines(
-    system_factory, source: RolloutSource, updates: int, lr: float = 1e-3, log=None
+    system_factory,
+    source: RolloutSource,
+    updates: int,
+    lr: float = 1e-3,
+    log=None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, nn.Module]:
-    """Train the no-memory system and the parameter-matched GRU for ``updates`` batches each."""
-    no_memory: LeWorldSystem = system_factory()
+    """Train the no-memory system and the parameter-matched GRU for ``updates`` batches each,
+    on ``device``; the models are returned there."""
+    no_memory: LeWorldSystem = system_factory().to(device)
     gru = GRUWorldModel.matching(
         source.obs_dim, source.state_dim, sum(p.numel() for p in no_memory.parameters())
-    )
+    ).to(device)
     opts = {
         "no_memory": torch.optim.Adam(no_memory.parameters(), lr),
         "gru": torch.optim.Adam(gru.parameters(), lr),
     }
     for step in range(updates):
-        batch = source.batch()
+        batch = source.batch().to(device)
         off = no_memory_mask(batch, no_memory.num_slms)
         losses = {
             "no_memory": run_sequence(no_memory, batch, "soft", mask_override=off).mean_loss(),
@@ -93,8 +99,10 @@ def train_baselines(
 def random_addresses(batch: Batch, num_slms: int, generator: torch.Generator) -> Tensor:
     """``(T, B, N)`` uniform written addresses (step ``t`` has written ``0 .. t``)."""
     t_len, b = batch.valid.shape
-    steps = torch.arange(t_len, dtype=torch.float)[:, None, None] + 1
-    return (torch.rand(t_len, b, num_slms, generator=generator) * steps).long()
+    device = generator.device
+    steps = torch.arange(t_len, dtype=torch.float, device=device)[:, None, None] + 1
+    uniform = torch.rand(t_len, b, num_slms, generator=generator, device=device)
+    return (uniform * steps).long().to(batch.obs.device)
 
 
 def oracle_start(batch: Batch, num_slms: int, range_len: int) -> Tensor:

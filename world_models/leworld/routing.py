@@ -79,7 +79,7 @@ def routing_stats(masks: Tensor, valid: Tensor | None = None, top: int = 5) -> d
         flat = flat[valid.reshape(-1).bool()]
     if flat.shape[0] == 0:
         return {"usage": [0.0] * n, "entropy": 0.0, "top_patterns": []}
-    codes = (flat * (2 ** torch.arange(n - 1, -1, -1))).sum(-1)
+    codes = (flat * (2 ** torch.arange(n - 1, -1, -1, device=flat.device))).sum(-1)
     counts = torch.bincount(codes, minlength=2**n).float()
     freq = counts / counts.sum()
     nz = freq[freq > 0]

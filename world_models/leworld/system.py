@@ -213,7 +213,7 @@ class LeWorldSystem(nn.Module):
             read["low"],
             read["range"],
             read["choice"],
-            torch.zeros(()),
+            torch.zeros((), device=prediction.device),
         )
 
     def predict_with_mask(self, obs: Tensor, out: StepOutput, mask: Tensor) -> Tensor:

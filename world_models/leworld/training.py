@@ -31,11 +31,15 @@ PHASES = ("pretrain", "joint", "refine")
 
 
 def address_targets(
-    t_len: int, batch_size: int, lags: tuple[int, ...], range_len: int
+    t_len: int,
+    batch_size: int,
+    lags: tuple[int, ...],
+    range_len: int,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Phase-1 start addresses ``(T, B, N)``: the range of SLM i ends ``lags[i]`` words back."""
-    steps = torch.arange(t_len)[:, None, None]
-    lag = torch.tensor(lags)[None, None, :]
+    steps = torch.arange(t_len, device=device)[:, None, None]
+    lag = torch.tensor(lags, device=device)[None, None, :]
     return (steps - lag - range_len + 1).clamp_min(0).expand(t_len, batch_size, len(lags))
 
 
@@ -71,6 +75,8 @@ class LeWorldTrainer:
         source: where batches come from (default: a :class:`RolloutSource` on ``config.env_id``).
         run_dir: where ``checkpoints/`` go (``None``: no checkpoints).
         log: called with each metrics dict (TensorBoard, progress bar, ...).
+        device: where the system, batches and sampling run (``None``: where the
+            system's parameters are). Checkpoints load onto it.
     """
 
     def __init__(
@@ -80,14 +86,16 @@ class LeWorldTrainer:
         source: RolloutSource | None = None,
         run_dir: str | Path | None = None,
         log: Callable[[dict], None] | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
-        self.system, self.config = system, config
+        self.device = torch.device(device) if device else next(system.parameters()).device
+        self.system, self.config = system.to(self.device), config
         self.source = source or RolloutSource(
             config.env_id, config.num_envs, config.seq_len, config.seed, config.oracle_prob
         )
         self.run_dir = None if run_dir is None else Path(run_dir)
         self.log = log or (lambda metrics: None)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(config.seed)
         self.phase, self.step = 0, 0
         self.history: list[dict] = []
         self.optimizer = self._make_optimizer()
@@ -104,9 +112,10 @@ class LeWorldTrainer:
     def pretrain_loss(self, batch: Batch) -> tuple[torch.Tensor, SequenceResult, dict]:
         c, mem = self.config, self.system.config.memory
         t_len, b = batch.valid.shape
-        on = torch.ones(b, self.system.num_slms)
+        on = torch.ones(b, self.system.num_slms, device=self.device)
         result = run_sequence(self.system, batch, "soft", mask_override=on, keep_logits=True)
-        target = address_targets(t_len, b, c.pretrain_lags[: self.system.num_slms], mem.range_len)
+        lags = c.pretrain_lags[: self.system.num_slms]
+        target = address_targets(t_len, b, lags, mem.range_len, self.device)
         ce = F.cross_entropy(
             result.logits["high"].flatten(0, 2), (target // mem.num_low).flatten(), reduction="none"
         )
@@ -159,7 +168,7 @@ class LeWorldTrainer:
     # ----------------------------------------------------------- loop
     def update(self) -> dict:
         phase = self.phase
-        batch = self.source.batch()
+        batch = self.source.batch().to(self.device)
         loss_fn = (self.pretrain_loss, self.joint_loss, self.refine_loss)[phase]
         self.system.train()
         loss, result, extra = loss_fn(batch)
@@ -221,10 +230,14 @@ class LeWorldTrainer:
 
     def load(self, path: str | Path) -> None:
         """Continue from a checkpoint (a phase's end or ``final.pt``)."""
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location=self.device, weights_only=False)
         self.system.load_state_dict(state["system"])
         self.phase, self.step, self.history = state["phase"], state["step"], state["history"]
-        self.generator.set_state(state["generator"])
+        generator = state["generator"].cpu()
+        if generator.numel() == self.generator.get_state().numel():
+            self.generator.set_state(generator)
+        else:  # saved on another kind of device: a CPU and a CUDA generator's states differ
+            self.generator.manual_seed(self.config.seed + 1_000_003 * self.phase + self.step)
         self.optimizer = self._make_optimizer()
         if state["phase"] < len(PHASES) and state["step"] > 0:
             self.optimizer.load_state_dict(state["optimizer"])
