@@ -16,6 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import memory
+
 try:
     from bench.memory_ops import WIDTH_KWARGS, chunk, sync
 except ModuleNotFoundError:  # run as a script: bench/ is on sys.path
