@@ -30,6 +30,7 @@ from agents.policies import (
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,
     MemoryMultiInputActorCriticPolicy,
+    recommended_lr,
 )
 from agents.time_limits import bootstrap_time_limits
 from memory.base import State
@@ -46,7 +47,9 @@ class MemoryPPO(OnPolicyAlgorithm):
             Choose the memory with ``policy_kwargs=dict(memory="lstm",
             memory_kwargs=dict(hidden_dim=128), shared_memory=True)``.
         env: the environment (an SB3 ``VecEnv``, a Gymnasium env or an id).
-        learning_rate: Adam learning rate, or a schedule of the remaining progress (1 -> 0).
+        learning_rate: Adam learning rate, or a schedule of the remaining progress
+            (1 -> 0). None (default): the memory module's ``recommended_lr``
+            (3e-3; 1e-3 for ``slot``, whose transformer controller collapses at 3e-3).
         n_steps: steps per env in each rollout.
         batch_size: env-steps per minibatch, a multiple of the sequence length
             (``bptt_len``, or ``n_steps`` without it): a minibatch is
@@ -77,7 +80,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         _init_setup_model: build the networks now.
 
-    Defaults: ``learning_rate=3e-3``, ``n_epochs=10``, ``gamma=0.9``,
+    Defaults: ``learning_rate=3e-3`` (the module's ``recommended_lr``), ``n_epochs=10``, ``gamma=0.9``,
     ``ent_coef=0.01``, 2 minibatches of whole rollouts and a shared LSTM of 128.
     With 8 envs and ``n_steps=128`` they reach a return of 0.95-0.99 at 50k
     env steps on RepeatPreviousEasy (POPGym's and memworld's, 2-3 seeds each),
@@ -107,7 +110,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         self,
         policy: str | type[MemoryActorCriticPolicy],
         env: GymEnv | str,
-        learning_rate: float | Schedule = 3e-3,
+        learning_rate: float | Schedule | None = None,
         n_steps: int = 128,
         batch_size: int | None = None,
         n_epochs: int = 10,
@@ -135,7 +138,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         super().__init__(
             policy,
             env,
-            learning_rate=learning_rate,
+            learning_rate=recommended_lr(policy_kwargs) if learning_rate is None else learning_rate,
             n_steps=n_steps,
             gamma=gamma,
             gae_lambda=gae_lambda,

@@ -13,6 +13,7 @@ buffer only store, index and pass this dict on: they never look inside.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from memory import get as get_memory_class
 from memory import make as make_memory
 from memory.base import MemoryModule, State
 
@@ -338,3 +340,12 @@ def _join(pi_state: State, vf_state: State) -> State:
         **{PI_PREFIX + k: v for k, v in pi_state.items()},
         **{VF_PREFIX + k: v for k, v in vf_state.items()},
     }
+
+
+def recommended_lr(policy_kwargs: dict[str, Any] | None) -> float:
+    """The ``recommended_lr`` of the memory module that ``policy_kwargs["memory"]`` names
+    (default: the policy's default memory)."""
+    spec = (policy_kwargs or {}).get("memory")
+    if spec is None:
+        spec = inspect.signature(MemoryActorCriticPolicy.__init__).parameters["memory"].default
+    return float(getattr(get_memory_class(spec), "recommended_lr", 3e-3))

@@ -26,9 +26,12 @@ class MemoryModule(nn.Module):
     Subclasses implement :meth:`initial_state` and :meth:`forward`; they may
     override :meth:`aux_loss` and :meth:`diagnostics`.  ``persistent = True``
     marks a module whose memory deliberately survives episode starts.
+    ``recommended_lr`` is the Adam learning rate MemoryPPO uses for the module
+    when the user gives none.
     """
 
     persistent: bool = False
+    recommended_lr: float = 3e-3
 
     def __init__(self, input_dim: int, output_dim: int) -> None:
         super().__init__()
@@ -91,7 +94,7 @@ def check_positive_int(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-_REGISTRY: dict[str, Callable[..., MemoryModule]] = {}
+_REGISTRY: dict[str, type[MemoryModule]] = {}
 
 
 def register(name: str) -> Callable[[type[MemoryModule]], type[MemoryModule]]:
@@ -107,14 +110,19 @@ def register(name: str) -> Callable[[type[MemoryModule]], type[MemoryModule]]:
     return wrap
 
 
-def make(name: str | type[MemoryModule], input_dim: int, **kwargs) -> MemoryModule:
-    """Build a registered memory module by name (or from a class)."""
+def get(name: str | type[MemoryModule]) -> type[MemoryModule]:
+    """The class of a registered memory module (a class is returned as it is)."""
     if isinstance(name, type):
-        return name(input_dim=input_dim, **kwargs)
+        return name
     key = name.lower()
     if key not in _REGISTRY:
         raise ValueError(f"unknown memory module {name!r}; choose one of {sorted(_REGISTRY)}")
-    return _REGISTRY[key](input_dim=input_dim, **kwargs)
+    return _REGISTRY[key]
+
+
+def make(name: str | type[MemoryModule], input_dim: int, **kwargs) -> MemoryModule:
+    """Build a registered memory module by name (or from a class)."""
+    return get(name)(input_dim=input_dim, **kwargs)
 
 
 def names() -> list[str]:

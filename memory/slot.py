@@ -15,11 +15,12 @@ Each step ``t`` of a row:
    slots (LRU); weights are ``gate * softmax`` over those k, and the update is
    the residual ``m = m * (1 - w * erase) + w * add``;
 4. read (each read head): top-``read_top_k`` cosine similarity, softmax of
-   ``strength * cos`` over the k chosen slots, weighted sum, LayerNorm;
-5. output ``y_t = h_t + W_fuse(read_t)`` (residual fusion).
+   ``strength * cos`` over the k chosen slots, weighted sum ``read_t``;
+5. output ``y_t = h_t + W_fuse(LayerNorm(read_t))`` (residual fusion); the
+   controller gets the raw ``read_t`` back at the next step.
 
 State (batch-first): ``memory (B, N, D)``, ``age (B, N)``, ``usage (B, N)``,
-``read (B, H, D)`` (the last LayerNormed read), ``read_weights (B, H,
+``read (B, H, D)`` (the last raw read), ``read_weights (B, H,
 read_top_k)`` (the last read weights), ``read_slots`` and ``write_slots (B, N)``
 (the last step's read and gated write weights over the slots, for monitors and
 videos), ``write_rate (B,)`` (moving average of the write gate, factor
@@ -105,6 +106,10 @@ class SlotMemory(MemoryModule):
         reset_on_episode_start: empty the slot bank at episode starts (default True);
             False keeps it across episodes (``persistent = True``).
     """
+
+    # MemoryPPO's default for it: at 3e-3 the transformer controller collapses (memory
+    # gradients fall to ~1e-3 of the GRU's, return at chance); 1e-3 learns (README).
+    recommended_lr = 1e-3
 
     def __init__(
         self,
@@ -263,11 +268,15 @@ class SlotMemory(MemoryModule):
             h, ctrl = self.controller.step(u, ctrl)
             heads = self.head_outputs(h)
             io = bank.read_write(heads, self.read_top_k, self.write_top_k, self.age_scale)
+            # LayerNorm on the read for the residual fusion into the output; the
+            # controller gets the raw read back (at the memory's own scale): fed back
+            # normalised, 256 unit-variance dims drown the input, and neither
+            # supervised recall through an SB3 policy at lr 3e-3 nor PPO learned.
             read = self.read_norm(io.read)  # (B, H, D)
             outputs.append(h + self.fuse(read.flatten(1)))
             carry = {
                 **ctrl,
-                "read": read,
+                "read": io.read,
                 "read_weights": io.read_weights.detach(),
                 "write_rate": self.usage_decay * carry["write_rate"]
                 + (1 - self.usage_decay) * heads.write_gate.detach().mean(dim=-1),

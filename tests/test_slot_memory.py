@@ -372,3 +372,22 @@ def test_slot_log_is_freed_with_its_graph():
     gc.collect()
     assert ref() is None
     assert m0.grad is not None and m0.grad.abs().sum() > 0
+
+
+def test_controller_gets_the_raw_read_and_the_output_its_layernorm():
+    module = small()
+    x = torch.randn(3, 2, 3, generator=torch.Generator().manual_seed(0))
+    starts = torch.zeros(3, 2, dtype=torch.bool)
+    starts[0] = True
+    with torch.no_grad():
+        _, state = module(x[:2], module.initial_state(2), starts[:2])
+        seen = []
+        original = module.controller.step
+        module.controller.step = lambda u, s: (seen.append(u), original(u, s))[1]
+        y, after = module(x[2:], state, starts[2:])
+        h, _ = original(seen[0], {k: v for k, v in state.items() if k.startswith("ctrl_")})
+    read_in = seen[0][:, 3:].view(2, module.num_read_heads, module.slot_dim)
+    torch.testing.assert_close(read_in, state["read"], rtol=0, atol=0)
+    assert not torch.allclose(state["read"], module.read_norm(state["read"]), atol=1e-2)
+    expected = h + module.fuse(module.read_norm(after["read"]).flatten(1))
+    torch.testing.assert_close(y[0], expected, rtol=1e-5, atol=1e-6)
