@@ -23,7 +23,6 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
-from torch.nn import functional as F
 
 from agents.buffers import MemoryRolloutBuffer, MemorySequenceSamples
 from agents.policies import (
@@ -32,6 +31,7 @@ from agents.policies import (
     MemoryMultiInputActorCriticPolicy,
     recommended_lr,
 )
+from agents.ppo_loss import ppo_losses
 from agents.time_limits import bootstrap_time_limits
 from memory.base import State
 
@@ -334,37 +334,26 @@ class MemoryPPO(OnPolicyAlgorithm):
             approx_kl_divs = []
             for batch in self.rollout_buffer.get(self._sequences_per_batch):
                 values, log_prob, entropy, aux_loss = self.evaluate_sequences(batch)
-                advantages = batch.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-                ratio = th.exp(log_prob - batch.old_log_prob)
-                policy_loss_1 = advantages * ratio
-                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
-                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
-
-                if clip_range_vf is None:
-                    values_pred = values
-                else:
-                    values_pred = batch.old_values + th.clamp(
-                        values - batch.old_values, -clip_range_vf, clip_range_vf
-                    )
-                value_loss = F.mse_loss(batch.returns, values_pred)
-                entropy_loss = -th.mean(-log_prob) if entropy is None else -th.mean(entropy)
+                terms = ppo_losses(
+                    values,
+                    log_prob,
+                    entropy,
+                    batch,
+                    clip_range,
+                    clip_range_vf,
+                    self.normalize_advantage,
+                )
                 loss = (
-                    policy_loss
-                    + self.ent_coef * entropy_loss
-                    + self.vf_coef * value_loss
+                    terms.policy
+                    + self.ent_coef * terms.entropy
+                    + self.vf_coef * terms.value
                     + self.aux_coef * aux_loss
                 )
-
-                with th.no_grad():
-                    log_ratio = log_prob - batch.old_log_prob
-                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).item()
-                    clip_fractions.append(th.mean((th.abs(ratio - 1) > clip_range).float()).item())
-                pg_losses.append(policy_loss.item())
-                value_losses.append(value_loss.item())
-                entropy_losses.append(entropy_loss.item())
+                approx_kl_div = terms.approx_kl
+                clip_fractions.append(terms.clip_fraction)
+                pg_losses.append(terms.policy.item())
+                value_losses.append(terms.value.item())
+                entropy_losses.append(terms.entropy.item())
                 aux_losses.append(float(aux_loss.item()))
                 approx_kl_divs.append(approx_kl_div)
                 if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:

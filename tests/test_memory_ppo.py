@@ -366,3 +366,28 @@ def test_memory_ppo_with_slot_memory_learns_to_recall_the_last_symbol():
     env = make_vec_env(env_id, n_envs=8, seed=1, env_kwargs=env_kwargs)
     model = MemoryPPO("MlpPolicy", env, seed=1, policy_kwargs=dict(memory="slot"), device="cpu")
     assert _eval_return(model.learn(24_576), env_id, env_kwargs, 1) > 0.3
+
+
+def test_ppo_losses_on_a_hand_made_minibatch():
+    from types import SimpleNamespace
+
+    from agents.ppo_loss import ppo_losses
+
+    batch = SimpleNamespace(
+        advantages=th.tensor([1.0, -1.0]),
+        old_log_prob=th.zeros(2),
+        old_values=th.tensor([0.0, 0.0]),
+        returns=th.tensor([1.0, 2.0]),
+    )
+    log_prob = th.log(th.tensor([1.5, 1.5]))  # ratio 1.5 on both samples
+    values = th.tensor([0.5, 1.0])
+    terms = ppo_losses(values, log_prob, th.tensor([0.3, 0.5]), batch, 0.2, None, False)
+    # sample 0: min(1 * 1.5, 1 * 1.2) = 1.2; sample 1: min(-1 * 1.5, -1 * 1.2) = -1.5
+    th.testing.assert_close(terms.policy, th.tensor(-(1.2 - 1.5) / 2))
+    th.testing.assert_close(terms.value, th.tensor((0.5**2 + 1.0**2) / 2))
+    th.testing.assert_close(terms.entropy, th.tensor(-0.4))
+    assert terms.clip_fraction == 1.0
+    assert abs(terms.approx_kl - (0.5 - np.log(1.5))) < 1e-6
+    clipped = ppo_losses(values, log_prob, None, batch, 0.2, clip_range_vf=0.25)
+    th.testing.assert_close(clipped.value, th.tensor((0.75**2 + 1.75**2) / 2))
+    th.testing.assert_close(clipped.entropy, np.log(1.5) * th.ones(()))  # mean log-prob
