@@ -80,8 +80,8 @@ class MemoryPPO(OnPolicyAlgorithm):
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         _init_setup_model: build the networks now.
 
-    Defaults: ``learning_rate=3e-3`` (the module's ``recommended_lr``), ``n_epochs=10``, ``gamma=0.9``,
-    ``ent_coef=0.01``, 2 minibatches of whole rollouts and a shared LSTM of 128.
+    Defaults: ``learning_rate=3e-3`` (the LSTM's ``recommended_lr``), ``n_epochs=10``,
+    ``gamma=0.9``, ``ent_coef=0.01``, 2 minibatches of whole rollouts and a shared LSTM of 128.
     With 8 envs and ``n_steps=128`` they reach a return of 0.95-0.99 at 50k
     env steps on RepeatPreviousEasy (POPGym's and memworld's, 2-3 seeds each),
     where SB3's PPO defaults (``3e-4``, ``gamma=0.99``) reach 0.1-0.4.  Two

@@ -13,7 +13,6 @@ buffer only store, index and pass this dict on: they never look inside.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,8 @@ from torch import nn
 from memory import get as get_memory_class
 from memory import make as make_memory
 from memory.base import MemoryModule, State
+
+DEFAULT_MEMORY = "lstm"
 
 PI_PREFIX, VF_PREFIX = "pi.", "vf."
 
@@ -76,7 +77,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
-        memory: str | type[MemoryModule] = "lstm",
+        memory: str | type[MemoryModule] = DEFAULT_MEMORY,
         memory_kwargs: dict[str, Any] | None = None,
         shared_memory: bool = True,
     ) -> None:
@@ -345,7 +346,5 @@ def _join(pi_state: State, vf_state: State) -> State:
 def recommended_lr(policy_kwargs: dict[str, Any] | None) -> float:
     """The ``recommended_lr`` of the memory module that ``policy_kwargs["memory"]`` names
     (default: the policy's default memory)."""
-    spec = (policy_kwargs or {}).get("memory")
-    if spec is None:
-        spec = inspect.signature(MemoryActorCriticPolicy.__init__).parameters["memory"].default
-    return float(getattr(get_memory_class(spec), "recommended_lr", 3e-3))
+    spec = (policy_kwargs or {}).get("memory", DEFAULT_MEMORY)
+    return float(get_memory_class(spec).recommended_lr)

@@ -4,8 +4,9 @@ When no episode starts inside a chunk (after its first step) the whole chunk
 runs through one cuDNN/fused ``nn.LSTM``/``nn.GRU`` call; otherwise the chunk is
 split at the steps where some row starts an episode, and only the rows that
 start are reset (with ``torch.where``) between the pieces. Where a chunk would
-split into many pieces on a device whose per-call cost is high (a cuDNN call
-per piece on CUDA), it runs step by step through the fused cell kernels
+split into more pieces than ``step_loop_above[device type]`` times its length
+(the crossover measured per device: one sequence call per piece costs more than
+one cell step), it runs step by step through the fused cell kernels
 (``torch.lstm_cell`` / ``torch.gru_cell``, the same weights) instead, zeroing
 the state of the rows that start.
 """
