@@ -1,10 +1,11 @@
 """The short-term memory and the memory-augmented layer of DualMemory (lmcode-dual-memory.md).
 
-:class:`ShortTermMemory` is S slots of width H, written every step and read by
-attention.  :class:`DualMemoryLayer` is one of the document's
-"MemoryAugmentedLayer"s for a single time step: a pre-LayerNorm residual block
-of short-term memory (the recurrent stand-in for self-attention over a KV
-cache), gated long-term retrieval and a feed-forward network.
+:class:`StepAttention` is causal self-attention of one step over a cache of the
+last steps (a KV cache).  :class:`ShortTermMemory` is S slots of width H,
+written every step and read by attention.  :class:`DualMemoryLayer` is one of
+the document's "MemoryAugmentedLayer"s for a single time step: pre-LayerNorm
+residual blocks of self-attention, short-term memory, gated long-term retrieval
+and a feed-forward network, in the document's order.
 """
 
 from __future__ import annotations
@@ -17,6 +18,51 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memory.dual_store import LTMBatch, Retrieval
+
+
+class StepAttention(nn.Module):
+    """Causal multi-head self-attention of one step over the last ``window`` steps.
+
+    The keys and values of the ``window - 1`` previous steps of the episode are a
+    cache carried in the state (oldest first); the step attends to them and to
+    itself, with a learned per-head bias for each distance (the position
+    information of a recurrent step).  Places before the episode start are
+    masked by ``valid``.
+
+    Args:
+        dim: H, the input width.
+        num_heads: heads (must divide ``dim``).
+        window: steps attended to, the current one included (>= 2).
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int) -> None:
+        super().__init__()
+        self.dim, self.num_heads, self.window = dim, num_heads, window
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        # [:, j]: bias for the key ``window - 1 - j`` steps before the query (j = -1: itself).
+        self.position_bias = nn.Parameter(torch.zeros(num_heads, window))
+
+    def forward(
+        self, z: Tensor, keys: Tensor, values: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``z (B, H)``, cache ``keys``/``values (B, W-1, H)``, ``valid (B, W-1)`` float.
+
+        Returns the attention output ``(B, H)`` and the cache moved on one step
+        (the oldest step out, this one in).
+        """
+        batch, heads, width = z.shape[0], self.num_heads, self.dim // self.num_heads
+        q, k, v = self.qkv(z).chunk(3, dim=-1)
+        all_keys = torch.cat([keys, k.unsqueeze(1)], dim=1)  # (B, W, H)
+        all_values = torch.cat([values, v.unsqueeze(1)], dim=1)
+        k_heads = all_keys.view(batch, self.window, heads, width).transpose(1, 2)  # (B, nh, W, w)
+        v_heads = all_values.view(batch, self.window, heads, width).transpose(1, 2)
+        scores = (k_heads @ q.view(batch, heads, width, 1)).squeeze(-1) / math.sqrt(width)
+        seen = torch.cat([valid, valid.new_ones(batch, 1)], dim=1) > 0.5  # (B, W)
+        scores = (scores + self.position_bias).masked_fill(~seen.unsqueeze(1), float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, nh, W)
+        read = (weights.unsqueeze(2) @ v_heads).reshape(batch, self.dim)
+        return self.out(read), all_keys[:, 1:], all_values[:, 1:]
 
 
 class ShortTermMemory(nn.Module):
@@ -85,21 +131,33 @@ class LayerStep(NamedTuple):
     ltm_key: Tensor  # (B, Dk) the normalised query, stored as key when written (detached)
     ltm_value: Tensor  # (B, H) the LayerNormed hidden, stored as value (detached)
     retrieval: Retrieval
+    cache: list[Tensor] | None  # the attention cache's keys and values moved on one step
 
 
 class DualMemoryLayer(nn.Module):
     """One memory-augmented layer for one step: ``h (B, H)`` -> ``h (B, H)``.
 
-    ``h = h + STM(LN(h))``; ``z = LN(h)``; ``h = h + g * W_o(LTM(q(z)))`` with the
+    ``h = h + Attn(LN(h))`` over the cached last ``attention_window`` steps (no
+    such block when ``attention_window`` is 0); ``h = h + STM(LN(h))``; ``z = LN(h)``; ``h = h + g * W_o(LTM(q(z)))`` with the
     learned gate ``g = sigmoid(W_g [z, read])``; ``h = h + FFN(LN(h))``.  The
     long-term query is ``q = W_q z`` (normalised inside retrieval) with a learned
     sharpness ``1 + softplus(w . z + b)`` (initially 10).
     """
 
     def __init__(
-        self, dim: int, num_slots: int, num_heads: int, key_dim: int, ffn_mult: int
+        self,
+        dim: int,
+        num_slots: int,
+        num_heads: int,
+        key_dim: int,
+        ffn_mult: int,
+        attention_window: int = 0,
     ) -> None:
         super().__init__()
+        self.attention = None
+        if attention_window:
+            self.attn_norm = nn.LayerNorm(dim)
+            self.attention = StepAttention(dim, num_heads, attention_window)
         self.stm_norm = nn.LayerNorm(dim)
         self.stm = ShortTermMemory(dim, num_slots, num_heads)
         self.ltm_norm = nn.LayerNorm(dim)
@@ -114,9 +172,21 @@ class DualMemoryLayer(nn.Module):
         )
 
     def forward(
-        self, h: Tensor, memory: Tensor, store: LTMBatch, top_k: int, importance_weight: float
+        self,
+        h: Tensor,
+        memory: Tensor,
+        store: LTMBatch,
+        top_k: int,
+        importance_weight: float,
+        cache: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor, LayerStep]:
-        """One step: ``h (B, H)``, short-term ``memory (B, S, H)``, this layer's long-term store."""
+        """One step: ``h (B, H)``, short-term ``memory (B, S, H)``, this layer's long-term
+        store and, with attention, its ``cache = (keys, values, valid)`` (see StepAttention)."""
+        new_cache = None
+        if self.attention is not None:
+            keys, values, valid = cache
+            attended, *new_cache = self.attention(self.attn_norm(h), keys, values, valid)
+            h = h + attended
         address, value, query, gate = self.stm.split_input(self.stm_norm(h))
         memory, write_address = self.stm.write(memory, address, value, gate)
         stm_read, read_weights = self.stm.read(memory, query)
@@ -140,5 +210,6 @@ class DualMemoryLayer(nn.Module):
             ltm_key=F.normalize(ltm_query.detach(), dim=-1),
             ltm_value=z.detach(),
             retrieval=found,
+            cache=new_cache,
         )
         return h, memory, step

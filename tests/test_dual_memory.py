@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import memory
 from memory.dual import DualMemory
-from memory.dual_layer import ShortTermMemory
+from memory.dual_layer import ShortTermMemory, StepAttention
 from memory.dual_ltm import LongTermMemory
 from memory.dual_store import LTMBatch
 
@@ -24,7 +24,13 @@ def store(capacity: int = 4, **kwargs) -> LongTermMemory:
 def small(**kwargs) -> DualMemory:
     torch.manual_seed(0)
     defaults = dict(
-        ltm_capacity=16, hidden_dim=16, num_heads=2, stm_slots=4, key_dim=8, ltm_top_k=3
+        ltm_capacity=16,
+        hidden_dim=16,
+        num_heads=2,
+        stm_slots=4,
+        key_dim=8,
+        ltm_top_k=3,
+        attention_window=3,  # short, so the tests' sequences roll the cache over
     )
     return DualMemory(3, **{**defaults, **kwargs})
 
@@ -200,6 +206,52 @@ def test_stm_gated_soft_update_matches_hand_computation():
     assert stm.split_input(torch.randn(1, 2))[3].item() == pytest.approx(0.75)
 
 
+# ------------------------------------------------------------------- attention
+def attend_by_distance(window: int, distance: int) -> StepAttention:
+    """Attention whose values are its inputs and whose scores are the bias for ``distance``."""
+    attention = StepAttention(dim=2, num_heads=1, window=window)
+    with torch.no_grad():
+        attention.qkv.weight.zero_()
+        attention.qkv.bias.zero_()
+        attention.qkv.weight[4:].copy_(torch.eye(2))  # v = z, q = k = 0
+        attention.out.weight.copy_(torch.eye(2))
+        attention.out.bias.zero_()
+        attention.position_bias.zero_()
+        attention.position_bias[0, window - 1 - distance] = 50.0
+    return attention
+
+
+def test_step_attention_reads_the_step_its_position_bias_points_at():
+    attention = attend_by_distance(window=4, distance=2)
+    z = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0], [3.0, -1.0], [5.0, 5.0]])  # 5 steps
+    keys = values = torch.zeros(1, 3, 2)
+    valid = torch.zeros(1, 3)
+    outputs = []
+    for z_t in z:
+        out, keys, values = attention(z_t.view(1, 2), keys, values, valid)
+        valid = torch.cat([valid[:, 1:], torch.ones(1, 1)], dim=1)
+        outputs.append(out[0])
+    # Steps 0 and 1 have no step 2 back: they average what is valid (themselves and step 0).
+    torch.testing.assert_close(outputs[0], z[0])
+    torch.testing.assert_close(outputs[1], (z[0] + z[1]) / 2)
+    for t in (2, 3, 4):
+        torch.testing.assert_close(outputs[t], z[t - 2])
+    torch.testing.assert_close(values[0], z[2:])  # the cache holds the last window - 1 steps
+
+
+def test_attention_never_reads_across_an_episode_start():
+    module = small(ltm_write_threshold=2.0, attention_window=4).eval()  # no long-term writes
+    x, starts = inputs(8)
+    starts[5, 0] = True
+    changed = x.clone()
+    changed[:5, 0] += 3.0  # only the first episode of row 0 differs
+    with torch.no_grad():
+        y, _ = module(x, module.initial_state(3), starts)
+        y_changed, _ = module(changed, module.initial_state(3), starts)
+    torch.testing.assert_close(y_changed[5:, 0], y[5:, 0], atol=1e-6, rtol=0)
+    assert not torch.allclose(y_changed[:5, 0], y[:5, 0])
+
+
 # ------------------------------------------------------------------ the module
 def test_registered_and_default_constructible():
     module = memory.make("dual", input_dim=6)
@@ -209,6 +261,9 @@ def test_registered_and_default_constructible():
         DualMemory(3, ltm_capacity=4, ltm_top_k=5)
     with pytest.raises(ValueError, match="num_heads"):
         DualMemory(3, hidden_dim=10, num_heads=4)
+    with pytest.raises(ValueError, match="attention_window must be 0 .* or >= 2, got 1"):
+        DualMemory(3, attention_window=1)
+    assert "attn_keys" not in DualMemory(3, attention_window=0).initial_state(2)
 
 
 def test_write_threshold_and_interval_decide_long_term_writes():
@@ -284,9 +339,14 @@ def test_consolidate_state_on_demand():
     assert state["ltm_filled"].sum() == 12  # the input state is not modified
 
 
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_two_chunks_equal_one_call(num_layers: int):
-    module = small(ltm_write_threshold=0.0, consolidation_interval=4, num_layers=num_layers)
+@pytest.mark.parametrize("num_layers, attention_window", [(1, 3), (2, 3), (1, 0)])
+def test_two_chunks_equal_one_call(num_layers: int, attention_window: int):
+    module = small(
+        ltm_write_threshold=0.0,
+        consolidation_interval=4,
+        num_layers=num_layers,
+        attention_window=attention_window,
+    )
     module.consolidation_threshold = 1.0  # merges happen inside the chunks
     x, starts = inputs(12)
     starts[3, 0] = starts[5, 1] = starts[9, 2] = True
