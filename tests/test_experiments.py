@@ -63,3 +63,38 @@ def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys):
         assert result["writes"] >= 0 and result["survival"]["S"][0] == 1.0
         assert "write_rate" in result["diagnostics_summary"]
     assert "experiment folder" in capsys.readouterr().out
+
+
+def _distance_results(folder, rows, steps=1000):
+    folder.mkdir(parents=True)
+    config = {"task": "RepeatPrevious", "steps": steps, "extra_env_kwargs": {}}
+    runs = [
+        {"module": m, "distance": d, "seed": s, "return": 2 * a - 1, "accuracy": a}
+        for m, d, s, a in rows
+    ]
+    (folder / "results.json").write_text(json.dumps({"config": config, "runs": runs}))
+    return folder
+
+
+def test_distance_merge_pools_runs_into_one_table_and_plot(tmp_path, capsys):
+    a = _distance_results(tmp_path / "a", [("gru", 2, 0, 1.0), ("gru", 8, 0, 0.5)])
+    b = _distance_results(
+        tmp_path / "b", [("slot", 8, 0, 0.9), ("gru", 8, 1, 0.7), ("slot", 2, 0, 0.8)]
+    )
+    main(["experiment", "distance", "--merge", str(a), str(b), "--root", str(tmp_path / "out")])
+    (out,) = list((tmp_path / "out" / "distance").iterdir())
+    result = json.loads((out / "results.json").read_text())
+    assert result["table"] == {
+        "gru": {"2": 1.0, "8": pytest.approx(0.6)},
+        "slot": {"2": 0.8, "8": 0.9},
+    }
+    assert result["merged_from"] == [str(a), str(b)]
+    assert (out / "accuracy_vs_distance.png").read_bytes()[:4] == b"\x89PNG"
+    c = _distance_results(tmp_path / "c", [("lstm", 2, 0, 1.0)], steps=5000)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["experiment", "distance", "--merge", str(a), str(c), "--root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "differs from" in err and "in ['steps']" in err
+    with pytest.raises(SystemExit, match="--merge combines distance runs only"):
+        main(["experiment", "continual", "--merge", str(a)])

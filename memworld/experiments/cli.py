@@ -43,6 +43,13 @@ TINY = {
 def cmd_experiment(args: argparse.Namespace) -> None:
     module_name, config_name = EXPERIMENTS[args.name]
     module = importlib.import_module(module_name)
+    if args.merge:
+        if args.name != "distance":
+            raise SystemExit(f"--merge combines distance runs only, not {args.name!r}")
+        _report(module.merge(args.merge, root=args.root))
+        return
+    if args.distances and args.name != "distance":
+        raise SystemExit(f"--distances is an option of the distance experiment, not {args.name!r}")
     kwargs = dict(TINY[args.name]) if args.tiny else {}
     if args.steps is not None:
         key = "steps_per_task" if args.name == "continual" else "steps"
@@ -55,7 +62,12 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     if args.seeds:
         key = "seed" if args.name == "forgetting" else "seeds"
         kwargs[key] = args.seeds[0] if args.name == "forgetting" else tuple(args.seeds)
-    out = module.run(getattr(module, config_name)(**kwargs), root=args.root)
+    if args.distances:
+        kwargs["distances"] = tuple(args.distances)
+    _report(module.run(getattr(module, config_name)(**kwargs), root=args.root))
+
+
+def _report(out) -> None:
     print(f"experiment folder: {out}")
     for path in sorted(out.glob("*.png")) + sorted(out.glob("*.json")):
         print(f"  {path.name}")
@@ -67,6 +79,13 @@ def add_subparser(sub) -> None:
     p.add_argument("--steps", type=int, help="env steps per run (per task for continual)")
     p.add_argument("--modules", nargs="+", help="memory modules ('mlp' = no memory)")
     p.add_argument("--seeds", nargs="+", type=int)
+    p.add_argument("--distances", nargs="+", type=int, help="recall distances (distance only)")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="distance only: one table and plot from these experiment folders, no training",
+    )
     p.add_argument("--tiny", action="store_true", help="a few-second configuration")
     p.add_argument("--root", default="runs/experiments")
     p.set_defaults(func=cmd_experiment)

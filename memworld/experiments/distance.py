@@ -9,6 +9,7 @@ answer, so accuracy = (return + 1) / 2.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,44 @@ def run(config: DistanceConfig, root: str | Path = "runs/experiments") -> Path:
     return out
 
 
+def merge(folders: list[str | Path], root: str | Path = "runs/experiments") -> Path:
+    """One table and plot from several distance runs (e.g. one module per run).
+
+    Rows are pooled over ``folders`` (each holding a results.json of
+    :func:`run`), so a (module, distance) present in several runs averages all
+    of their seeds.  The runs must share task, steps and env parameters.
+    """
+    results = [json.loads((Path(f) / "results.json").read_text()) for f in folders]
+    if not results:
+        raise ValueError("folders is empty; pass the distance experiment folders to merge")
+    same = ("task", "steps", "extra_env_kwargs")
+    first = results[0]["config"]
+    for folder, result in zip(folders, results):
+        differ = [k for k in same if result["config"][k] != first[k]]
+        if differ:
+            raise ValueError(
+                f"{folder} differs from {folders[0]} in {differ}; merge runs of one setting only"
+            )
+    rows = [row for result in results for row in result["runs"]]
+    config = DistanceConfig(
+        task=first["task"],
+        modules=tuple(dict.fromkeys(r["module"] for r in rows)),
+        distances=tuple(sorted({r["distance"] for r in rows})),
+        steps=first["steps"],
+        seeds=tuple(sorted({r["seed"] for r in rows})),
+        extra_env_kwargs=first["extra_env_kwargs"],
+    )
+    out = experiment_dir("distance", root)
+    table = summarise(rows)
+    merged_from = [str(f) for f in folders]
+    write_json(
+        out / "results.json",
+        {"config": config, "runs": rows, "table": table, "merged_from": merged_from},
+    )
+    plot(table, config, out / "accuracy_vs_distance.png")
+    return out
+
+
 def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
     """Mean accuracy over seeds: ``table[module][distance]``."""
     table: dict[str, dict[str, float]] = {}
@@ -101,7 +140,7 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
         mine = [r for r in rows if r["module"] == module]
         table[module] = {
             str(d): float(np.mean([r["accuracy"] for r in mine if r["distance"] == d]))
-            for d in dict.fromkeys(r["distance"] for r in mine)
+            for d in sorted({r["distance"] for r in mine})
         }
     return table
 
