@@ -1,6 +1,7 @@
 """Memory-module speed: forward+backward of every registered module against torch's nn.LSTM.
 
     python bench/memory_ops.py [--quick] [--device cpu|cuda] [--steps 128 --batch 64 --dim 64]
+                               [--modules lstm gru ...]
 
 1. Forward+backward time of one chunk (T=128, B=64, D=64) for every name in
    ``memory.names()``, at width 64 where a module has a width, and of
@@ -115,8 +116,13 @@ def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, devic
 
 def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """LSTM/GRU fwd+bwd with ``k`` evenly spaced episode starts in the chunk (``k`` pieces),
-    through the split fused-sequence path and through the step-by-step cell path: the
-    crossover sets ``step_loop_above`` in memory/recurrent.py."""
+    through the split sequence path, the step-by-step cell path and (CPU) the fused
+    sequence kernels: the crossovers set ``fused_above_pieces`` and ``step_loop_above``
+    in memory/recurrent.py."""
+    never = 10**9
+    paths = {"split_ms": (never, 1.0), "step_loop_ms": (never, 0.0)}
+    if device.type == "cpu":
+        paths["fused_ms"] = (0, 1.0)
     rows = []
     for name in ("lstm", "gru"):
         torch.manual_seed(0)
@@ -125,14 +131,13 @@ def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> lis
             starts = torch.zeros(args.steps, args.batch, dtype=torch.bool, device=device)
             starts[:: max(1, args.steps // pieces), 0] = True
             row = {"module": name, "pieces": pieces}
-            for path, above in (("split_ms", 1.0), ("step_loop_ms", 0.0)):
-                module.step_loop_above = {device.type: above}
+            for path, (fused_above, step_loop_above) in paths.items():
+                module.fused_above_pieces = fused_above
+                module.step_loop_above = {device.type: step_loop_above}
                 row[path] = 1e3 * module_seconds(module, args, device, False, starts)
             rows.append(row)
-            print(
-                f"  {name} {pieces:4d} pieces: split {row['split_ms']:8.2f} ms, "
-                f"step loop {row['step_loop_ms']:8.2f} ms"
-            )
+            times = ", ".join(f"{p[:-3].replace('_', ' ')} {row[p]:8.2f} ms" for p in paths)
+            print(f"  {name} {pieces:4d} pieces: {times}")
     return rows
 
 
@@ -146,7 +151,7 @@ def guarded(fn: Callable[[], dict]) -> dict:
 
 def bench_modules(args: argparse.Namespace, device: torch.device, lstm_s: float) -> list[dict]:
     rows = []
-    for name in memory.names():
+    for name in args.modules:
 
         def case(name: str = name) -> dict:
             torch.manual_seed(0)
@@ -208,7 +213,9 @@ def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
             module = memory.make("dual", input_dim=args.dim, **{capacity_kwarg(cls): capacity})
             module.to(device).eval()
             keys = torch.randn(capacity, module.key_dim if hasattr(module, "key_dim") else args.dim)
-            values = torch.randn(capacity, module.value_dim if hasattr(module, "value_dim") else args.dim)
+            values = torch.randn(
+                capacity, module.value_dim if hasattr(module, "value_dim") else args.dim
+            )
             with torch.no_grad():
                 module.store_experience(keys.to(device), values.to(device))
             queries = keys[: args.batch].to(device) + 0.01
@@ -218,7 +225,11 @@ def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 module.query(queries, top_k=8)
 
             seconds = median_seconds(step, device, args.repeats)
-            return {"query_batch": args.batch, "query_s": seconds, "queries_per_s": args.batch / seconds}
+            return {
+                "query_batch": args.batch,
+                "query_s": seconds,
+                "queries_per_s": args.batch / seconds,
+            }
 
         rows.append({"capacity": capacity, **guarded(case)})
         print(f"  dual capacity={capacity:>7d}: {format_case(rows[-1])}", flush=True)
@@ -239,7 +250,9 @@ def bench_bit(args: argparse.Namespace, device: torch.device) -> dict:
         with torch.no_grad():
             written = store.write(state, address, bits.bool())
             state = written[0] if isinstance(written, tuple) else written
-            write_s = median_seconds(lambda: store.write(state, address, bits.bool()), device, args.repeats)
+            write_s = median_seconds(
+                lambda: store.write(state, address, bits.bool()), device, args.repeats
+            )
             read_s = median_seconds(lambda: store.read(state, address), device, args.repeats)
         return {"writes_per_s": args.batch / write_s, "reads_per_s": args.batch / read_s}
 
@@ -288,6 +301,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--slot-sizes", type=int, nargs="+", default=[4096, 65536])
     parser.add_argument("--dual-sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--modules",
+        nargs="+",
+        choices=memory.names(),
+        default=memory.names(),
+        help="modules to time (default: all); slot/dual/bit extras run only when chosen",
+    )
     parser.add_argument("--out", default="runs/bench/memory_ops.json")
     args = parser.parse_args(argv)
     if args.quick:
@@ -310,12 +330,13 @@ def main(argv: list[str] | None = None) -> dict:
         "nn_lstm_fwd_bwd_s": lstm_s,
         "modules": bench_modules(args, device, lstm_s),
     }
-    report["recurrent_paths"] = bench_recurrent_paths(args, device)
-    if "slot" in memory.names():
+    if {"lstm", "gru"} & set(args.modules):
+        report["recurrent_paths"] = bench_recurrent_paths(args, device)
+    if "slot" in args.modules:
         report["slot_memory"] = bench_slot(args, device, lstm_s)
-    if "dual" in memory.names():
+    if "dual" in args.modules:
         report["dual_memory"] = bench_dual(args, device)
-    if "bit" in memory.names():
+    if "bit" in args.modules:
         report["bit_memory"] = bench_bit(args, device)
 
     out = Path(args.out)

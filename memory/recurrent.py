@@ -1,14 +1,18 @@
-"""LSTM and GRU baselines built on torch's fused cells.
+"""LSTM and GRU baselines on the weights of ``nn.LSTM``/``nn.GRU``.
 
-When no episode starts inside a chunk (after its first step) the whole chunk
-runs through one cuDNN/fused ``nn.LSTM``/``nn.GRU`` call; otherwise the chunk is
-split at the steps where some row starts an episode, and only the rows that
-start are reset (with ``torch.where``) between the pieces. Where a chunk would
-split into more pieces than ``step_loop_above[device type]`` times its length
-(the crossover measured per device: one sequence call per piece costs more than
-one cell step), it runs step by step through the fused cell kernels
-(``torch.lstm_cell`` / ``torch.gru_cell``, the same weights) instead, zeroing
-the state of the rows that start.
+On the CPU a chunk runs through the hand-written sequence kernels of
+memory/fused_rnn.py (one autograd node per layer, resets as a mask, so a chunk
+is never split), except an LSTM chunk with no episode start inside it, which
+one oneDNN ``nn.LSTM`` call runs faster.
+
+On a GPU, when no episode starts inside a chunk (after its first step) the
+whole chunk runs through one cuDNN ``nn.LSTM``/``nn.GRU`` call; otherwise the
+chunk is split at the steps where some row starts an episode, and only the rows
+that start are reset (with ``torch.where``) between the pieces. Where a chunk
+would split into more pieces than ``step_loop_above[device type]`` times its
+length (the measured crossover: one sequence call per piece costs more than one
+cell step), it runs step by step through the fused cell kernels
+(``torch.lstm_cell`` / ``torch.gru_cell``, the same weights) instead.
 """
 
 from __future__ import annotations
@@ -16,16 +20,22 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from memory import fused_rnn
 from memory.base import MemoryModule, State, check_positive_int, register
+
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class _Recurrent(MemoryModule):
     cell_cls: type[nn.RNNBase]
     cell_fn: staticmethod
     state_names: tuple[str, ...]
-    # Run step by step through the fused cells when a chunk of T steps splits into more
-    # than this fraction of T pieces, per device type (absent: never). Set per subclass
-    # from the crossovers that `python bench/memory_ops.py --device ...` prints.
+    layer_fn: staticmethod  # fused_rnn's sequence kernel for one layer (CPU)
+    # On the CPU, chunks that split into more than this many pieces run through layer_fn.
+    fused_above_pieces: int = 0
+    # Elsewhere, run step by step through the fused cells when a chunk of T steps splits
+    # into more than this fraction of T pieces, per device type (absent: never). Set per
+    # subclass from the crossovers that `python bench/memory_ops.py --device ...` prints.
     step_loop_above: dict[str, float] = {}
 
     def __init__(self, input_dim: int, hidden_dim: int = 128, num_layers: int = 1) -> None:
@@ -45,6 +55,8 @@ class _Recurrent(MemoryModule):
         starts = episode_starts.bool()
         # Split points: steps where some row starts an episode (step 0 is handled by reset).
         cuts = [0] + (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() + [x.shape[0]]
+        if x.device.type == "cpu" and len(cuts) - 1 > self.fused_above_pieces:
+            return self._fused(x, state, starts)
         if len(cuts) - 1 > self.step_loop_above.get(x.device.type, 1.0) * x.shape[0]:
             return self._step_loop(x, state, starts)
         outputs = []
@@ -60,18 +72,27 @@ class _Recurrent(MemoryModule):
             outputs.append(y)
         return torch.cat(outputs, dim=0), state
 
+    def _layer_weights(self, layer: int) -> list[Tensor]:
+        return [getattr(self.rnn, f"{w}_l{layer}") for w in WEIGHT_NAMES]
+
+    def _keep(self, starts: Tensor, dtype: torch.dtype) -> Tensor:
+        """``(T, B, 1)``: 0 where a row starts an episode (its state is zeroed), else 1."""
+        keep = (~starts).to(dtype).unsqueeze(-1)
+        return torch.ones_like(keep) if self.persistent else keep
+
+    def _fused(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """Each layer over the whole chunk in one ``layer_fn`` call, resets as a mask."""
+        keep, inp, finals = self._keep(starts, x.dtype), x, []
+        for layer in range(self.num_layers):
+            hx = tuple(state[n][:, layer] for n in self.state_names)
+            inp, last = self.layer_fn(inp, hx, keep, self._layer_weights(layer))
+            finals.append(last)
+        return inp, {n: torch.stack(h, dim=1) for n, h in zip(self.state_names, zip(*finals))}
+
     def _step_loop(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One fused cell call per step and layer; rows that start get the (zero) initial state."""
-        keep = (~starts).to(x.dtype)[..., None, None]  # (T, B, 1, 1)
-        if self.persistent:
-            keep = torch.ones_like(keep)
-        weights = [
-            [
-                getattr(self.rnn, f"{w}_l{layer}")
-                for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            ]
-            for layer in range(self.num_layers)
-        ]
+        keep = self._keep(starts, x.dtype).unsqueeze(-1)  # (T, B, 1, 1)
+        weights = [self._layer_weights(layer) for layer in range(self.num_layers)]
         hidden = [state[n] for n in self.state_names]  # each (B, L, H)
         outputs = []
         for x_t, keep_t in zip(x.unbind(0), keep.unbind(0)):
@@ -105,8 +126,10 @@ class LSTM(_Recurrent):
 
     cell_cls = nn.LSTM
     cell_fn = staticmethod(torch.lstm_cell)
+    layer_fn = staticmethod(fused_rnn.lstm_layer)
     state_names = ("h", "c")
-    step_loop_above = {"cpu": 0.6, "cuda": 0.5}  # crossovers of 128: CPU 64-128, H200 ~64
+    fused_above_pieces = 1  # one oneDNN call beats the fused kernels on an unsplit chunk
+    step_loop_above = {"cuda": 0.5}  # crossover of 128 pieces on the H200: ~64
 
 
 @register("gru")
@@ -121,5 +144,6 @@ class GRU(_Recurrent):
 
     cell_cls = nn.GRU
     cell_fn = staticmethod(torch.gru_cell)
+    layer_fn = staticmethod(fused_rnn.gru_layer)
     state_names = ("h",)
-    step_loop_above = {"cpu": 0.25, "cuda": 0.5}  # crossovers of 128: CPU 16-32, H200 ~64
+    step_loop_above = {"cuda": 0.5}  # crossover of 128 pieces on the H200: ~64

@@ -238,7 +238,9 @@ def test_window_attention_sees_only_the_window_and_the_episode() -> None:
         moved = (outputs(changed)[:, 0] - y[:, 0]).abs().amax(dim=-1) > 1e-6  # (T,)
         reach = torch.zeros(steps, dtype=torch.bool)
         reach[source : source + window] = True  # steps source .. source + W - 1 see it
-        assert torch.equal(moved, reach), f"input {source} moves outputs {moved.nonzero().flatten()}"
+        assert torch.equal(moved, reach), (
+            f"input {source} moves outputs {moved.nonzero().flatten()}"
+        )
     # Row 1: nothing before its episode start at step 9 reaches steps 9..13.
     changed = x.clone()
     changed[:9, 1] += 1.0
@@ -248,7 +250,9 @@ def test_window_attention_sees_only_the_window_and_the_episode() -> None:
 def test_window_attention_long_chunks_in_pieces_match_one_piece() -> None:
     torch.manual_seed(0)
     whole = WindowAttention(input_dim=3, window=4, d_model=8, num_heads=2, num_layers=2).eval()
-    pieces = WindowAttention(input_dim=3, window=4, d_model=8, num_heads=2, num_layers=2, max_block=3)
+    pieces = WindowAttention(
+        input_dim=3, window=4, d_model=8, num_heads=2, num_layers=2, max_block=3
+    )
     pieces.load_state_dict(whole.state_dict())
     x = torch.randn(11, 2, 3)
     starts = torch.zeros(11, 2, dtype=torch.bool)

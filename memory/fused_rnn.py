@@ -1,0 +1,190 @@
+"""GRU and LSTM layers over a whole sequence with hand-written backward passes (for the CPU).
+
+torch's CPU GRU, and its LSTM once a chunk must be split at episode starts,
+record ten to forty autograd nodes per step; here one autograd node covers a
+whole layer and sequence.  The forward pass runs the cell's equations step by
+step without recording, keeping the gates; the backward pass walks the steps
+back with the gates' derivatives written out, and the weight gradients of all
+steps are two matrix products at the end.  Resets are a ``keep (T, B, 1)``
+mask: the carried state is multiplied by ``keep[t]`` before step ``t`` (0 where
+a row starts an episode), so no chunk is split.
+
+Equations and gate order are torch's (``nn.GRU``: r, z, n; ``nn.LSTM``: i, f,
+g, o), with the same weight tensors, so values and gradients equal
+``nn.GRU``/``nn.LSTM`` (tests/test_recurrent.py).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _input_gates(x: Tensor, w_ih: Tensor, bias: Tensor) -> Tensor:
+    """All steps' input projections in one matrix product: ``(T, B, I) -> (T, B, G)``."""
+    steps, batch, _ = x.shape
+    return torch.addmm(bias, x.reshape(steps * batch, -1), w_ih.t()).view(steps, batch, -1)
+
+
+def _reset_steps(keep: Tensor) -> list[bool]:
+    """Per step, whether some row's state is zeroed there (one host sync; masks skip the rest)."""
+    return (keep[:, :, 0] < 1).any(dim=1).tolist()
+
+
+def _carried(h0: Tensor, out: Tensor, keep: Tensor) -> Tensor:
+    """``h'_t = keep_t * h_{t-1}`` for every step at once: ``(T, B, H)``."""
+    return torch.cat([h0.unsqueeze(0), out[:-1]]) * keep
+
+
+def _weight_grads(
+    d_gates_in: Tensor, d_gates_h: Tensor, x: Tensor, h_prev: Tensor, w_ih: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``dx, dW_ih, dW_hh, db_ih, db_hh`` from every step's gate gradients, in four products."""
+    steps, batch, _ = x.shape
+    gi = d_gates_in.reshape(steps * batch, -1)
+    gh = d_gates_h.reshape(steps * batch, -1)
+    dx = (gi @ w_ih).view_as(x)
+    return (
+        dx,
+        gi.t() @ x.reshape(steps * batch, -1),
+        gh.t() @ h_prev.reshape(steps * batch, -1),
+        gi.sum(0),
+        gh.sum(0),
+    )
+
+
+class GRUSequence(torch.autograd.Function):
+    """One GRU layer over ``x (T, B, I)`` from ``h0 (B, H)``, resetting where ``keep`` is 0.
+
+    ``h'_t = keep_t * h_{t-1}``; ``r, z = sigmoid(W_i{r,z} x_t + b_i + W_h{r,z} h' + b_h)``;
+    ``n = tanh(W_in x_t + b_in + r * (W_hn h' + b_hn))``; ``h_t = n + z * (h' - n)``.
+    Returns ``h (T, B, H)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102
+        steps, batch, hidden = x.shape[0], h0.shape[0], h0.shape[1]
+        two = 2 * hidden
+        # b_hh's r and z parts are added to the input gates once; its n part stays inside r * (.).
+        gi = _input_gates(x, w_ih, b_ih + torch.cat([b_hh[:two], b_hh.new_zeros(hidden)]))
+        resets = _reset_steps(keep)
+        out = x.new_empty(steps, batch, hidden)
+        rz = x.new_empty(steps, batch, two)
+        n = x.new_empty(steps, batch, hidden)
+        hn = x.new_empty(steps, batch, hidden)  # W_hn h' + b_hn
+        w_rz, w_n = w_hh[:two].t(), w_hh[two:].t()
+        h = h0
+        for t in range(steps):
+            hp = h * keep[t] if resets[t] else h
+            torch.sigmoid(torch.addmm(gi[t, :, :two], hp, w_rz), out=rz[t])
+            torch.addmm(b_hh[two:], hp, w_n, out=hn[t])
+            torch.tanh(torch.addcmul(gi[t, :, two:], rz[t, :, :hidden], hn[t]), out=n[t])
+            h = torch.addcmul(n[t], rz[t, :, hidden:], hp - n[t], out=out[t])
+        ctx.save_for_backward(x, h0, keep, w_ih, w_hh, out, rz, n, hn)
+        ctx.resets = resets
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):  # noqa: D102
+        x, h0, keep, w_ih, w_hh, out, rz, n, hn = ctx.saved_tensors
+        hidden = n.shape[-1]
+        h_prev = _carried(h0, out, keep)
+        r, z = rz[..., :hidden], rz[..., hidden:]
+        # Every factor that does not depend on the incoming gradient, for all steps at once.
+        to_pre_n = (1 - z) * (1 - n * n)  # dh -> d(pre-tanh n)
+        to_pre_r = hn * r * (1 - r)  # d(pre-tanh n) -> d(pre-sigmoid r)
+        to_pre_z = (h_prev - n) * z * (1 - z)  # dh -> d(pre-sigmoid z)
+        d_gh = hn.new_empty(*hn.shape[:2], 3 * hidden)  # gradient of W_hh h' + b_hh
+        d_pre_n = torch.empty_like(n)  # gradient of W_in x + b_in + r * hn
+        dh = torch.zeros_like(h0)
+        for t in reversed(range(x.shape[0])):
+            dh = dh + d_out[t]
+            torch.mul(dh, to_pre_n[t], out=d_pre_n[t])
+            torch.mul(d_pre_n[t], to_pre_r[t], out=d_gh[t, :, :hidden])
+            torch.mul(dh, to_pre_z[t], out=d_gh[t, :, hidden : 2 * hidden])
+            torch.mul(d_pre_n[t], r[t], out=d_gh[t, :, 2 * hidden :])
+            dh = torch.addmm(dh * z[t], d_gh[t], w_hh)
+            if ctx.resets[t]:
+                dh = dh * keep[t]
+        d_gi = torch.cat([d_gh[..., : 2 * hidden], d_pre_n], dim=-1)
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(d_gi, d_gh, x, h_prev, w_ih)
+        return dx, dh, None, dw_ih, dw_hh, db_ih, db_hh
+
+
+class LSTMSequence(torch.autograd.Function):
+    """One LSTM layer over ``x (T, B, I)`` from ``(h0, c0)``, resetting where ``keep`` is 0.
+
+    ``h', c' = keep_t * (h_{t-1}, c_{t-1})``; ``i, f, g, o`` from
+    ``W_ih x_t + b_ih + W_hh h' + b_hh``; ``c_t = f c' + i g``; ``h_t = o tanh(c_t)``.
+    Returns ``h (T, B, H)`` and the last cell state ``c_T (B, H)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102
+        steps, batch, hidden = x.shape[0], h0.shape[0], h0.shape[1]
+        gi = _input_gates(x, w_ih, b_ih + b_hh)
+        resets = _reset_steps(keep)
+        out = x.new_empty(steps, batch, hidden)
+        cells = x.new_empty(steps, batch, hidden)
+        gates = x.new_empty(steps, batch, 4 * hidden)  # sigmoid(i, f), tanh(g), sigmoid(o)
+        w_hh_t, h, c = w_hh.t(), h0, c0
+        for t in range(steps):
+            if resets[t]:
+                h, c = h * keep[t], c * keep[t]
+            g, pre = gates[t], torch.addmm(gi[t], h, w_hh_t)
+            torch.sigmoid(pre, out=g)
+            torch.tanh(pre[:, 2 * hidden : 3 * hidden], out=g[:, 2 * hidden : 3 * hidden])
+            i, f, gg, o = g.chunk(4, dim=1)
+            c = torch.addcmul(f * c, i, gg, out=cells[t])
+            h = torch.mul(o, torch.tanh(c), out=out[t])
+        ctx.save_for_backward(x, h0, c0, keep, w_ih, w_hh, out, cells, gates)
+        ctx.resets = resets
+        return out, cells[-1].clone()
+
+    @staticmethod
+    def backward(ctx, d_out, d_c_last):  # noqa: D102
+        x, h0, c0, keep, w_ih, w_hh, out, cells, gates = ctx.saved_tensors
+        hidden = h0.shape[-1]
+        h_prev = _carried(h0, out, keep)
+        c_prev = _carried(c0, cells, keep)
+        i, f, gg, o = gates.chunk(4, dim=-1)
+        tanh_c = torch.tanh(cells)
+        # Factors that do not depend on the incoming gradients, for all steps at once.
+        dh_to_dc = o * (1 - tanh_c * tanh_c)
+        dc_to_pre = torch.cat([gg * i * (1 - i), c_prev * f * (1 - f), i * (1 - gg * gg)], -1)
+        dh_to_pre_o = tanh_c * o * (1 - o)
+        d_pre = torch.empty_like(gates)
+        dh = torch.zeros_like(h0)
+        dc = d_c_last.clone() if d_c_last is not None else torch.zeros_like(h0)
+        three = 3 * hidden
+        for t in reversed(range(x.shape[0])):
+            dh = dh + d_out[t]
+            dc = torch.addcmul(dc, dh, dh_to_dc[t])
+            torch.mul(
+                dc.unsqueeze(1),
+                dc_to_pre[t].view(-1, 3, hidden),
+                out=d_pre[t, :, :three].view(-1, 3, hidden),
+            )
+            torch.mul(dh, dh_to_pre_o[t], out=d_pre[t, :, three:])
+            dh = d_pre[t] @ w_hh
+            dc = dc * f[t]
+            if ctx.resets[t]:
+                dh, dc = dh * keep[t], dc * keep[t]
+        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(d_pre, d_pre, x, h_prev, w_ih)
+        return dx, dh, dc, None, dw_ih, dw_hh, db_ih, db_hh
+
+
+def gru_layer(
+    x: Tensor, hx: tuple[Tensor, ...], keep: Tensor, weights: list[Tensor]
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``GRUSequence`` with the state as a tuple: returns ``h (T, B, H)`` and ``(h_T,)``."""
+    out = GRUSequence.apply(x, hx[0], keep, *weights)
+    return out, (out[-1],)
+
+
+def lstm_layer(
+    x: Tensor, hx: tuple[Tensor, ...], keep: Tensor, weights: list[Tensor]
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """``LSTMSequence`` with the state as a tuple: returns ``h (T, B, H)`` and ``(h_T, c_T)``."""
+    out, c = LSTMSequence.apply(x, hx[0], hx[1], keep, *weights)
+    return out, (out[-1], c)
