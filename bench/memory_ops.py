@@ -117,9 +117,9 @@ def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, devic
 def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """LSTM/GRU fwd+bwd with ``k`` evenly spaced episode starts in the chunk (``k`` pieces),
     through the split sequence path, the step-by-step cell path and (CPU) the fused
-    sequence kernels: the crossovers set ``fused_above_pieces`` and ``step_loop_above``
+    sequence kernels: the crossovers set ``fused_above`` and ``step_loop_above``
     in memory/recurrent.py."""
-    never = 10**9
+    never = float("inf")
     paths = {"split_ms": (never, 1.0), "step_loop_ms": (never, 0.0)}
     if device.type == "cpu":
         paths["fused_ms"] = (0, 1.0)
@@ -132,7 +132,7 @@ def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> lis
             starts[:: max(1, args.steps // pieces), 0] = True
             row = {"module": name, "pieces": pieces}
             for path, (fused_above, step_loop_above) in paths.items():
-                module.fused_above_pieces = fused_above
+                module.fused_above = fused_above
                 module.step_loop_above = {device.type: step_loop_above}
                 row[path] = 1e3 * module_seconds(module, args, device, False, starts)
             rows.append(row)

@@ -1,18 +1,20 @@
 """LSTM and GRU baselines on the weights of ``nn.LSTM``/``nn.GRU``.
 
-On the CPU a chunk runs through the hand-written sequence kernels of
-memory/fused_rnn.py (one autograd node per layer, resets as a mask, so a chunk
-is never split), except an LSTM chunk with no episode start inside it, which
-one oneDNN ``nn.LSTM`` call runs faster.
+A chunk with no episode start inside it (after its first step) runs through one
+oneDNN/cuDNN ``nn.LSTM``/``nn.GRU`` call; otherwise the chunk is split at the
+steps where some row starts an episode, and only the rows that start are reset
+(with ``torch.where``) between the pieces.  Past a crossover in the number of
+pieces (a fraction of the chunk's length, per device, printed by
+``python bench/memory_ops.py``) one call per piece costs more than the
+alternative, and the chunk runs instead:
 
-On a GPU, when no episode starts inside a chunk (after its first step) the
-whole chunk runs through one cuDNN ``nn.LSTM``/``nn.GRU`` call; otherwise the
-chunk is split at the steps where some row starts an episode, and only the rows
-that start are reset (with ``torch.where``) between the pieces. Where a chunk
-would split into more pieces than ``step_loop_above[device type]`` times its
-length (the measured crossover: one sequence call per piece costs more than one
-cell step), it runs step by step through the fused cell kernels
-(``torch.lstm_cell`` / ``torch.gru_cell``, the same weights) instead.
+- on the CPU, through the hand-written sequence kernels of memory/fused_rnn.py
+  (one autograd node per layer and chunk, resets as a mask): ``fused_above``,
+  0 for the GRU, whose kernels beat torch's CPU GRU even on an unsplit chunk;
+- elsewhere, step by step through the fused cells (``torch.lstm_cell`` /
+  ``torch.gru_cell``, the same weights): ``step_loop_above``.
+
+All paths give the same values, states and gradients (tests/test_recurrent.py).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ class _Recurrent(MemoryModule):
     cell_fn: staticmethod
     state_names: tuple[str, ...]
     layer_fn: staticmethod  # fused_rnn's sequence kernel for one layer (CPU)
-    # On the CPU, chunks that split into more than this many pieces run through layer_fn.
-    fused_above_pieces: int = 0
+    # On the CPU, a chunk of T steps that splits into more than this fraction of T pieces
+    # runs through layer_fn (the crossover `python bench/memory_ops.py` prints).
+    fused_above: float = 0.0
     # Elsewhere, run step by step through the fused cells when a chunk of T steps splits
     # into more than this fraction of T pieces, per device type (absent: never). Set per
     # subclass from the crossovers that `python bench/memory_ops.py --device ...` prints.
@@ -55,7 +58,7 @@ class _Recurrent(MemoryModule):
         starts = episode_starts.bool()
         # Split points: steps where some row starts an episode (step 0 is handled by reset).
         cuts = [0] + (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() + [x.shape[0]]
-        if x.device.type == "cpu" and len(cuts) - 1 > self.fused_above_pieces:
+        if x.device.type == "cpu" and len(cuts) - 1 > self.fused_above * x.shape[0]:
             return self._fused(x, state, starts)
         if len(cuts) - 1 > self.step_loop_above.get(x.device.type, 1.0) * x.shape[0]:
             return self._step_loop(x, state, starts)
@@ -128,7 +131,7 @@ class LSTM(_Recurrent):
     cell_fn = staticmethod(torch.lstm_cell)
     layer_fn = staticmethod(fused_rnn.lstm_layer)
     state_names = ("h", "c")
-    fused_above_pieces = 1  # one oneDNN call beats the fused kernels on an unsplit chunk
+    fused_above = 0.5  # oneDNN's nn.LSTM is faster until about 64 pieces of 128
     step_loop_above = {"cuda": 0.5}  # crossover of 128 pieces on the H200: ~64
 
 

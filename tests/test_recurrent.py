@@ -8,9 +8,9 @@ import torch
 import memory
 from memory.fused_rnn import GRUSequence, LSTMSequence
 
-NEVER = 10**9  # more pieces than any chunk has
+NEVER = float("inf")  # no chunk has more pieces than this fraction
 
-PATHS = {  # (fused_above_pieces, step_loop_above) that force each path on the CPU
+PATHS = {  # (fused_above, step_loop_above) that force each path on the CPU
     "split": (NEVER, {"cpu": 1.0}),
     "step_loop": (NEVER, {"cpu": 0.0}),
     "fused": (0, {}),
@@ -29,7 +29,7 @@ def test_every_path_gives_the_same_values_states_and_gradients(name, num_layers)
     state = {k: torch.randn_like(v) for k, v in module.initial_state(5).items()}
     results = []
     for fused_above, step_loop_above in PATHS.values():
-        module.fused_above_pieces, module.step_loop_above = fused_above, step_loop_above
+        module.fused_above, module.step_loop_above = fused_above, step_loop_above
         y, new_state = module(x, state, starts)
         loss = y.pow(2).sum() + sum(v.pow(2).sum() for v in new_state.values())
         grads = torch.autograd.grad(loss, [x, *module.parameters()])
@@ -87,7 +87,7 @@ def test_path_choice_on_the_cpu(monkeypatch):
     assert calls == [("gru", "_fused"), ("gru", "_fused"), ("lstm", "_fused")]
     calls.clear()
     gru = modules["gru"]
-    gru.fused_above_pieces, gru.step_loop_above = NEVER, {"cpu": 0.5}
+    gru.fused_above, gru.step_loop_above = NEVER, {"cpu": 0.5}
     gru(x, gru.initial_state(2), few)  # 2 pieces <= 0.5 * 8: split
     assert calls == []
     gru(x, gru.initial_state(2), many)  # 8 pieces > 0.5 * 8: step loop
