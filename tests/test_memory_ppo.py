@@ -368,6 +368,18 @@ def test_memory_ppo_with_slot_memory_learns_to_recall_the_last_symbol():
     assert _eval_return(model.learn(24_576), env_id, env_kwargs, 1) > 0.3
 
 
+@pytest.mark.slow
+def test_memory_ppo_with_dual_memory_learns_to_recall_four_steps_back():
+    # Regression for DualMemory's self-attention (without it: -0.46 at 32k, near chance -0.5).
+    # Measured at 32k steps with n_steps 128: 0.82 and 0.90 (seeds 0, 2).
+    env_id, env_kwargs = "memworld/RepeatPreviousEasy-v0", {}
+    env = make_vec_env(env_id, n_envs=8, seed=0)
+    model = MemoryPPO(
+        "MlpPolicy", env, n_steps=128, seed=0, policy_kwargs=dict(memory="dual"), device="cpu"
+    )
+    assert _eval_return(model.learn(32_768), env_id, env_kwargs, 0) > 0.3
+
+
 def test_ppo_losses_on_a_hand_made_minibatch():
     from types import SimpleNamespace
 
