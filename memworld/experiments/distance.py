@@ -89,10 +89,7 @@ def run(config: DistanceConfig, root: str | Path = "runs/experiments") -> Path:
                         "run": str(run_path),
                     }
                 )
-    table = summarise(rows)
-    write_json(out / "results.json", {"config": config, "runs": rows, "table": table})
-    plot(table, config, out / "accuracy_vs_distance.png")
-    return out
+    return _write_results(out, config, rows)
 
 
 def merge(folders: list[str | Path], root: str | Path = "runs/experiments") -> Path:
@@ -123,12 +120,13 @@ def merge(folders: list[str | Path], root: str | Path = "runs/experiments") -> P
         extra_env_kwargs=first["extra_env_kwargs"],
     )
     out = experiment_dir("distance", root)
+    return _write_results(out, config, rows, merged_from=[str(f) for f in folders])
+
+
+def _write_results(out: Path, config: DistanceConfig, rows: list[dict], **extra) -> Path:
+    """results.json (config, rows, table and ``extra``) and the plot under ``out``."""
     table = summarise(rows)
-    merged_from = [str(f) for f in folders]
-    write_json(
-        out / "results.json",
-        {"config": config, "runs": rows, "table": table, "merged_from": merged_from},
-    )
+    write_json(out / "results.json", {"config": config, "runs": rows, "table": table, **extra})
     plot(table, config, out / "accuracy_vs_distance.png")
     return out
 
