@@ -95,15 +95,15 @@ from torch import Tensor, nn
 
 from memory.base import MemoryModule, State, check_positive_int, register
 from memory.dual_layer import DualMemoryLayer
-from memory.dual_ltm import LongTermMemory, check_ltm_args, ltm_diagnostics
-from memory.dual_store import LTMBatch, Retrieval
+from memory.dual_ltm import ExperienceReplay, LongTermMemory, check_ltm_args, ltm_diagnostics
+from memory.dual_store import LTMBatch
 
 LTM_FIELDS = {f: f"ltm_{f}" for f in LTMBatch.FIELDS}  # LTMBatch field -> state key
 LONG_TERM_KEYS = (*LTM_FIELDS.values(), "ltm_merges", "steps")
 
 
 @register("dual")
-class DualMemory(MemoryModule):
+class DualMemory(ExperienceReplay, MemoryModule):
     """Short-term slot memory and a long-term key/value store with importance, per layer.
 
     Args:
@@ -361,31 +361,6 @@ class DualMemory(MemoryModule):
         rows = torch.arange(state["steps"].shape[0], device=state["steps"].device)
         self._consolidate_rows(ltm, rows, thr)
         return {**state, **ltm}
-
-    # ----------------------------------------------- experience store (replay)
-    def store_experience(self, key: Tensor, value: Tensor) -> Tensor:
-        """Store ``key (N, key_dim)``, ``value (N, hidden_dim)`` in the shared experience store."""
-        return self.experience.store_experience(key, value)
-
-    def query(self, query: Tensor, top_k: int | None = None) -> Retrieval:
-        """Top-k retrieval from the experience store (see :meth:`LongTermMemory.query`)."""
-        return self.experience.query(query, top_k)
-
-    def sample_experiences(
-        self, n: int, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """``n`` stored ``(keys, values)`` from the experience store, drawn with ``generator``."""
-        return self.experience.sample_experiences(n, generator)
-
-    def mix_experiences(
-        self, keys: Tensor, values: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Replace ``memory_sample_ratio`` of a batch by stored experience (see LongTermMemory)."""
-        return self.experience.mix_experiences(keys, values, generator)
-
-    def consolidate(self, threshold: float | None = None) -> int:
-        """Consolidate the experience store; returns the number of merges."""
-        return self.experience.consolidate(threshold)
 
     # ------------------------------------------------------------ diagnostics
     @torch.no_grad()

@@ -186,6 +186,41 @@ class LongTermMemory(nn.Module):
         return ltm_diagnostics(self.store(), prefix="")
 
 
+class ExperienceReplay:
+    """The experience-store methods of a module that owns ``self.experience``.
+
+    DualMemory keeps one :class:`LongTermMemory` shared across episodes (the
+    document's replay store); these delegate to it, so the module itself is the
+    replay API.
+    """
+
+    experience: LongTermMemory
+
+    def store_experience(self, key: Tensor, value: Tensor) -> Tensor:
+        """Store ``key (N, key_dim)``, ``value (N, hidden_dim)`` in the shared experience store."""
+        return self.experience.store_experience(key, value)
+
+    def query(self, query: Tensor, top_k: int | None = None) -> Retrieval:
+        """Top-k retrieval from the experience store (see :meth:`LongTermMemory.query`)."""
+        return self.experience.query(query, top_k)
+
+    def sample_experiences(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` stored ``(keys, values)`` from the experience store, drawn with ``generator``."""
+        return self.experience.sample_experiences(n, generator)
+
+    def mix_experiences(
+        self, keys: Tensor, values: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Replace ``memory_sample_ratio`` of a batch by stored experience (see LongTermMemory)."""
+        return self.experience.mix_experiences(keys, values, generator)
+
+    def consolidate(self, threshold: float | None = None) -> int:
+        """Consolidate the experience store; returns the number of merges."""
+        return self.experience.consolidate(threshold)
+
+
 @torch.no_grad()
 def ltm_diagnostics(store: LTMBatch, prefix: str) -> dict[str, float]:
     """Fill and importance distribution of a batch of stores, averaged over stores.
