@@ -64,6 +64,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             seed=args.seed,
             num_envs=args.num_envs,
             seq_len=args.seq_len,
+            **({} if args.codec_steps is None else {"codec_steps": args.codec_steps}),
             phase1_steps=max(1, steps // 4),
             phase2_steps=max(1, steps // 2),
             phase3_steps=max(1, steps - steps // 4 - steps // 2),
@@ -95,15 +96,15 @@ def cmd_train(args: argparse.Namespace) -> None:
         for key, value in metrics.items():
             if isinstance(value, int | float) and key != "step":
                 writer.add_scalar(f"{metrics['phase']}/{key}", value, step)
+        offsets = {
+            "codec": 0,
+            "pretrain": 0,
+            "joint": training.phase1_steps,
+            "refine": training.phase1_steps + training.phase2_steps,
+        }
         done = (
-            sum(
-                (training.phase1_steps, training.phase2_steps)[
-                    : ("pretrain", "joint", "refine").index(metrics["phase"])
-                ]
-            )
-            + metrics["step"]
-            + 1
-            if metrics["phase"] != "baselines"
+            offsets[metrics["phase"]] + metrics["step"] + 1
+            if metrics["phase"] in offsets
             else total
         )
         rate = done * training.num_envs * training.seq_len / max(time.time() - start, 1e-9)
@@ -177,7 +178,8 @@ def plot_history(history: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def evaluate_run(path: Path) -> dict:
+def evaluate_run(path: Path, show: bool = True) -> dict:
+    """Evaluate one run folder against its baselines; writes eval.json and the plots."""
     import torch
 
     from memworld.runs import read_json, write_json
@@ -220,12 +222,27 @@ def evaluate_run(path: Path) -> dict:
         {"env": training.env_id, "checkpoint": checkpoint.name, "seeds": results},
     )
     plot(results, path)
-    print(table(results))
+    if show:
+        print(table(results))
     return results
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    evaluate_run(Path(args.run))
+    """Evaluate one or more runs (e.g. one per seed) and print one table over all of them."""
+    from memworld.runs import read_json
+    from world_models.leworld.evaluation import table
+
+    paths = [Path(run) for run in args.run]
+    envs = {read_json(p / "config.json")["training"]["env_id"] for p in paths}
+    if len(envs) > 1:
+        raise SystemExit(f"runs are on different tasks {sorted(envs)}; evaluate one task at a time")
+    results: dict = {}
+    for path in paths:
+        for seed, result in evaluate_run(path, show=len(paths) == 1).items():
+            results[seed if seed not in results else f"{seed}:{path.name}"] = result
+    if len(paths) > 1:
+        print(f"{envs.pop()}, {len(paths)} runs")
+        print(table(results))
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:
@@ -246,6 +263,12 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--steps", type=int, default=400, help="updates over the three phases (1/4, 1/2, 1/4)"
     )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--codec-steps",
+        type=int,
+        default=None,
+        help="reconstruction-only updates of the bit codec before phase 1 (default 2000)",
+    )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)
     train.add_argument("--run-dir", default=None)
@@ -258,8 +281,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (evaluation runs on CPU)"
     )
     train.set_defaults(func=cmd_train)
-    ev = sub.add_parser("eval", help="evaluate a run against the baselines and print the table")
-    ev.add_argument("run")
+    ev = sub.add_parser("eval", help="evaluate runs against the baselines and print the table")
+    ev.add_argument("run", nargs="+", help="run folders (several: one table with the mean)")
     ev.set_defaults(func=cmd_eval)
     return parser
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
@@ -98,6 +99,34 @@ def test_memory_reads_the_word_written_two_steps_ago():
     assert got[0, 3:].sum() == 0  # past the write pointer: unwritten, zero bits
 
 
+def test_word_ages_count_steps_behind_the_pointer_and_flag_unwritten_words():
+    from world_models.leworld.config import MemoryConfig
+    from world_models.leworld.slm import word_ages
+
+    memory = MemoryConfig(num_high=4, num_low=4, range_len=4)  # 16 words
+    ages = word_ages(torch.tensor([3, 14]), torch.tensor([5, 1]), memory)
+    # Row 0: words 3..6 with the pointer at 5 are 2, 1, 0 steps old and one not yet written.
+    # Row 1: words 14, 15, 0, 1 with the pointer at 1: the ring's tail was never written
+    # (ages 3 and 2 exceed the pointer), words 0 and 1 are 1 and 0 steps old.
+    expected_age = torch.tensor([[2, 1, 0, 0], [0, 0, 1, 0]]).float()
+    expected_past = torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1]]).float()
+    assert torch.equal(ages[..., 1], expected_past)
+    assert torch.allclose(ages[..., 0], torch.log1p(expected_age) / torch.log(torch.tensor(16.0)))
+
+
+def test_codec_pretraining_lowers_the_reconstruction_error():
+    torch.manual_seed(0)
+    source = RolloutSource(ENV, 4, 8, seed=0)
+    system = LeWorldSystem(preset("small"), source.obs_dim, source.state_dim)
+    batch = source.batch()
+    obs = batch.obs[batch.valid]
+    before = system.memory.reconstruction_loss(obs).item()
+    config = TrainingConfig(env_id=ENV, num_envs=4, seq_len=8, codec_steps=300)
+    last = LeWorldTrainer(system, config, source).pretrain_codec()
+    after = system.memory.reconstruction_loss(obs).item()
+    assert after < 0.1 * before and last < 0.1 * before
+
+
 def test_slm_env_passes_check_env():
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -118,6 +147,7 @@ def tiny_trainer(tmp_path, steps=(1, 1, 1)) -> LeWorldTrainer:
         env_id=ENV,
         num_envs=4,
         seq_len=8,
+        codec_steps=20,
         phase1_steps=steps[0],
         phase2_steps=steps[1],
         phase3_steps=steps[2],
@@ -167,3 +197,73 @@ def test_small_preset_training_lowers_next_state_mse():
     with torch.no_grad():
         after = run_sequence(system.eval(), held_out, "hard").mean_loss().item()
     assert after < 0.5 * before, (before, after)
+
+
+def test_per_step_mse_stops_at_the_last_step_any_episode_reaches():
+    from world_models.leworld.evaluation import per_step
+
+    loss = torch.tensor([[1.0, 3.0], [2.0, 9.0], [7.0, 7.0]])  # (T=3, B=2)
+    valid = torch.tensor([[True, True], [True, False], [False, False]])
+    assert per_step(loss, valid) == [2.0, 2.0]  # step 2 has no row: left out, not 0
+
+
+def test_acceptance_counts_the_seeds_that_pass_each_check():
+    from world_models.leworld.evaluation import acceptance
+
+    def result(leworld, gain, usage, curve):
+        return {
+            "mse": {"leworld": leworld, "no_memory": 0.5, "gru": 0.2, "random_addresses": 0.4},
+            "info_request_gain": gain,
+            "usage": usage,
+            "routing_entropy": 0.7,
+            "per_step_mse": {"leworld": curve},
+        }
+
+    checks = acceptance(
+        {
+            0: result(0.3, +0.01, [0.5, 0.3, 0.25], [0.1, 0.9, 0.8, 0.5]),
+            1: result(0.45, -0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7]),
+        }
+    )
+    assert checks["beats no_memory"] == "2/2"
+    assert checks["beats random_addresses"] == "1/2"
+    assert checks["beats gru"] == "0/2"
+    assert checks["info-request gain > 0"] == "1/2"
+    assert checks["every SLM used >= 20%"] == "1/2"
+    assert checks["routing entropy >= 0.5"] == "2/2"
+    assert checks["per-step MSE falls (last vs second quarter)"] == "1/2"
+
+
+def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
+    from memworld.leworld_cli import main
+
+    tiny = ["--steps", "4", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
+    for seed in (0, 1):
+        main(
+            [
+                "leworld",
+                "train",
+                *tiny,
+                "--seed",
+                str(seed),
+                "--run-dir",
+                str(tmp_path / f"s{seed}"),
+            ]
+        )
+    capsys.readouterr()
+    main(["leworld", "eval", str(tmp_path / "s0"), str(tmp_path / "s1")])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
+    assert {"0", "1", "mean"} <= set(rows)
+    per_seed = [float(rows[s][1]) for s in ("0", "1")]  # the LeWorld MSE column
+    assert float(rows["mean"][1]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+    assert "beats no_memory:" in out and "/2" in out
+    config = json.loads((tmp_path / "s0" / "config.json").read_text())
+    assert config["training"]["codec_steps"] == 5
+
+
+def test_training_config_rejects_bad_values_with_the_fix():
+    with pytest.raises(ValueError, match="codec_steps must be >= 0"):
+        TrainingConfig(codec_steps=-1)
+    with pytest.raises(ValueError, match=r"oracle_prob must lie in \[0, 1\]"):
+        TrainingConfig(oracle_prob=1.5)

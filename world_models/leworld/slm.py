@@ -6,7 +6,8 @@ memory's write pointer (as Fourier features of its two bytes: a CPU's stack
 pointer, without which an absolute address cannot track time). It outputs
 product-key address logits (256 for the high byte + 256 for the low byte, one
 of 65,536 addresses from 512 logits, Lample et al. 2019) and range-length
-logits; the system reads that range and the SLM summarises the words it got.
+logits; the system reads that range and the SLM summarises the words it got,
+each with its age (steps behind the write pointer, :func:`word_ages`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,27 @@ def pointer_features(pointer: Tensor, memory: MemoryConfig, freqs: int) -> Tenso
     scales = 2.0 * math.pi * (2.0 ** torch.arange(freqs, device=pointer.device)).float()
     angles = torch.cat([high[:, None] * scales, low[:, None] * scales], dim=1)  # (B, 2 * freqs)
     return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+AGE_FEATURES = 2
+
+
+def word_ages(address: Tensor, pointer: Tensor, memory: MemoryConfig) -> Tensor:
+    """How long ago each word of a read was written: ``(B,), (B,)`` -> ``(B, range_len, 2)``.
+
+    Word ``j`` of a range from ``address`` sits ``age = pointer - address - j``
+    steps behind the write pointer (the ring taken into account). Features:
+    ``log1p(age) / log(num_words)`` for words already written this episode
+    and 0 otherwise, and a flag "written at or before the pointer". A read that
+    knows *when* its words were written can extrapolate from them (a position
+    seen ``age`` steps ago plus ``age`` steps of motion); without it an
+    address is only a content lookup.
+    """
+    j = torch.arange(memory.range_len, device=address.device)
+    age = torch.remainder(pointer[:, None] - address[:, None] - j, memory.num_words)
+    past = age <= pointer[:, None]  # wrapped-around ages point at words not yet written
+    scaled = torch.log1p(age.float()) / math.log(memory.num_words)
+    return torch.stack([torch.where(past, scaled, 0.0), past.float()], dim=-1)
 
 
 class SLM(nn.Module):
@@ -68,8 +90,10 @@ class SLM(nn.Module):
         self.high_head = nn.Linear(config.hidden, memory.num_high)
         self.low_head = nn.Linear(config.hidden, memory.num_low)
         self.range_head = nn.Linear(config.hidden, max(len(config.range_choices), 1))
-        # A read: range_len decoded words (flattened, order kept) plus their weights.
-        self.read_out = mlp([memory.range_len * (word_dim + 1), config.read_dim, config.read_dim])
+        # A read: range_len decoded words (flattened, order kept), their weights and ages.
+        self.read_out = mlp(
+            [memory.range_len * (word_dim + 1 + AGE_FEATURES), config.read_dim, config.read_dim]
+        )
 
     def address_logits(
         self, past_obs: Tensor, obs: Tensor, request: Tensor, pointer: Tensor
@@ -108,7 +132,8 @@ class SLM(nn.Module):
             return covers[pick]
         return torch.softmax(range_logits, -1) @ covers
 
-    def summarise(self, words: Tensor, weights: Tensor) -> Tensor:
-        """Read summary for the BLM: words ``(B, range_len, word_dim)`` -> ``(B, read_dim)``."""
-        x = torch.cat([words * weights[..., None], weights[..., None]], dim=-1)
+    def summarise(self, words: Tensor, weights: Tensor, ages: Tensor) -> Tensor:
+        """Read summary for the BLM: words ``(B, range_len, word_dim)``, their weights and
+        ages ``(B, range_len)`` (:func:`word_ages`) -> ``(B, read_dim)``."""
+        x = torch.cat([words * weights[..., None], weights[..., None], ages], dim=-1)
         return self.read_out(x.flatten(1))

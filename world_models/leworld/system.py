@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from world_models.leworld.blm import BLM
 from world_models.leworld.config import REFERENCE_OBS_DIM, REFERENCE_STATE_DIM, LeWorldConfig
 from world_models.leworld.memory_iface import LeWorldMemory
-from world_models.leworld.slm import SLM
+from world_models.leworld.slm import SLM, word_ages
 
 
 @dataclass
@@ -145,7 +145,8 @@ class LeWorldSystem(nn.Module):
                         else torch.where(ranges[:, i] >= 0, ranges[:, i], full)
                     )
                 weights = slm.word_weights(rng, hard=True, choice=choice)
-            outs["reads"].append(slm.summarise(words, weights))
+            ages = word_ages(address, state["pointer"], mem)
+            outs["reads"].append(slm.summarise(words, weights, ages))
             for key, value in zip(
                 ("addr", "high", "low", "range", "choice"), (address, high, low, rng, choice)
             ):

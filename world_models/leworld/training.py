@@ -1,6 +1,7 @@
 """The three training phases of LeWorld, with a checkpoint after every phase (resumable).
 
-1. **Pre-train**: the bit autoencoder (reconstruction through the bits), each
+1. **Pre-train**: the bit autoencoder, first alone (``codec_steps`` updates)
+   then alongside the rest (reconstruction through the bits), each
    SLM's address head towards its own lag behind the write pointer (range
    ending ``lag_i`` words back: diverse starting characteristics), and the BLM
    on next-state MSE with every SLM routed on.
@@ -166,6 +167,29 @@ class LeWorldTrainer:
         )
 
     # ----------------------------------------------------------- loop
+    def pretrain_codec(self) -> float:
+        """``codec_steps`` reconstruction-only updates of the bit codec; returns the last loss.
+
+        Observations come from four rollout batches (valid steps only);
+        minibatches are drawn with the trainer's generator.
+        """
+        c, memory = self.config, self.system.memory
+        if c.codec_steps == 0:
+            return float("nan")
+        batches = [self.source.batch() for _ in range(4)]
+        obs = torch.cat([b.obs[b.valid] for b in batches]).to(self.device)
+        optimizer = torch.optim.Adam(memory.parameters(), lr=c.lr)
+        memory.train()
+        for _ in range(c.codec_steps):
+            pick = torch.randint(
+                len(obs), (c.codec_batch,), generator=self.generator, device=self.device
+            )
+            loss = memory.reconstruction_loss(obs[pick])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return loss.item()
+
     def update(self) -> dict:
         phase = self.phase
         batch = self.source.batch().to(self.device)
@@ -191,6 +215,8 @@ class LeWorldTrainer:
     def train(self) -> list[dict]:
         """Run (or continue) the phases to the end; checkpoints after each phase."""
         while self.phase < len(PHASES):
+            if self.phase == 0 and self.step == 0:
+                self.log({"phase": "codec", "step": 0, "recon": self.pretrain_codec()})
             while self.step < self.phase_steps(self.phase):
                 metrics = self.update()
                 self.step += 1
