@@ -267,3 +267,12 @@ def test_training_config_rejects_bad_values_with_the_fix():
         TrainingConfig(codec_steps=-1)
     with pytest.raises(ValueError, match=r"oracle_prob must lie in \[0, 1\]"):
         TrainingConfig(oracle_prob=1.5)
+
+
+@pytest.mark.parametrize("env_id", [ENV, "memworld/KeyDoorEasy-v0"])
+def test_rollout_source_is_reproducible_from_its_seed(env_id):
+    first, second = (RolloutSource(env_id, 4, 12, seed=5, oracle_prob=0.5) for _ in range(2))
+    for _ in range(2):
+        a, b = first.batch(), second.batch()
+        for name in ("obs", "target", "valid", "oracle_address"):
+            assert torch.equal(getattr(a, name), getattr(b, name)), name

@@ -9,6 +9,7 @@ row's first episode has ended (later steps are padding).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -50,6 +51,11 @@ class RolloutSource:
         self.env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
         self.num_envs, self.seq_len, self.oracle_prob = num_envs, seq_len, oracle_prob
         self.rng = np.random.default_rng(seed)
+        # The random actions come from the action space's own generator: seed a copy of it
+        # (from a stream independent of self.rng), or a held-out batch and a run would
+        # differ from process to process.
+        self.action_space = copy.deepcopy(self.env.single_action_space)
+        self.action_space.seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
         obs, info = self.env.reset(seed=seed)
         if "world_state" not in info:
             raise ValueError(
@@ -63,8 +69,8 @@ class RolloutSource:
 
     def _actions(self) -> np.ndarray:
         oracle = np.asarray(self.env.oracle_actions())
-        space = self.env.single_action_space
-        random = np.stack([space.sample() for _ in range(self.num_envs)]).reshape(oracle.shape)
+        random = np.stack([self.action_space.sample() for _ in range(self.num_envs)])
+        random = random.reshape(oracle.shape)
         pick = self.rng.random(self.num_envs) < self.oracle_prob
         return np.where(pick.reshape(-1, *[1] * (oracle.ndim - 1)), oracle, random).astype(
             oracle.dtype
