@@ -87,6 +87,28 @@ def test_info_request_at_t_changes_addresses_at_t_plus_1_not_at_t():
     assert not torch.equal(before[1], after[1])  # the request of step 0 moved step 1's search
 
 
+def test_request_moved_counts_the_addresses_the_request_changed():
+    torch.manual_seed(0)
+    system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22).eval()
+    batch = Batch(
+        torch.rand(6, 8, 12),
+        torch.rand(6, 8, 22),
+        torch.ones(6, 8, dtype=torch.bool),
+        torch.zeros(6, 8, dtype=torch.long),
+    )
+    with torch.no_grad():
+        system.blm.request.bias.add_(torch.linspace(-3, 3, system.config.blm.request_dim))
+        moved = run_sequence(system, batch, "hard", with_request_reward=True).request_moved
+        assert moved.shape == (6, 8) and bool((moved[0] == 0).all())  # no request at step 0
+        assert float(moved[1:].mean()) > 0
+        slm = system.config.slm
+        start = 2 * slm.state_dim + slm.char_dim  # the request's columns in each SLM's input
+        for s in system.slms:
+            s.trunk[0].weight[:, start : start + system.config.blm.request_dim] = 0.0
+        deaf = run_sequence(system, batch, "hard", with_request_reward=True).request_moved
+    assert bool((deaf == 0).all())  # SLMs that ignore the request never move
+
+
 def test_memory_reads_the_word_written_two_steps_ago():
     system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22)
     bits = torch.tensor([[1.0, 0.0] * 16, [0.0, 1.0] * 16])

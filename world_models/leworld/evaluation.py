@@ -4,7 +4,8 @@ Per method: the next-state MSE (mean over valid steps) and the per-step MSE
 over the episode. For LeWorld itself: SLM usage fractions, routing entropy
 (nats over the 2**N masks), the five most frequent routing patterns, and the
 info-request gain: the paired-branch loss difference (zero request minus the
-BLM's request), as the mean per step and summed over an episode.
+BLM's request), as the mean per step and summed over an episode, and how often
+the request moves an SLM's address at all.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
         "top_patterns": stats["top_patterns"],
         "info_request_gain": masked_mean(gain, valid).item(),
         "info_request_gain_per_episode": (gain.sum() / episodes).item(),
+        # How often the request changes where an SLM reads (steps after the first).
+        "request_moves_address": masked_mean(main.request_moved[1:], valid[1:]).item(),
         "routing_over_time": over_time.T.tolist(),  # (N, T)
         "address_hits": address_hit_rate(main.addresses, batch, range_len),
     }
@@ -121,28 +124,25 @@ def acceptance(results: dict) -> dict[str, str]:
 
 def table(results: dict) -> str:
     """The evaluation table over seeds ``{seed: evaluate(...)}``, with the mean over seeds
-    and the acceptance checks when there are several."""
-    lines = [
-        f"{'seed':>4s} "
-        + " ".join(f"{m:>17s}" for m in METHODS)
-        + f" {'req gain':>9s} {'entropy':>7s} usage"
-    ]
-    for seed, r in results.items():
-        cells = " ".join(f"{r['mse'].get(m, float('nan')):17.4f}" for m in METHODS)
-        usage = ", ".join(f"{u:.2f}" for u in r["usage"])
-        lines.append(
-            f"{seed!s:>4s} {cells} {r['info_request_gain']:+9.5f} {r['routing_entropy']:7.3f} [{usage}]"
-        )
-    if len(results) > 1:
-        rs = list(results.values())
+    and the acceptance checks when there are several. ``moves``: fraction of SLM-steps
+    at which the info request changed the address read (against a zero request)."""
+
+    def row(label, rs: list[dict]) -> str:  # one seed, or the mean over seeds
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         cells = " ".join(
             f"{mean([r['mse'].get(m, float('nan')) for r in rs]):17.4f}" for m in METHODS
         )
         usage = ", ".join(f"{mean(u):.2f}" for u in zip(*(r["usage"] for r in rs)))
         gain = mean([r["info_request_gain"] for r in rs])
+        moves = mean([r.get("request_moves_address", float("nan")) for r in rs])
         entropy = mean([r["routing_entropy"] for r in rs])
-        lines.append(f"{'mean':>4s} {cells} {gain:+9.5f} {entropy:7.3f} [{usage}]")
+        return f"{label!s:>4s} {cells} {gain:+9.5f} {moves:6.3f} {entropy:7.3f} [{usage}]"
+
+    header = " ".join(f"{m:>17s}" for m in METHODS)
+    lines = [f"{'seed':>4s} {header} {'req gain':>9s} {'moves':>6s} {'entropy':>7s} usage"]
+    lines += [row(seed, [r]) for seed, r in results.items()]
+    if len(results) > 1:
+        lines.append(row("mean", list(results.values())))
         lines += [f"{k}: {v}" for k, v in acceptance(results).items()]
     for seed, r in results.items():
         pats = "  ".join(f"{p['pattern']}:{p['fraction']:.2f}" for p in r["top_patterns"])

@@ -55,6 +55,7 @@ class SequenceResult:
     slm_reward: Tensor | None = None  # (T, B, N)
     request_logprob: Tensor | None = None  # (T, B) log pi(r_t) when sampled
     request_reward: Tensor | None = None  # (T, B) reward of r_t (measured at t + 1)
+    request_moved: Tensor | None = None  # (T, B) fraction of SLMs whose address r_{t-1} changed
     logits: dict = field(default_factory=dict)  # "high"/"low": (T, B, N, 256) when kept
 
     def mean_loss(self) -> Tensor:
@@ -100,6 +101,7 @@ def run_sequence(
             "rlp",
             "rloss",
             "zloss",
+            "moved",
             "high",
             "low",
         )
@@ -127,6 +129,8 @@ def run_sequence(
                 zero = torch.zeros_like(state["request"])
                 out_zero = system.think(written, obs, mode, step_addr, overrides, zero, gumbel)
                 cols["zloss"].append(step_loss(out_zero.prediction, target))
+                moved = (out_zero.addresses != out.addresses).float().mean(-1)
+                cols["moved"].append(moved)
                 cols["rloss"].append(loss.detach())
         if mode == "sample":
             picks = {
@@ -181,6 +185,7 @@ def run_sequence(
         gain = paired_branch_reward(torch.stack(cols["zloss"]), torch.stack(cols["rloss"]))
         next_valid = torch.cat([batch.valid[1:], torch.zeros_like(batch.valid[:1])]).float()
         result.request_reward = torch.cat([gain[1:], torch.zeros_like(gain[:1])]) * next_valid
+        result.request_moved = torch.stack(cols["moved"])
     if keep_logits:
         result.logits = {"high": torch.stack(cols["high"]), "low": torch.stack(cols["low"])}
     return result
