@@ -134,6 +134,6 @@ class SLM(nn.Module):
 
     def summarise(self, words: Tensor, weights: Tensor, ages: Tensor) -> Tensor:
         """Read summary for the BLM: words ``(B, range_len, word_dim)``, their weights and
-        ages ``(B, range_len)`` (:func:`word_ages`) -> ``(B, read_dim)``."""
+        ages ``(B, range_len, 2)`` (:func:`word_ages`) -> ``(B, read_dim)``."""
         x = torch.cat([words * weights[..., None], weights[..., None], ages], dim=-1)
         return self.read_out(x.flatten(1))
