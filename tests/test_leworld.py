@@ -254,6 +254,9 @@ def test_acceptance_counts_the_seeds_that_pass_each_check():
     assert checks["every SLM used >= 20%"] == "1/2"
     assert checks["routing entropy >= 0.5"] == "2/2"
     assert checks["per-step MSE falls (last vs second quarter)"] == "1/2"
+    no_baselines = result(0.3, 0.0, [0.5, 0.5, 0.5], [0.1, 0.2])
+    del no_baselines["mse"]["no_memory"], no_baselines["mse"]["gru"]
+    assert acceptance({0: no_baselines})["beats no_memory"].startswith("n/a")
 
 
 def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):

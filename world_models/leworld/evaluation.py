@@ -107,12 +107,15 @@ def acceptance(results: dict) -> dict[str, str]:
         q = max(len(curve) // 4, 1)
         return sum(curve[-q:]) / q < sum(curve[q : 2 * q]) / q
 
+    def beats(method: str) -> str:
+        if any(method not in r["mse"] for r in rs):
+            return "n/a (trained without baselines)"
+        return count(lambda r: r["mse"]["leworld"] < r["mse"][method])
+
     return {
-        "beats no_memory": count(lambda r: r["mse"]["leworld"] < r["mse"].get("no_memory", -1)),
-        "beats random_addresses": count(
-            lambda r: r["mse"]["leworld"] < r["mse"]["random_addresses"]
-        ),
-        "beats gru": count(lambda r: r["mse"]["leworld"] < r["mse"].get("gru", -1)),
+        "beats no_memory": beats("no_memory"),
+        "beats random_addresses": beats("random_addresses"),
+        "beats gru": beats("gru"),
         "info-request gain > 0": count(lambda r: r["info_request_gain"] > 0),
         "every SLM used >= 20%": count(lambda r: min(r["usage"]) >= 0.2),
         "routing entropy >= 0.5": count(lambda r: r["routing_entropy"] >= 0.5),
