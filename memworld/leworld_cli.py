@@ -65,6 +65,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             num_envs=args.num_envs,
             seq_len=args.seq_len,
             **({} if args.codec_steps is None else {"codec_steps": args.codec_steps}),
+            **(
+                {}
+                if args.load_balance_coef is None
+                else {"load_balance_coef": args.load_balance_coef}
+            ),
             phase1_steps=max(1, steps // 4),
             phase2_steps=max(1, steps // 2),
             phase3_steps=max(1, steps - steps // 4 - steps // 2),
@@ -268,6 +273,12 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="reconstruction-only updates of the bit codec before phase 1 (default 2000)",
+    )
+    train.add_argument(
+        "--load-balance-coef",
+        type=float,
+        default=None,
+        help="weight of the Switch load-balance loss on the routing (default 0.01)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

@@ -263,6 +263,7 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
     from memworld.leworld_cli import main
 
     tiny = ["--steps", "4", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
+    tiny += ["--load-balance-coef", "0.05"]
     for seed in (0, 1):
         main(
             [
@@ -285,11 +286,14 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
     assert "beats no_memory:" in out and "/2" in out
     config = json.loads((tmp_path / "s0" / "config.json").read_text())
     assert config["training"]["codec_steps"] == 5
+    assert config["training"]["load_balance_coef"] == 0.05
 
 
 def test_training_config_rejects_bad_values_with_the_fix():
     with pytest.raises(ValueError, match="codec_steps must be >= 0"):
         TrainingConfig(codec_steps=-1)
+    with pytest.raises(ValueError, match="load_balance_coef must be >= 0"):
+        TrainingConfig(load_balance_coef=-0.01)
     with pytest.raises(ValueError, match=r"oracle_prob must lie in \[0, 1\]"):
         TrainingConfig(oracle_prob=1.5)
 

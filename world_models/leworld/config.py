@@ -128,11 +128,20 @@ class TrainingConfig:
     """Updates between metric logs."""
 
     def __post_init__(self) -> None:
-        for name in ("codec_steps", "phase1_steps", "phase2_steps", "phase3_steps"):
+        for name in (
+            "codec_steps",
+            "phase1_steps",
+            "phase2_steps",
+            "phase3_steps",
+            "load_balance_coef",
+            "recon_coef",
+            "address_coef",
+            "entropy_coef",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(
                     f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}; "
-                    "pass 0 to skip that stage"
+                    "pass 0 to skip that stage or loss"
                 )
         if not 0.0 <= self.oracle_prob <= 1.0:
             raise ValueError(
