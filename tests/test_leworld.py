@@ -69,15 +69,21 @@ def test_paired_branch_reward_is_the_loss_difference_on_a_hand_made_case():
     assert paired_branch_reward(torch.tensor(0.5), torch.tensor(0.25)).item() == 0.25
 
 
-def test_info_request_at_t_changes_addresses_at_t_plus_1_not_at_t():
+def small_system_and_random_batch(steps: int, rows: int = 8) -> tuple[LeWorldSystem, Batch]:
+    """A seeded small-preset system in eval mode and uniform-noise sequences, all valid."""
     torch.manual_seed(0)
     system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22).eval()
     batch = Batch(
-        torch.rand(4, 8, 12),
-        torch.rand(4, 8, 22),
-        torch.ones(4, 8, dtype=torch.bool),
-        torch.zeros(4, 8, dtype=torch.long),
+        torch.rand(steps, rows, 12),
+        torch.rand(steps, rows, 22),
+        torch.ones(steps, rows, dtype=torch.bool),
+        torch.zeros(steps, rows, dtype=torch.long),
     )
+    return system, batch
+
+
+def test_info_request_at_t_changes_addresses_at_t_plus_1_not_at_t():
+    system, batch = small_system_and_random_batch(steps=4)
     with torch.no_grad():
         before = run_sequence(system, batch, "hard").addresses
         # A different info request from step 0 onwards (the request head's bias), nothing else.
@@ -88,14 +94,7 @@ def test_info_request_at_t_changes_addresses_at_t_plus_1_not_at_t():
 
 
 def test_request_moved_counts_the_addresses_the_request_changed():
-    torch.manual_seed(0)
-    system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22).eval()
-    batch = Batch(
-        torch.rand(6, 8, 12),
-        torch.rand(6, 8, 22),
-        torch.ones(6, 8, dtype=torch.bool),
-        torch.zeros(6, 8, dtype=torch.long),
-    )
+    system, batch = small_system_and_random_batch(steps=6)
     with torch.no_grad():
         system.blm.request.bias.add_(torch.linspace(-3, 3, system.config.blm.request_dim))
         moved = run_sequence(system, batch, "hard", with_request_reward=True).request_moved
