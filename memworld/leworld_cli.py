@@ -59,17 +59,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = read_json(path / "config.json")
     else:
         steps = args.steps
+        optional = {"codec_steps": args.codec_steps, "load_balance_coef": args.load_balance_coef}
+        given = {k: v for k, v in optional.items() if v is not None}  # else the config default
         training = TrainingConfig(
             env_id=args.env,
             seed=args.seed,
             num_envs=args.num_envs,
             seq_len=args.seq_len,
-            **({} if args.codec_steps is None else {"codec_steps": args.codec_steps}),
-            **(
-                {}
-                if args.load_balance_coef is None
-                else {"load_balance_coef": args.load_balance_coef}
-            ),
+            **given,
             phase1_steps=max(1, steps // 4),
             phase2_steps=max(1, steps // 2),
             phase3_steps=max(1, steps - steps // 4 - steps // 2),

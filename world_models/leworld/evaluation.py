@@ -94,7 +94,7 @@ def address_hit_rate(addresses: torch.Tensor, batch: Batch, range_len: int) -> f
 
 def acceptance(results: dict) -> dict[str, str]:
     """Issue 6's acceptance checks over seeds ``{seed: evaluate(...)}``: each ``"k/n"``
-    (seeds passing) or a measured value, so a table states what was measured."""
+    (seeds passing), or ``"n/a"`` for a baseline the runs were trained without."""
     rs = list(results.values())
     n = len(rs)
 
