@@ -293,6 +293,8 @@ def test_training_config_rejects_bad_values_with_the_fix():
         TrainingConfig(codec_steps=-1)
     with pytest.raises(ValueError, match="load_balance_coef must be >= 0"):
         TrainingConfig(load_balance_coef=-0.01)
+    with pytest.raises(ValueError, match="codec_batch must be >= 1"):
+        TrainingConfig(codec_batch=0)
     with pytest.raises(ValueError, match=r"oracle_prob must lie in \[0, 1\]"):
         TrainingConfig(oracle_prob=1.5)
 

@@ -143,6 +143,8 @@ class TrainingConfig:
                     f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}; "
                     "pass 0 to skip that stage or loss"
                 )
+        if self.codec_batch < 1:
+            raise ValueError(f"TrainingConfig.codec_batch must be >= 1, got {self.codec_batch}")
         if not 0.0 <= self.oracle_prob <= 1.0:
             raise ValueError(
                 f"TrainingConfig.oracle_prob must lie in [0, 1], got {self.oracle_prob}"
