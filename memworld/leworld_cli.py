@@ -91,6 +91,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     writer = SummaryWriter(str(path / "tensorboard"))
     total = training.phase1_steps + training.phase2_steps + training.phase3_steps
     start, counter = time.time(), {"n": 0}
+    offsets = {  # updates done before each phase's first, for the progress line
+        "codec": 0,
+        "pretrain": 0,
+        "joint": training.phase1_steps,
+        "refine": training.phase1_steps + training.phase2_steps,
+    }
 
     def log(metrics: dict) -> None:
         counter["n"] += 1
@@ -98,12 +104,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         for key, value in metrics.items():
             if isinstance(value, int | float) and key != "step":
                 writer.add_scalar(f"{metrics['phase']}/{key}", value, step)
-        offsets = {
-            "codec": 0,
-            "pretrain": 0,
-            "joint": training.phase1_steps,
-            "refine": training.phase1_steps + training.phase2_steps,
-        }
         done = (
             offsets[metrics["phase"]] + metrics["step"] + 1
             if metrics["phase"] in offsets

@@ -214,9 +214,9 @@ class LeWorldTrainer:
 
     def train(self) -> list[dict]:
         """Run (or continue) the phases to the end; checkpoints after each phase."""
+        if self.phase == 0 and self.step == 0:  # a fresh run, not a resumed one
+            self.log({"phase": "codec", "step": 0, "recon": self.pretrain_codec()})
         while self.phase < len(PHASES):
-            if self.phase == 0 and self.step == 0:
-                self.log({"phase": "codec", "step": 0, "recon": self.pretrain_codec()})
             while self.step < self.phase_steps(self.phase):
                 metrics = self.update()
                 self.step += 1
