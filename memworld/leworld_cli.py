@@ -59,7 +59,12 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = read_json(path / "config.json")
     else:
         steps = args.steps
-        optional = {"codec_steps": args.codec_steps, "load_balance_coef": args.load_balance_coef}
+        optional = {
+            "codec_steps": args.codec_steps,
+            "load_balance_coef": args.load_balance_coef,
+            "refine_prediction": args.refine_prediction,
+            "entropy_coef": args.entropy_coef,
+        }
         given = {k: v for k, v in optional.items() if v is not None}  # else the config default
         training = TrainingConfig(
             env_id=args.env,
@@ -276,6 +281,18 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="weight of the Switch load-balance loss on the routing (default 0.01)",
+    )
+    train.add_argument(
+        "--refine-prediction",
+        default=None,
+        choices=["sample", "soft", "hard"],
+        help="the pass phase 3 trains the prediction on (default sample: the sampled decisions')",
+    )
+    train.add_argument(
+        "--entropy-coef",
+        type=float,
+        default=None,
+        help="entropy bonus of phase 3's address policy (default 0)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

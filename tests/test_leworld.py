@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import types
 
 import pytest
@@ -162,9 +163,10 @@ def test_slm_env_passes_check_env():
     assert reward == pytest.approx(info["loss_without"] - info["loss_with"])
 
 
-def tiny_trainer(tmp_path, steps=(1, 1, 1)) -> LeWorldTrainer:
+def tiny_trainer(tmp_path, steps=(1, 1, 1), **training) -> LeWorldTrainer:
     torch.manual_seed(0)
     config = TrainingConfig(
+        **training,
         env_id=ENV,
         num_envs=4,
         seq_len=8,
@@ -306,3 +308,45 @@ def test_rollout_source_is_reproducible_from_its_seed(env_id):
         a, b = first.batch(), second.batch()
         for name in ("obs", "target", "valid", "oracle_address"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_sampled_address_entropy_is_that_of_uniform_heads(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    for slm in trainer.system.slms:
+        for head in (slm.high_head, slm.low_head, slm.range_head):
+            torch.nn.init.zeros_(head.weight)
+            torch.nn.init.zeros_(head.bias)
+    mem, choices = trainer.system.config.memory, slm.range_head.out_features
+    batch = trainer.source.batch()
+    result = run_sequence(trainer.system, batch, "sample", generator=trainer.generator)
+    want = math.log(mem.num_high) + math.log(mem.num_low) + math.log(choices)
+    assert torch.allclose(result.address_entropy, torch.full_like(result.address_entropy, want))
+
+
+def test_refine_entropy_bonus_lowers_the_loss_by_coef_times_entropy(tmp_path):
+    base = tiny_trainer(tmp_path / "a")
+    bonus = tiny_trainer(tmp_path / "b", entropy_coef=0.5)
+    loss0, _, extra0 = base.refine_loss(base.source.batch())
+    loss1, _, extra1 = bonus.refine_loss(bonus.source.batch())
+    assert extra0["address_entropy"] == pytest.approx(extra1["address_entropy"])
+    assert extra0["address_entropy"] > 0
+    assert loss1.item() == pytest.approx(loss0.item() - 0.5 * extra0["address_entropy"], abs=1e-5)
+
+
+@pytest.mark.parametrize("path", ["soft", "hard"])
+def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
+    trainer = tiny_trainer(tmp_path, refine_prediction=path)
+    batch = trainer.source.batch()
+    loss, result, extra = trainer.refine_loss(batch)
+    second = run_sequence(trainer.system, batch, path)
+    assert torch.allclose(result.loss, second.loss)
+    assert extra["sampled_mse"] != pytest.approx(second.mean_loss().item())
+    loss.backward()  # the sampled decisions still get their policy gradient
+    head = trainer.system.slms[0].high_head.weight.grad
+    assert head is not None and head.abs().sum() > 0
+    assert extra["pg_slm"] != 0.0 and extra["pg_request"] != 0.0
+
+
+def test_refine_prediction_names_its_choices():
+    with pytest.raises(ValueError, match="refine_prediction must be one of"):
+        TrainingConfig(refine_prediction="argmax")

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 REFERENCE_OBS_DIM = 12
 REFERENCE_STATE_DIM = 22
 
+# What phase 3 trains the prediction on (TrainingConfig.refine_prediction).
+REFINE_PREDICTIONS = ("sample", "soft", "hard")
+
 
 @dataclass(frozen=True)
 class MemoryConfig:
@@ -122,8 +125,14 @@ class TrainingConfig:
     """Phase 1 address targets: SLM i points ``lag_i`` words behind the write pointer."""
     request_noise: float = 0.1
     """Std of the Gaussian policy over info requests in phase 3."""
-    entropy_coef: float = 0.001
-    """Entropy bonus of phase 3's address policy."""
+    entropy_coef: float = 0.0
+    """Entropy bonus of phase 3's address policy (high, low byte and range choice; nats).
+    Off by default: the README's results were measured without one."""
+    refine_prediction: str = "sample"
+    """Which pass phase 3 trains the prediction (BLM, router, read summaries) on:
+    ``"sample"`` the pass of the sampled decisions (one pass), ``"soft"`` or
+    ``"hard"`` a second pass with soft top-k or argmax reads, the sampled pass
+    then only training the decisions. KeyDoorEasy, 3 seeds: see the README."""
     log_every: int = 10
     """Updates between metric logs."""
 
@@ -143,6 +152,11 @@ class TrainingConfig:
                     f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}; "
                     "pass 0 to skip that stage or loss"
                 )
+        if self.refine_prediction not in REFINE_PREDICTIONS:
+            raise ValueError(
+                f"TrainingConfig.refine_prediction must be one of {REFINE_PREDICTIONS}, "
+                f"got {self.refine_prediction!r}"
+            )
         if self.codec_batch < 1:
             raise ValueError(f"TrainingConfig.codec_batch must be >= 1, got {self.codec_batch}")
         if not 0.0 <= self.oracle_prob <= 1.0:

@@ -52,6 +52,7 @@ class SequenceResult:
     probs: Tensor  # (T, B, N) gate probabilities (with graph)
     addresses: Tensor  # (T, B, N)
     address_logprob: Tensor | None = None  # (T, B, N) log pi(high, low, range) when sampled
+    address_entropy: Tensor | None = None  # (T, B, N) entropy of pi(high) + pi(low) + pi(range)
     slm_reward: Tensor | None = None  # (T, B, N)
     request_logprob: Tensor | None = None  # (T, B) log pi(r_t) when sampled
     request_reward: Tensor | None = None  # (T, B) reward of r_t (measured at t + 1)
@@ -97,6 +98,7 @@ def run_sequence(
             "probs",
             "addr",
             "alp",
+            "ent",
             "rew",
             "rlp",
             "rloss",
@@ -138,11 +140,14 @@ def run_sequence(
                 "low": (out.low_logits, out.addresses % mem.num_low),
                 "range": (out.range_logits, out.range_choice),
             }
-            logp = sum(
-                torch.log_softmax(logits, -1).gather(-1, pick[..., None]).squeeze(-1)
-                for logits, pick in picks.values()
+            logps = [torch.log_softmax(logits, -1) for logits, _ in picks.values()]
+            cols["alp"].append(
+                sum(
+                    lp.gather(-1, pick[..., None]).squeeze(-1)
+                    for lp, (_, pick) in zip(logps, picks.values())
+                )
             )
-            cols["alp"].append(logp)
+            cols["ent"].append(sum(-(lp.exp() * lp).sum(-1) for lp in logps))
         if with_slm_rewards:
             with torch.no_grad():
                 cols["rew"].append(slm_rewards(system, obs, out, target))
@@ -176,6 +181,7 @@ def run_sequence(
     )
     if cols["alp"]:
         result.address_logprob = torch.stack(cols["alp"])
+        result.address_entropy = torch.stack(cols["ent"])
     if cols["rew"]:
         result.slm_reward = torch.stack(cols["rew"])
     if cols["rlp"]:

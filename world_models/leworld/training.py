@@ -129,17 +129,26 @@ class LeWorldTrainer:
         loss = mse + c.recon_coef * recon + c.address_coef * slm_loss
         return loss, result, {"slm_address_ce": slm_loss.item(), "recon": recon.item()}
 
-    def joint_loss(self, batch: Batch) -> tuple[torch.Tensor, SequenceResult, dict]:
+    def joint_loss(
+        self, batch: Batch, mode: str = "soft"
+    ) -> tuple[torch.Tensor, SequenceResult, dict]:
         c = self.config
-        result = run_sequence(self.system, batch, "soft")
+        result = run_sequence(self.system, batch, mode)
         balance = load_balance_loss(result.masks, result.probs, batch.valid)
         recon = self.system.memory.reconstruction_loss(batch.obs[batch.valid])
         loss = result.mean_loss() + c.load_balance_coef * balance + c.recon_coef * recon
         return loss, result, {"load_balance": balance.item(), "recon": recon.item()}
 
     def refine_loss(self, batch: Batch) -> tuple[torch.Tensor, SequenceResult, dict]:
+        """Phase 3: REINFORCE on sampled decisions, with the prediction trained alongside.
+
+        With ``refine_prediction="sample"`` the prediction loss and load balance
+        are those of the sampled pass; with ``"soft"``/``"hard"`` they are
+        :meth:`joint_loss` on a second pass with soft or argmax reads and the
+        sampled pass trains only the decisions.
+        """
         c = self.config
-        result = run_sequence(
+        sampled = run_sequence(
             self.system,
             batch,
             "sample",
@@ -149,20 +158,29 @@ class LeWorldTrainer:
             generator=self.generator,
         )
         valid = batch.valid
-        slm_adv = advantage(result.slm_reward, valid)
-        req_adv = advantage(result.request_reward, valid)
-        pg_slm = -masked_mean(slm_adv * result.address_logprob, valid)
-        pg_request = -masked_mean(req_adv * result.request_logprob, valid)
-        balance = load_balance_loss(result.masks, result.probs, valid)
-        loss = result.mean_loss() + pg_slm + pg_request + c.load_balance_coef * balance
+        slm_adv = advantage(sampled.slm_reward, valid)
+        req_adv = advantage(sampled.request_reward, valid)
+        pg_slm = -masked_mean(slm_adv * sampled.address_logprob, valid)
+        pg_request = -masked_mean(req_adv * sampled.request_logprob, valid)
+        entropy = masked_mean(sampled.address_entropy, valid)
+        if c.refine_prediction == "sample":
+            result, extra = sampled, {}
+            balance = load_balance_loss(sampled.masks, sampled.probs, valid)
+            loss = sampled.mean_loss() + c.load_balance_coef * balance
+        else:
+            loss, result, extra = self.joint_loss(batch, c.refine_prediction)
+            extra["sampled_mse"] = sampled.mean_loss().item()
+        loss = loss + pg_slm + pg_request - c.entropy_coef * entropy
         return (
             loss,
             result,
             {
-                "slm_reward": masked_mean(result.slm_reward, valid).item(),
-                "request_reward": masked_mean(result.request_reward, valid).item(),
+                **extra,
+                "slm_reward": masked_mean(sampled.slm_reward, valid).item(),
+                "request_reward": masked_mean(sampled.request_reward, valid).item(),
                 "pg_slm": pg_slm.item(),
                 "pg_request": pg_request.item(),
+                "address_entropy": entropy.item(),
             },
         )
 
