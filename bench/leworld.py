@@ -17,8 +17,9 @@ from pathlib import Path
 import torch
 
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
-from world_models.leworld.baselines import GRUWorldModel, masked_mean
+from world_models.leworld.baselines import GRUWorldModel
 from world_models.leworld.data import RolloutSource
+from world_models.leworld.rollout import masked_mean
 from world_models.leworld.training import LeWorldTrainer
 
 ENV = "memworld/OccludedDynamicsEasy-v0"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from world_models.leworld.data import Batch, RolloutSource
-from world_models.leworld.rollout import run_sequence
+from world_models.leworld.rollout import masked_mean, run_sequence
 from world_models.leworld.system import LeWorldSystem
 
 
@@ -49,11 +49,6 @@ class GRUWorldModel(nn.Module):
 
 def no_memory_mask(batch: Batch, num_slms: int) -> Tensor:
     return torch.zeros(batch.valid.shape[1], num_slms, device=batch.obs.device)
-
-
-def masked_mean(loss: Tensor, valid: Tensor) -> Tensor:
-    w = valid.float()
-    return (loss * w).sum() / w.sum().clamp_min(1.0)
 
 
 def train_baselines(

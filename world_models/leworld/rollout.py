@@ -60,8 +60,16 @@ class SequenceResult:
     logits: dict = field(default_factory=dict)  # "high"/"low": (T, B, N, 256) when kept
 
     def mean_loss(self) -> Tensor:
-        w = self.valid.float()
-        return (self.loss * w).sum() / w.sum().clamp_min(1.0)
+        return masked_mean(self.loss, self.valid)
+
+
+def masked_mean(x: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``x`` ``(T, B, ...)`` over the steps where ``valid`` ``(T, B)`` is set."""
+    w = valid.float()
+    while w.dim() < x.dim():
+        w = w[..., None]
+    w = w.expand_as(x)
+    return (x * w).sum() / w.sum().clamp_min(1.0)
 
 
 def run_sequence(

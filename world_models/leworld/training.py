@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from world_models.leworld.config import TrainingConfig
 from world_models.leworld.data import Batch, RolloutSource
-from world_models.leworld.rollout import SequenceResult, run_sequence
+from world_models.leworld.rollout import SequenceResult, masked_mean, run_sequence
 from world_models.leworld.routing import load_balance_loss, routing_stats
 from world_models.leworld.system import LeWorldSystem
 
@@ -57,14 +57,6 @@ def advantage(reward: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     mean = (reward * w).sum(dims) / count
     var = ((reward - mean) ** 2 * w).sum(dims) / count
     return (reward - mean) / (var.sqrt() + 1e-6) * w
-
-
-def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    w = valid.float()
-    while w.dim() < x.dim():
-        w = w[..., None]
-    w = w.expand_as(x)
-    return (x * w).sum() / w.sum().clamp_min(1.0)
 
 
 class LeWorldTrainer:
