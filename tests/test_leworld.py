@@ -350,3 +350,13 @@ def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
 def test_refine_prediction_names_its_choices():
     with pytest.raises(ValueError, match="refine_prediction must be one of"):
         TrainingConfig(refine_prediction="argmax")
+
+
+def test_cli_offers_every_refine_prediction():
+    from memworld.cli import build_parser
+    from world_models.leworld.config import REFINE_PREDICTIONS
+
+    parser = build_parser()
+    for choice in REFINE_PREDICTIONS:
+        args = parser.parse_args(["leworld", "train", "--refine-prediction", choice])
+        assert args.refine_prediction == choice

@@ -148,14 +148,13 @@ def run_sequence(
                 "low": (out.low_logits, out.addresses % mem.num_low),
                 "range": (out.range_logits, out.range_choice),
             }
-            logps = [torch.log_softmax(logits, -1) for logits, _ in picks.values()]
-            cols["alp"].append(
-                sum(
-                    lp.gather(-1, pick[..., None]).squeeze(-1)
-                    for lp, (_, pick) in zip(logps, picks.values())
-                )
-            )
-            cols["ent"].append(sum(-(lp.exp() * lp).sum(-1) for lp in logps))
+            logp = entropy = 0
+            for logits, pick in picks.values():
+                lp = torch.log_softmax(logits, -1)
+                logp = logp + lp.gather(-1, pick[..., None]).squeeze(-1)
+                entropy = entropy - (lp.exp() * lp).sum(-1)
+            cols["alp"].append(logp)
+            cols["ent"].append(entropy)
         if with_slm_rewards:
             with torch.no_grad():
                 cols["rew"].append(slm_rewards(system, obs, out, target))
