@@ -8,8 +8,9 @@ Importing this package registers every task with Gymnasium::
                        vectorization_mode="vector_entry_point")
 """
 
-from envs.core import TaskEnv, VecTask
+from envs.core import VecTask
 from envs.registry import REGISTERED, TASKS, env_ids, register_all
+from envs.scalar import TaskEnv
 from envs.shift import DistributionShift
 from envs.shift import register as _register_shift
 

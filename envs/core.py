@@ -1,4 +1,4 @@
-"""The batched core every task is written on, and the scalar view of it.
+"""The batched core every task is written on (its scalar view is in :mod:`envs.scalar`).
 
 A task subclasses :class:`VecTask` and fills in a handful of hooks that work on
 *rows* (``idx`` is a sorted int array of env indices, so ``state[idx, col]``
@@ -11,6 +11,13 @@ indexes row by row):
 - ``_observe()`` -> observations of all rows, ``_world_state()`` -> (N, W) float32
 - ``oracle_actions()`` -> the action a perfect-memory agent takes in every row
 - ``_render_env(i)`` -> a uint8 (H, W, 3) frame of env ``i``
+
+A task whose observations do not depend on the actions (the recall tasks) can
+declare itself *open-loop*: ``_reset_envs`` draws the whole episode into the
+arrays named by ``open_loop_fields``, ``_step_envs`` only advances ``self.t``,
+and every episode lasts ``episode_steps``.  Its scalar view then lays an
+episode out over time with the same hooks (:mod:`envs.timeline`) and steps it
+in plain Python.
 
 The core owns seeding, the time limit (truncation), action checks and the three
 Gymnasium autoreset modes.  Only the rows that act are stepped and only the rows
@@ -65,6 +72,8 @@ class VecTask(VectorEnv):
     """
 
     Params: ClassVar[type[TaskParams]] = TaskParams
+    #: Open-loop tasks: the per-row arrays ``_reset_envs`` fills for the whole episode.
+    open_loop_fields: ClassVar[tuple[str, ...]] = ()
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
 
     def __init__(
@@ -97,6 +106,7 @@ class VecTask(VectorEnv):
         self._done = np.zeros(self.num_envs, dtype=bool)
         self._all_rows = np.arange(self.num_envs)
         self._has_reset = False
+        self._in_step = False  # every row at the same step (see _now)
         self._allocate()
 
     # ----------------------------------------------------------------- hooks
@@ -125,6 +135,17 @@ class VecTask(VectorEnv):
     def _render_env(self, i: int) -> np.ndarray:
         raise NotImplementedError
 
+    def _now(self, field: np.ndarray, idx: np.ndarray | None = None, offset: int = 0) -> np.ndarray:
+        """``field[i, t_i + offset]`` for rows ``idx`` (every row when ``None``) of an
+        open-loop task: a column slice while every row is at the same step (rows that
+        started together and have all stepped since, the usual case)."""
+        t = self.t
+        if idx is None or idx is self._all_rows:
+            if self._in_step:
+                return field[:, t[0] + offset]
+            return field[self._all_rows, t + offset]
+        return field[idx, t[idx] + offset]
+
     @property
     def chance_return(self) -> float:
         """Expected episode return of a memoryless (uniform random) policy."""
@@ -135,13 +156,16 @@ class VecTask(VectorEnv):
         """Episode return of the oracle."""
         return 1.0
 
+    @property
+    def episode_steps(self) -> int | None:
+        """Actions in every episode when that is fixed (open-loop tasks), else ``None``."""
+        return None
+
     # ------------------------------------------------------------------- API
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Reset every env (or the rows of ``options["reset_mask"]``)."""
-        if seed is not None or not self._has_reset:
-            self.rng.seed(seed)
         mask = None if options is None else options.get("reset_mask")
         if mask is None:
             idx = self._all_rows
@@ -153,9 +177,15 @@ class VecTask(VectorEnv):
                     f"got {mask.dtype} {mask.shape}"
                 )
             idx = np.flatnonzero(mask)
+        self._start(seed, idx)
+        return self._observe(), self._infos()
+
+    def _start(self, seed: int | list[int] | None, idx: np.ndarray) -> None:
+        """``reset`` without observing: seed (if asked, or on the first reset), restart ``idx``."""
+        if seed is not None or not self._has_reset:
+            self.rng.seed(seed)
         self._restart(idx)
         self._has_reset = True
-        return self._observe(), self._infos()
 
     def step(self, actions: Any):
         """Step every env; see ``autoreset_mode`` for what happens after an episode ends."""
@@ -223,6 +253,8 @@ class VecTask(VectorEnv):
             raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
 
     def _restart(self, idx: np.ndarray) -> None:
+        if len(idx):  # all rows restarting together are in step until some restart alone
+            self._in_step = len(idx) == self.num_envs
         self.elapsed[idx] = 0
         self.last_actions[idx] = 0
         self.last_rewards[idx] = 0.0
@@ -262,93 +294,3 @@ class VecTask(VectorEnv):
                 f"{space}; actions are never clipped, so choose one inside it"
             )
         return actions
-
-
-class TaskEnv(gym.Env):
-    """The single-env view of a :class:`VecTask` (its core with ``num_envs=1``).
-
-    Subclasses set ``vector_cls``; construct with the task's parameters.
-
-    Args:
-        render_mode: ``None`` or ``"rgb_array"``.
-        world_state: put the hidden state in ``info["world_state"]`` (default True).
-        **params: the task's parameters.
-    """
-
-    vector_cls: ClassVar[type[VecTask]]
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
-
-    def __init__(
-        self, render_mode: str | None = None, world_state: bool = True, **params: Any
-    ) -> None:
-        self.core = self.vector_cls(
-            num_envs=1,
-            render_mode=render_mode,
-            autoreset_mode="disabled",
-            world_state=world_state,
-            **params,
-        )
-        self.params = self.core.params
-        self.render_mode = render_mode
-        self.observation_space = self.core.single_observation_space
-        self.action_space = self.core.single_action_space
-        self._action_shape = (1, *self.action_space.shape)
-        space = self.action_space
-        self._discrete_n = (
-            int(space.n) if isinstance(space, spaces.Discrete) and space.start == 0 else None
-        )
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
-            raise ValueError(f"seed must be an int or None, got {seed!r}")
-        obs, info = self.core.reset(seed=seed)
-        return obs[0], _row(info)
-
-    def step(self, action: Any):
-        core = self.core
-        core._require_reset()
-        if core._done[0]:
-            raise RuntimeError("the episode has ended; call reset() before step()")
-        if self._discrete_n is not None and type(action) is int and 0 <= action < self._discrete_n:
-            actions = np.array((action,))  # the common case, checked without numpy
-        else:
-            actions = core._check_actions(np.asarray(action).reshape(self._action_shape))
-        obs, reward, terminated, truncated, info = core._advance(actions)
-        return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _row(info)
-
-    def oracle_action(self) -> Any:
-        """The action a perfect-memory agent takes now."""
-        action = self.core.oracle_actions()[0]
-        return int(action) if isinstance(self.action_space, spaces.Discrete) else action
-
-    def render(self) -> np.ndarray | None:
-        if self.render_mode is None:
-            gym.logger.warn("render() called with render_mode=None; pass render_mode='rgb_array'")
-            return None
-        return self.core._render_env(0)
-
-    @property
-    def chance_return(self) -> float:
-        return self.core.chance_return
-
-    @property
-    def max_return(self) -> float:
-        return self.core.max_return
-
-
-def _row(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v[0] if isinstance(v, np.ndarray) else v for k, v in info.items()}
-
-
-def scalar_view(vector_cls: type[VecTask], name: str) -> type[TaskEnv]:
-    """Make the single-env class of a task, with the vector class's docstring."""
-    return type(
-        name,
-        (TaskEnv,),
-        {
-            "vector_cls": vector_cls,
-            "__doc__": vector_cls.__doc__,
-            "__module__": vector_cls.__module__,
-        },
-    )

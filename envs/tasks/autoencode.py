@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams
 from envs.render import recall_frame
+from envs.scalar import scalar_view
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,7 @@ class AutoencodeVec(VecTask):
     """
 
     Params = AutoencodeParams
+    open_loop_fields = ("sequence",)
 
     def _spaces(self):
         k = self.params.num_symbols
@@ -60,6 +62,10 @@ class AutoencodeVec(VecTask):
         self.sequence = np.zeros((self.num_envs, p.length), dtype=np.int64)
         self.t = np.zeros(self.num_envs, dtype=np.int64)
         self._rows = np.arange(self.num_envs)
+
+    @property
+    def episode_steps(self) -> int:
+        return 2 * self.params.length
 
     def _reset_envs(self, idx) -> None:
         p = self.params

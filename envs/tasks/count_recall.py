@@ -9,9 +9,10 @@ import math
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams
 from envs.render import recall_frame
+from envs.scalar import scalar_view
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,12 +69,17 @@ class CountRecallVec(VecTask):
     **World state.** Counts of every value / episode_length, current value and
     query / num_values, progress.
 
+    **Memory.** A reset draws the whole episode: values, queries and the running
+    counts, ``num_envs x (episode_length + 1) x (num_values + 2)`` small integers
+    (``uint8``/``uint16``), so a step reads instead of counting.
+
     **Arguments.** See :class:`CountRecallParams`.
 
     **Version history.** v0: first release.
     """
 
     Params = CountRecallParams
+    open_loop_fields = ("values", "queries", "counts")
 
     def _spaces(self):
         p = self.params
@@ -81,30 +87,54 @@ class CountRecallVec(VecTask):
         return obs, spaces.Discrete(p.episode_length + 1)
 
     def _allocate(self) -> None:
-        k = self.params.num_values
-        self.counts = np.zeros((self.num_envs, k), dtype=np.int64)
-        self.value = np.zeros(self.num_envs, dtype=np.int64)
-        self.query = np.zeros(self.num_envs, dtype=np.int64)
+        p = self.params
+        k, steps = p.num_values, p.episode_length + 1
+        # the whole episode, drawn at reset: what step s shows and every count up to it
+        self.values = np.zeros((self.num_envs, steps), dtype=np.uint8)
+        self.queries = np.zeros((self.num_envs, steps), dtype=np.uint8)
+        self.counts = np.zeros((self.num_envs, steps, k), dtype=np.uint16)  # counts[i, s, v]
         self.t = np.zeros(self.num_envs, dtype=np.int64)
         self._rows = np.arange(self.num_envs)
+        self._value_ids = np.arange(k)
 
-    def _draw(self, idx) -> None:
-        drawn = self.rng.integers(idx, self.params.num_values, 2)
-        self.value[idx], self.query[idx] = drawn[:, 0], drawn[:, 1]
-        self.counts[idx, self.value[idx]] += 1
+    @property
+    def episode_steps(self) -> int:
+        return self.params.episode_length
+
+    @property
+    def value(self) -> np.ndarray:
+        """The value every env shows now, shape (num_envs,)."""
+        return self._now(self.values).astype(np.int64)
+
+    @property
+    def query(self) -> np.ndarray:
+        """The query every env shows now, shape (num_envs,)."""
+        return self._now(self.queries).astype(np.int64)
 
     def _reset_envs(self, idx) -> None:
+        p = self.params
         self.t[idx] = 0
-        self.counts[idx] = 0
-        self._draw(idx)
+        drawn = self.rng.integers(idx, p.num_values, 2 * (p.episode_length + 1))
+        drawn = drawn.reshape(len(idx), p.episode_length + 1, 2)  # (value, query) per step
+        self.values[idx], self.queries[idx] = drawn[..., 0], drawn[..., 1]
+        seen = (drawn[..., 0, None] == self._value_ids).view(np.uint8)  # (rows, steps, k)
+        if idx is self._all_rows:  # all rows: accumulate in place (twice as fast)
+            np.cumsum(seen, axis=1, dtype=np.uint16, out=self.counts)
+        else:
+            self.counts[idx] = np.cumsum(seen, axis=1, dtype=np.uint16)
+
+    def _answer(self, idx=None) -> np.ndarray:
+        """How often each row's query has been shown so far, rows ``idx`` (all if None)."""
+        counts, query = self._now(self.counts, idx), self._now(self.queries, idx)
+        return counts[np.arange(len(query)), query].astype(np.int64)
 
     def _step_envs(self, idx, actions):
         p = self.params
-        right = actions == self.counts[idx, self.query[idx]]
+        right = actions == self._answer(idx)
+        t = self.t[idx]
         reward = np.where(right, 1.0, -1.0) / p.episode_length
-        self.t[idx] += 1
-        self._draw(idx)
-        return reward, self.t[idx] >= p.episode_length
+        self.t[idx] = t + 1
+        return reward, t + 1 >= p.episode_length
 
     def _observe(self) -> np.ndarray:
         k = self.params.num_values
@@ -115,13 +145,19 @@ class CountRecallVec(VecTask):
 
     def _world_state(self) -> np.ndarray:
         p = self.params
-        extra = np.stack(
-            [self.value / p.num_values, self.query / p.num_values, self.t / p.episode_length], 1
-        )
-        return np.concatenate([self.counts / p.episode_length, extra], 1).astype(np.float32)
+        k, length = p.num_values, p.episode_length
+        state = np.empty((self.num_envs, k + 3), dtype=np.float32)
+        for out, value, scale in (
+            (state[:, :k], self._now(self.counts), length),
+            (state[:, k], self._now(self.values), k),
+            (state[:, k + 1], self._now(self.queries), k),
+            (state[:, k + 2], self.t, length),
+        ):
+            np.divide(value, scale, out=out, casting="unsafe")  # in float64, as before
+        return state
 
     def oracle_actions(self) -> np.ndarray:
-        return self.counts[self._rows, self.query]
+        return self._answer()
 
     @property
     def chance_return(self) -> float:
@@ -137,7 +173,7 @@ class CountRecallVec(VecTask):
             f"COUNT RECALL  T {t}",
             np.array([self.value[i], -1, self.query[i]]),
             marked=2,
-            answer=int(self.counts[i, self.query[i]]),
+            answer=int(self.oracle_actions()[i]),
             action=int(self.last_actions[i]) if t > 0 else None,
             reward=float(self.last_rewards[i]),
             footer=f"VALUE {int(self.value[i])}  QUERY {int(self.query[i])}: HOW MANY SO FAR",

@@ -7,8 +7,9 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams, require
+from envs.scalar import scalar_view
 from envs.tasks.keydoor_render import agent_mask, cell_sprites, map_frame, view_pixels
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3

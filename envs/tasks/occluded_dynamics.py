@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams
 from envs.render import GREEN, GREY, PALETTE, RED, WHITE, YELLOW, canvas, outline, rect, text
+from envs.scalar import scalar_view
 
 REVEAL_STEPS = 2  # observations 0 and 1 show every object, so velocities can be read off
 

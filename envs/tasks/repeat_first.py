@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams
 from envs.render import recall_frame
+from envs.scalar import scalar_view
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -51,31 +52,47 @@ class RepeatFirstVec(VecTask):
     """
 
     Params = RepeatFirstParams
+    open_loop_fields = ("symbols",)
 
     def _spaces(self):
         k = self.params.num_symbols
         return spaces.Box(0.0, 1.0, (k,), np.float32), spaces.Discrete(k)
 
     def _allocate(self) -> None:
-        self.first = np.zeros(self.num_envs, dtype=np.int64)
-        self.current = np.zeros(self.num_envs, dtype=np.int64)
+        p = self.params
+        # the whole episode, drawn at reset: symbols[i, s] is shown at step s
+        self.symbols = np.zeros((self.num_envs, p.episode_length + 1), dtype=np.uint8)
         self.t = np.zeros(self.num_envs, dtype=np.int64)
-        self._eye = np.eye(self.params.num_symbols, dtype=np.float32)
+        self._eye = np.eye(p.num_symbols, dtype=np.float32)
+
+    @property
+    def episode_steps(self) -> int:
+        return self.params.episode_length
+
+    @property
+    def first(self) -> np.ndarray:
+        """The first symbol of every env's episode (the answer), shape (num_envs,)."""
+        return self.symbols[:, 0].astype(np.int64)
+
+    @property
+    def current(self) -> np.ndarray:
+        """The symbol every env shows now, shape (num_envs,)."""
+        return self._now(self.symbols).astype(np.int64)
 
     def _reset_envs(self, idx) -> None:
+        p = self.params
         self.t[idx] = 0
-        self.first[idx] = self.current[idx] = self.rng.integers(idx, self.params.num_symbols)
+        self.symbols[idx] = self.rng.integers(idx, p.num_symbols, p.episode_length + 1)
 
     def _step_envs(self, idx, actions):
         p = self.params
         scale = 1.0 / p.episode_length
-        reward = np.where(actions == self.first[idx], scale, -scale)
+        reward = np.where(actions == self.symbols[idx, 0], scale, -scale)
         self.t[idx] += 1
-        self.current[idx] = self.rng.integers(idx, p.num_symbols)
         return reward, self.t[idx] >= p.episode_length
 
     def _observe(self) -> np.ndarray:
-        return self._eye[self.current]
+        return self._eye.take(self._now(self.symbols), axis=0)
 
     def _world_state(self) -> np.ndarray:
         p = self.params
@@ -85,7 +102,7 @@ class RepeatFirstVec(VecTask):
         ).astype(np.float32)
 
     def oracle_actions(self) -> np.ndarray:
-        return self.first.copy()
+        return self.first
 
     @property
     def chance_return(self) -> float:

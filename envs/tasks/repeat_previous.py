@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams, require
 from envs.render import recall_frame
+from envs.scalar import scalar_view
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,6 +62,7 @@ class RepeatPreviousVec(VecTask):
     """
 
     Params = RepeatPreviousParams
+    open_loop_fields = ("symbols",)
 
     def _spaces(self):
         k = self.params.num_symbols
@@ -68,51 +70,51 @@ class RepeatPreviousVec(VecTask):
 
     def _allocate(self) -> None:
         p = self.params
-        self.window = p.delay + 1
-        self.history = np.zeros((self.num_envs, self.window), dtype=np.int64)  # ring buffer
+        # the whole episode, drawn at reset: symbols[i, delay + s] is shown at step s;
+        # the first delay columns stay 0 (what the world state shows before step delay)
+        self.symbols = np.zeros((self.num_envs, p.delay + p.episode_length + 1), dtype=np.uint8)
         self.t = np.zeros(self.num_envs, dtype=np.int64)
         self._rows = np.arange(self.num_envs)
         self._eye = np.eye(p.num_symbols, dtype=np.float32)
-        self._oldest_first = np.arange(1, self.window + 1)
+        self._window = np.arange(p.delay + 1)
+
+    @property
+    def episode_steps(self) -> int:
+        return self.params.episode_length
 
     def _reset_envs(self, idx) -> None:
+        p = self.params
         self.t[idx] = 0
-        self.history[idx] = 0
-        self.history[idx, 0] = self.rng.integers(idx, self.params.num_symbols)
+        self.symbols[idx, p.delay :] = self.rng.integers(idx, p.num_symbols, p.episode_length + 1)
 
     def _step_envs(self, idx, actions):
         p = self.params
+        target = self._now(self.symbols, idx)  # shown at step t - delay
         t = self.t[idx]
-        target = self.history[idx, (t - p.delay) % self.window]
         scale = 1.0 / (p.episode_length - p.delay)
         reward = np.where(t >= p.delay, np.where(actions == target, scale, -scale), 0.0)
-        t = t + 1
-        self.t[idx] = t
-        self.history[idx, t % self.window] = self.rng.integers(idx, p.num_symbols)
-        return reward, t >= p.episode_length
-
-    def _current(self) -> np.ndarray:
-        return self.history[self._rows, self.t % self.window]
+        self.t[idx] = t + 1
+        return reward, t + 1 >= p.episode_length
 
     def _observe(self) -> np.ndarray:
-        return self._eye[self._current()]
+        return self._eye.take(
+            self._now(self.symbols, offset=self.params.delay), axis=0
+        )  # 9x eye[...]
 
     def _world_state(self) -> np.ndarray:
         p = self.params
         t0 = self.t[0]
-        if (self.t == t0).all():  # rows in step (the usual case): one column gather
-            window = self.history[:, (t0 + self._oldest_first) % self.window]
+        if (self.t == t0).all():  # rows in step (the usual case): one slice
+            window = self.symbols[:, t0 : t0 + p.delay + 1]
         else:
-            cols = self.t[:, None] + self._oldest_first
-            cols %= self.window
-            window = self.history[self._rows[:, None], cols]
-        state = np.empty((self.num_envs, self.window + 1), dtype=np.float32)
+            window = self.symbols[self._rows[:, None], self.t[:, None] + self._window]
+        state = np.empty((self.num_envs, p.delay + 2), dtype=np.float32)
         np.multiply(window, 1.0 / max(p.num_symbols - 1, 1), out=state[:, :-1], casting="unsafe")
         np.multiply(self.t, 1.0 / p.episode_length, out=state[:, -1], casting="unsafe")
         return state
 
     def oracle_actions(self) -> np.ndarray:
-        target = self.history[self._rows, (self.t - self.params.delay) % self.window]
+        target = self._now(self.symbols).astype(np.int64)
         return np.where(self.t >= self.params.delay, target, 0)
 
     @property
@@ -123,7 +125,7 @@ class RepeatPreviousVec(VecTask):
         p = self.params
         t = int(self.t[i])
         times = np.arange(t - p.delay, t + 1)
-        shown = np.where(times >= 0, self.history[i, times % self.window], -1)
+        shown = np.where(times >= 0, self.symbols[i, times + p.delay].astype(np.int64), -1)
         due = t >= p.delay
         return recall_frame(
             f"REPEAT PREVIOUS  T {t}",

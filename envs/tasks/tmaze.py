@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask, scalar_view
+from envs.core import VecTask
 from envs.params import TaskParams
 from envs.render import (
     BLACK,
@@ -21,6 +21,7 @@ from envs.render import (
     rect,
     text,
 )
+from envs.scalar import scalar_view
 
 # Active-mode actions; passive mode uses only the two arms, as actions 0 (up) and 1 (down).
 FORWARD, BACK, UP, DOWN = 0, 1, 2, 3
@@ -130,7 +131,7 @@ class TMazeVec(VecTask):
         return cell
 
     def _observe(self) -> np.ndarray:
-        return self._eye[self._cell()]
+        return self._eye.take(self._cell(), axis=0)
 
     def _world_state(self) -> np.ndarray:
         state = np.empty((self.num_envs, 3), dtype=np.float32)
