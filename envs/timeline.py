@@ -70,7 +70,7 @@ class Timeline:
         if not core.open_loop_fields or steps is None or not isinstance(space, spaces.Discrete):
             return False
         rows = steps * int(space.n) + steps + 1
-        row_bytes = sum(getattr(core, name)[0].nbytes for name in core.open_loop_fields)
+        row_bytes = sum(getattr(core, name)[0, ...].nbytes for name in core.open_loop_fields)
         return (
             int(space.start) == 0 and rows <= MAX_GRID_ROWS and rows * row_bytes <= MAX_GRID_BYTES
         )
@@ -82,7 +82,7 @@ class Timeline:
             if source is not self._sources.get(name):  # a task writes its fields in place,
                 self._sources[name] = source  # so these views follow every new episode
                 for g in (self._frames, self._choices):
-                    row = source[0]
+                    row = source[0, ...]  # a view (a 0-d one for a (num_envs,) field)
                     setattr(g, name, np.broadcast_to(row, (g.num_envs, *row.shape)))  # read-only
         frames, choices = self._frames, self._choices
         self.obs = list(frames._observe())

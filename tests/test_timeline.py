@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.tasks import autoencode, count_recall, repeat_first, repeat_previous
+from envs.tasks import autoencode, bsuite_memory, count_recall, repeat_first, repeat_previous
 from envs.timeline import Timeline
 
 OPEN_LOOP = {
@@ -17,6 +17,8 @@ OPEN_LOOP = {
     "RepeatFirst": (repeat_first.RepeatFirst, dict(num_symbols=3, episode_length=7)),
     "CountRecall": (count_recall.CountRecall, dict(num_values=3, episode_length=6)),
     "Autoencode": (autoencode.Autoencode, dict(num_symbols=3, length=4)),
+    "MemoryLength": (bsuite_memory.MemoryLength, dict(memory_length=5)),
+    "MemorySize": (bsuite_memory.MemorySize, dict(num_bits=3, delay=2)),
 }
 CASES = [
     (name, extra)

@@ -38,7 +38,14 @@ class MemorySizeParams(TaskParams):
 
 
 class _ContextQuery(VecTask):
-    """Shared core: context at t=0, ``gap`` steps of filler, a query at t=gap+1, ±1 at the end."""
+    """Shared core: context at t=0, ``gap`` steps of filler, a query at t=gap+1, ±1 at the end.
+
+    Open-loop: a reset draws the context bits, the query and (MemoryLength) the
+    noise of every step of the episode.
+    """
+
+    open_loop_fields = ("bits", "query", "noise")
+    noisy = False  # draws a noise sign per step (MemoryLength)
 
     @property
     def gap(self) -> int:
@@ -48,10 +55,16 @@ class _ContextQuery(VecTask):
     def num_bits(self) -> int:
         raise NotImplementedError
 
+    @property
+    def episode_steps(self) -> int:
+        return self.gap + 2
+
     def _allocate(self) -> None:
         self.bits = np.zeros((self.num_envs, self.num_bits), dtype=np.int64)
         self.query = np.zeros(self.num_envs, dtype=np.int64)
-        self.noise = np.zeros(self.num_envs, dtype=np.float32)
+        # noise[i, t]: the sign shown at step t (0 at t = 0, where the context is)
+        width = self.episode_steps + 1 if self.noisy else 0
+        self.noise = np.zeros((self.num_envs, width), dtype=np.float32)
         self.t = np.zeros(self.num_envs, dtype=np.int64)
         self._rows = np.arange(self.num_envs)
 
@@ -59,7 +72,8 @@ class _ContextQuery(VecTask):
         self.t[idx] = 0
         self.bits[idx] = self.rng.integers(idx, 2, self.num_bits)
         self.query[idx] = self.rng.integers(idx, self.num_bits)
-        self.noise[idx] = 0.0
+        if self.noisy:
+            self.noise[idx, 1:] = 2.0 * self.rng.integers(idx, 2, self.episode_steps) - 1.0
 
     def _step_envs(self, idx, actions):
         t = self.t[idx]
@@ -67,7 +81,6 @@ class _ContextQuery(VecTask):
         right = actions == self.bits[idx, self.query[idx]]
         reward = np.where(at_query, np.where(right, 1.0, -1.0), 0.0)
         self.t[idx] = t + 1
-        self.noise[idx] = 2.0 * self.rng.integers(idx, 2) - 1.0
         return reward, at_query
 
     def oracle_actions(self) -> np.ndarray:
@@ -119,6 +132,7 @@ class MemoryLengthVec(_ContextQuery):
     """
 
     Params = MemoryLengthParams
+    noisy = True
 
     @property
     def gap(self) -> int:
@@ -135,7 +149,7 @@ class MemoryLengthVec(_ContextQuery):
         obs = np.zeros((self.num_envs, 3), dtype=np.float32)
         at_query = self.t == self.gap + 1
         context = 2.0 * self.bits[:, 0] - 1.0
-        obs[:, 0] = np.where(self.t == 0, context, np.where(at_query, 0.0, self.noise))
+        obs[:, 0] = np.where(self.t == 0, context, np.where(at_query, 0.0, self._now(self.noise)))
         obs[:, 1] = at_query
         obs[:, 2] = self._time_remaining()
         return obs
@@ -143,9 +157,8 @@ class MemoryLengthVec(_ContextQuery):
     def _world_state(self) -> np.ndarray:
         at_query = (self.t == self.gap + 1).astype(np.float32)
         context = 2.0 * self.bits[:, 0] - 1.0
-        return np.stack([context, self.noise, at_query, self._time_remaining()], 1).astype(
-            np.float32
-        )
+        noise = self._now(self.noise)
+        return np.stack([context, noise, at_query, self._time_remaining()], 1).astype(np.float32)
 
 
 class MemorySizeVec(_ContextQuery):
