@@ -62,6 +62,11 @@ class Timeline:
         self.rewards: list[list[float]] = []
         self.terminated: list[bool] = []
 
+    def __getstate__(self) -> dict:
+        # A copy (deepcopy, pickle) copies the grids' views as arrays of their own:
+        # forget the sources so the next load makes views of the copied core again.
+        return {**self.__dict__, "_sources": {}}
+
     @staticmethod
     def fits(core: VecTask) -> bool:
         """Whether ``core``'s task is open-loop with a fixed episode length and a

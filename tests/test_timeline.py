@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -145,3 +147,15 @@ def test_vector_rows_out_of_step_equal_their_scalar_envs(name):
             np.testing.assert_array_equal(obs[i], firsts[i][0])
             np.testing.assert_array_equal(info["world_state"][i], firsts[i][1]["world_state"])
     assert len(set(vec.t.tolist())) > 1  # really out of step at the end
+
+
+def test_a_copied_env_lays_out_its_own_episodes():
+    env = repeat_previous.RepeatPrevious(num_symbols=4, delay=1, episode_length=6)
+    env.reset(seed=0)
+    twin = copy.deepcopy(env)
+    fresh = repeat_previous.RepeatPrevious(num_symbols=4, delay=1, episode_length=6)
+    for a, b in [(twin.reset(seed=9), fresh.reset(seed=9))] + [
+        (twin.step(k % 4), fresh.step(k % 4)) for k in range(5)
+    ]:
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:-1] == b[1:-1]
