@@ -114,6 +114,15 @@ class BatchedRNG:
         draws = ((self._bits(idx, math.prod(size)) >> _32) * high) >> _32
         return draws.astype(np.int64).reshape(draws.shape[0], *size)
 
+    def integers_by_column(self, idx: Index, highs: np.ndarray) -> np.ndarray:
+        """``(rows, len(highs))`` int64, column ``j`` uniform in ``[0, highs[j])``.
+
+        The same numbers as ``len(highs)`` one-column :meth:`integers` calls in a row,
+        so a task can draw ahead what it used to draw step by step.
+        """
+        highs = np.asarray(highs, dtype=np.uint64).reshape(-1)
+        return (((self._bits(idx, highs.size) >> _32) * highs) >> _32).astype(np.int64)
+
     def normal(self, idx: Index, size: int | tuple[int, ...] = ()) -> np.ndarray:
         """Standard normal float64 (Box-Muller) with shape ``(rows, *size)``."""
         size = (size,) if isinstance(size, int) else tuple(size)

@@ -40,3 +40,15 @@ def test_empty_rows_draw_nothing():
 def test_bad_seed_is_named(seed):
     with pytest.raises(ValueError, match="seed"):
         BatchedRNG(1).seed(seed)
+
+
+def test_integers_by_column_draws_what_one_column_calls_would():
+    ahead, stepwise = BatchedRNG(3), BatchedRNG(3)
+    ahead.seed(5)
+    stepwise.seed(5)
+    rows = np.array([0, 2])
+    highs = np.array([7, 3, 7, 3, 2])
+    want = np.concatenate([stepwise.integers(rows, int(h))[:, None] for h in highs], axis=1)
+    np.testing.assert_array_equal(ahead.integers_by_column(rows, highs), want)
+    assert ((want >= 0) & (want < highs)).all()
+    np.testing.assert_array_equal(ahead.counters, stepwise.counters)

@@ -8,7 +8,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.tasks import autoencode, bsuite_memory, count_recall, repeat_first, repeat_previous
+from envs.tasks import (
+    associative_recall,
+    autoencode,
+    bsuite_memory,
+    count_recall,
+    repeat_first,
+    repeat_previous,
+)
 from envs.timeline import Timeline
 
 OPEN_LOOP = {
@@ -21,6 +28,10 @@ OPEN_LOOP = {
     "Autoencode": (autoencode.Autoencode, dict(num_symbols=3, length=4)),
     "MemoryLength": (bsuite_memory.MemoryLength, dict(memory_length=5)),
     "MemorySize": (bsuite_memory.MemorySize, dict(num_bits=3, delay=2)),
+    "AssociativeRecall": (
+        associative_recall.AssociativeRecall,
+        dict(num_pairs=2, num_keys=3, num_values=3, num_distractors=3),
+    ),
 }
 CASES = [
     (name, extra)

@@ -85,6 +85,7 @@ class AssociativeRecallVec(VecTask):
     """
 
     Params = AssociativeRecallParams
+    open_loop_fields = ("keys", "values", "query", "noise")
 
     def _spaces(self):
         p = self.params
@@ -98,8 +99,9 @@ class AssociativeRecallVec(VecTask):
         self.keys = np.zeros((n, p.num_pairs), dtype=np.int64)
         self.values = np.zeros((n, p.num_pairs), dtype=np.int64)
         self.query = np.zeros(n, dtype=np.int64)  # index of the queried pair
-        self.noise_key = np.zeros(n, dtype=np.int64)  # what the current noise step shows
-        self.noise_value = np.zeros(n, dtype=np.int64)
+        # noise[i, j] = (key, value) shown at distractor step j (step num_pairs + j)
+        self.noise = np.zeros((n, p.num_distractors, 2), dtype=np.int64)
+        self._noise_highs = np.tile([p.num_keys, p.num_values], p.num_distractors)
         self.t = np.zeros(n, dtype=np.int64)
         self._rows = np.arange(n)
         # One-hot tables whose last row is all zeros: symbol -1 encodes "nothing shown".
@@ -109,28 +111,26 @@ class AssociativeRecallVec(VecTask):
         self._value_table[-1] = 0.0
         self._flag_table = np.eye(4, 3, dtype=np.float32)  # rows PAIR, DISTRACTOR, QUERY, DONE
 
+    @property
+    def episode_steps(self) -> int:
+        return self.length
+
     def _reset_envs(self, idx) -> None:
         p = self.params
         self.t[idx] = 0
         self.keys[idx] = self.rng.permutations(idx, p.num_keys)[:, : p.num_pairs]
         self.values[idx] = self.rng.integers(idx, p.num_values, p.num_pairs)
         self.query[idx] = self.rng.integers(idx, p.num_pairs)
-        self.noise_key[idx] = -1
-        self.noise_value[idx] = -1
+        if p.num_distractors:
+            noise = self.rng.integers_by_column(idx, self._noise_highs)
+            self.noise[idx] = noise.reshape(len(idx), p.num_distractors, 2)
 
     def _step_envs(self, idx, actions):
-        p = self.params
         t = self.t[idx]
         at_query = t == self.length - 1
         correct = actions == self.values[idx, self.query[idx]]
         reward = np.where(at_query, np.where(correct, 1.0, -1.0), 0.0)
-        t = t + 1
-        self.t[idx] = t
-        noisy = (t >= p.num_pairs) & (t < p.num_pairs + p.num_distractors)
-        if noisy.any():  # draws depend only on each row's own t: rows stay independent
-            rows = idx[noisy]
-            self.noise_key[rows] = self.rng.integers(rows, p.num_keys)
-            self.noise_value[rows] = self.rng.integers(rows, p.num_values)
+        self.t[idx] = t + 1
         return reward, at_query
 
     def _phase(self) -> np.ndarray:
@@ -143,11 +143,16 @@ class AssociativeRecallVec(VecTask):
 
     def _shown(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(key, value, phase) shown in every row now; -1 where nothing is shown."""
+        p = self.params
         phase = self._phase()
-        pair = np.minimum(self.t, self.params.num_pairs - 1)
+        pair = np.minimum(self.t, p.num_pairs - 1)
         pair = np.where(phase == QUERY, self.query, pair)
-        key = np.where(phase == DISTRACTOR, self.noise_key, self.keys[self._rows, pair])
-        value = np.where(phase == DISTRACTOR, self.noise_value, self.values[self._rows, pair])
+        key, value = self.keys[self._rows, pair], self.values[self._rows, pair]
+        if p.num_distractors:
+            step = np.clip(self.t - p.num_pairs, 0, p.num_distractors - 1)
+            noise = self.noise[self._rows, step]  # (N, 2)
+            key = np.where(phase == DISTRACTOR, noise[:, 0], key)
+            value = np.where(phase == DISTRACTOR, noise[:, 1], value)
         key = np.where(phase == DONE, -1, key)
         value = np.where((phase == QUERY) | (phase == DONE), -1, value)
         return key, value, phase
