@@ -292,7 +292,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--entropy-coef",
         type=float,
         default=None,
-        help="entropy bonus of phase 3's address policy (default 0)",
+        help="entropy bonus of phase 3's address policy (default 0.01)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

@@ -324,7 +324,7 @@ def test_sampled_address_entropy_is_that_of_uniform_heads(tmp_path):
 
 
 def test_refine_entropy_bonus_lowers_the_loss_by_coef_times_entropy(tmp_path):
-    base = tiny_trainer(tmp_path / "a")
+    base = tiny_trainer(tmp_path / "a", entropy_coef=0.0)
     bonus = tiny_trainer(tmp_path / "b", entropy_coef=0.5)
     loss0, _, extra0 = base.refine_loss(base.source.batch())
     loss1, _, extra1 = bonus.refine_loss(bonus.source.batch())
