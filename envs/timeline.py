@@ -8,7 +8,8 @@ one is env 0 at time ``t`` (observations, world states), row ``(t, a)`` of the
 other is env 0 acting ``a`` at time ``t`` (rewards, termination).  A scalar step
 is then a few list lookups instead of a few dozen numpy calls on one-row arrays,
 and it returns the core's own numbers, computed by the same code
-(``tests/test_envs.py`` checks scalar against vector step for step).
+(``tests/test_timeline.py`` checks it against stepping the core, ``tests/test_envs.py``
+the scalar env against the vector env).
 """
 
 from __future__ import annotations
