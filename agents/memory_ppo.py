@@ -31,7 +31,7 @@ from agents.policies import (
     MemoryMultiInputActorCriticPolicy,
     recommended_lr,
 )
-from agents.ppo_loss import ppo_losses
+from agents.ppo_loss import UpdateStats, ppo_losses
 from agents.time_limits import bootstrap_time_limits
 from memory.base import State
 
@@ -327,11 +327,10 @@ class MemoryPPO(OnPolicyAlgorithm):
             if self.clip_range_vf is None
             else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         )
-        entropy_losses, pg_losses, value_losses, aux_losses, clip_fractions = [], [], [], [], []
-        approx_kl_divs: list[float] = []
+        stats = UpdateStats()
         continue_training = True
         for epoch in range(self.n_epochs):
-            approx_kl_divs = []
+            stats.approx_kl = []
             for batch in self.rollout_buffer.get(self._sequences_per_batch):
                 values, log_prob, entropy, aux_loss = self.evaluate_sequences(batch)
                 terms = ppo_losses(
@@ -349,18 +348,13 @@ class MemoryPPO(OnPolicyAlgorithm):
                     + self.vf_coef * terms.value
                     + self.aux_coef * aux_loss
                 )
-                approx_kl_div = terms.approx_kl
-                clip_fractions.append(terms.clip_fraction)
-                pg_losses.append(terms.policy.item())
-                value_losses.append(terms.value.item())
-                entropy_losses.append(terms.entropy.item())
-                aux_losses.append(float(aux_loss.item()))
-                approx_kl_divs.append(approx_kl_div)
-                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                stats.add(terms, aux_loss)
+                if self.target_kl is not None and terms.approx_kl > 1.5 * self.target_kl:
                     continue_training = False
                     if self.verbose >= 1:
                         print(
-                            f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}"
+                            f"Early stopping at step {epoch} due to reaching max kl: "
+                            f"{terms.approx_kl:.2f}"
                         )
                     break
 
@@ -375,12 +369,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         explained_var = explained_variance(
             self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten()
         )
-        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
-        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
-        self.logger.record("train/value_loss", np.mean(value_losses))
-        self.logger.record("train/aux_loss", np.mean(aux_losses))
-        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
-        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        stats.record(self.logger)
         self.logger.record("train/loss", loss.item())
         self.logger.record("train/explained_variance", explained_var)
         if hasattr(self.policy, "log_std"):

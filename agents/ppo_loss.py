@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch as th
 from torch.nn import functional as F
 
@@ -61,3 +62,36 @@ def ppo_losses(
         approx_kl=approx_kl,
         clip_fraction=clip_fraction,
     )
+
+
+@dataclass
+class UpdateStats:
+    """The minibatch losses of one ``train()`` call, logged under ``train/`` as SB3's PPO does."""
+
+    entropy: list[float] = field(default_factory=list)
+    policy: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    aux: list[float] = field(default_factory=list)
+    clip_fraction: list[float] = field(default_factory=list)
+    approx_kl: list[float] = field(default_factory=list)  # the last epoch's, as SB3 logs it
+
+    def add(self, terms: PPOLosses, aux_loss: th.Tensor) -> None:
+        """Record one minibatch."""
+        self.entropy.append(terms.entropy.item())
+        self.policy.append(terms.policy.item())
+        self.value.append(terms.value.item())
+        self.aux.append(float(aux_loss.item()))
+        self.clip_fraction.append(terms.clip_fraction)
+        self.approx_kl.append(terms.approx_kl)
+
+    def record(self, logger) -> None:
+        """Log the means: entropy, policy-gradient, value, aux losses, KL, clip fraction."""
+        for key, values in [
+            ("entropy_loss", self.entropy),
+            ("policy_gradient_loss", self.policy),
+            ("value_loss", self.value),
+            ("aux_loss", self.aux),
+            ("approx_kl", self.approx_kl),
+            ("clip_fraction", self.clip_fraction),
+        ]:
+            logger.record(f"train/{key}", np.mean(values))

@@ -358,3 +358,25 @@ def test_ppo_losses_on_a_hand_made_minibatch():
     clipped = ppo_losses(values, log_prob, None, batch, 0.2, clip_range_vf=0.25)
     th.testing.assert_close(clipped.value, th.tensor((0.75**2 + 1.75**2) / 2))
     th.testing.assert_close(clipped.entropy, np.log(1.5) * th.ones(()))  # mean log-prob
+
+
+def test_update_stats_log_minibatch_means_and_the_last_epochs_kl():
+    from stable_baselines3.common.logger import Logger
+
+    from agents.ppo_loss import PPOLosses, UpdateStats
+
+    stats = UpdateStats()
+    for k, (kl, clip) in enumerate([(0.5, 0.1), (0.3, 0.2), (0.1, 0.3)]):
+        if k == 2:
+            stats.approx_kl = []  # a new epoch, as MemoryPPO.train does
+        terms = PPOLosses(th.tensor(1.0 + k), th.tensor(2.0 * k), th.tensor(-k), kl, clip)
+        stats.add(terms, th.tensor(0.5 * k))
+    logger = Logger(folder=None, output_formats=[])
+    stats.record(logger)
+    got = logger.name_to_value
+    assert got["train/policy_gradient_loss"] == pytest.approx(2.0)
+    assert got["train/value_loss"] == pytest.approx(2.0)
+    assert got["train/entropy_loss"] == pytest.approx(-1.0)
+    assert got["train/aux_loss"] == pytest.approx(0.5)
+    assert got["train/clip_fraction"] == pytest.approx(0.2)
+    assert got["train/approx_kl"] == pytest.approx(0.1)
