@@ -75,7 +75,7 @@ class TaskEnv(gym.Env):
         self._core._start(seed, self._core._all_rows)
         line.load(self._core)
         self._t, self._done, self._last_action, self._last_reward = 0, False, 0, 0.0
-        return line.obs[0], {} if line.world_state is None else {"world_state": line.world_state[0]}
+        return line.obs[0], line.info(0)
 
     def step(self, action: Any):
         line = self._timeline
@@ -95,8 +95,7 @@ class TaskEnv(gym.Env):
         truncated = not terminated and limit is not None and t >= limit
         self._done = terminated or truncated
         self._last_action, self._last_reward = action, reward
-        info = {} if line.world_state is None else {"world_state": line.world_state[t]}
-        return line.obs[t], reward, terminated, truncated, info
+        return line.obs[t], reward, terminated, truncated, line.info(t)
 
     def _step_core(self, action: Any):
         core = self._core

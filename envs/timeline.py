@@ -63,6 +63,10 @@ class Timeline:
         self.rewards: list[list[float]] = []
         self.terminated: list[bool] = []
 
+    def info(self, t: int) -> dict:
+        """The ``info`` dict of time ``t``: its world state, when the core makes them."""
+        return {} if self.world_state is None else {"world_state": self.world_state[t]}
+
     def __getstate__(self) -> dict:
         # A copy (deepcopy, pickle) copies the grids' views as arrays of their own:
         # forget the sources so the next load makes views of the copied core again.

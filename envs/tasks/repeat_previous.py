@@ -103,8 +103,8 @@ class RepeatPreviousVec(VecTask):
 
     def _world_state(self) -> np.ndarray:
         p = self.params
-        t0 = self.t[0]
-        if (self.t == t0).all():  # rows in step (the usual case): one slice
+        if self._in_step:  # the usual case: one slice (see VecTask._now)
+            t0 = self.t[0]
             window = self.symbols[:, t0 : t0 + p.delay + 1]
         else:
             window = self.symbols[self._rows[:, None], self.t[:, None] + self._window]
