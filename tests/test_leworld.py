@@ -12,9 +12,14 @@ import torch
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from world_models.leworld.data import Batch, RolloutSource
 from world_models.leworld.memory_iface import pack_bits, unpack_bits
-from world_models.leworld.rollout import paired_branch_reward, run_sequence, slm_rewards
+from world_models.leworld.rollout import (
+    masked_mean,
+    paired_branch_reward,
+    run_sequence,
+    slm_rewards,
+)
 from world_models.leworld.routing import load_balance_loss, straight_through_mask
-from world_models.leworld.training import LeWorldTrainer, latest_checkpoint
+from world_models.leworld.training import LeWorldTrainer, advantage, latest_checkpoint
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
 
@@ -331,6 +336,33 @@ def test_refine_entropy_bonus_lowers_the_loss_by_coef_times_entropy(tmp_path):
     assert extra0["address_entropy"] == pytest.approx(extra1["address_entropy"])
     assert extra0["address_entropy"] > 0
     assert loss1.item() == pytest.approx(loss0.item() - 0.5 * extra0["address_entropy"], abs=1e-5)
+
+
+def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_alone(tmp_path):
+    trainer = tiny_trainer(tmp_path)
+    batch, state = trainer.source.batch(), trainer.generator.get_state()
+    _, _, extra = trainer.refine_loss(batch)
+    trainer.generator.set_state(state)  # replay the same sampled pass
+    noise = trainer.config.request_noise
+    sampled = run_sequence(
+        trainer.system,
+        batch,
+        "sample",
+        with_slm_rewards=True,
+        with_request_reward=True,
+        request_noise=noise,
+        generator=trainer.generator,
+    )
+    adv = advantage(sampled.request_reward, batch.valid)
+    want = -(noise**2) * masked_mean(adv * sampled.request_logprob, batch.valid)
+    assert extra["pg_request"] == pytest.approx(want.item(), rel=1e-5)
+    blm = trainer.system.blm
+    shared = [*blm.trunk.parameters(), *blm.obs_in.parameters(), *blm.reads_in.parameters()]
+    grads = torch.autograd.grad(
+        want, [blm.request.weight, *shared, *trainer.system.slms.parameters()], allow_unused=True
+    )
+    assert grads[0].abs().sum() > 0  # the request head learns from its reward
+    assert all(g is None or not g.any() for g in grads[1:])  # the trunk and SLMs do not
 
 
 @pytest.mark.parametrize("path", ["soft", "hard"])

@@ -67,13 +67,18 @@ class BLM(nn.Module):
 
     def forward(
         self, obs: Tensor, reads: Tensor, mask: Tensor, probs: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Predict from the routed reads.
 
         ``mask`` ``(B, N)`` (0/1 forward) and ``probs`` (gate values) weigh each
         read: ``read_i * mask_i * probs_i``. Returns the next world state ``(B,
-        state_dim)`` and the info request ``(B, request_dim)``.
+        state_dim)``, the info request ``(B, request_dim)`` and the trunk's
+        output ``(B, d_model)`` it was read from (:meth:`request_from`).
         """
         routed = reads * (mask * probs)[..., None]  # (B, N, read_dim)
         h = self.trunk(self.obs_in(obs) + self.reads_in(routed.flatten(1)))
-        return self.next_state(h), torch.tanh(self.request(h))
+        return self.next_state(h), self.request_from(h), h
+
+    def request_from(self, hidden: Tensor) -> Tensor:
+        """The info request of a trunk output: ``(B, d_model) -> (B, request_dim)`` in (-1, 1)."""
+        return torch.tanh(self.request(hidden))

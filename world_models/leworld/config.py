@@ -127,8 +127,8 @@ class TrainingConfig:
     """Std of the Gaussian policy over info requests in phase 3."""
     entropy_coef: float = 0.01
     """Entropy bonus of phase 3's address policy (high, low byte and range choice; nats).
-    At 0.01 (0 before) every issue-6 check passed on OccludedDynamicsEasy and KeyDoorEasy
-    improved (README); 0.03 did no better on KeyDoor."""
+    At 0.01 (0 before) KeyDoorEasy's starved SLMs came back into use; 0.03 did no better
+    (README, measured before phase 3's request gradient was confined to the request head)."""
     refine_prediction: str = "sample"
     """Which pass phase 3 trains the prediction (BLM, router, read summaries) on:
     ``"sample"`` the pass of the sampled decisions (one pass), ``"soft"`` or

@@ -164,7 +164,10 @@ def run_sequence(
                 request
                 + request_noise * torch.randn(request.shape, generator=generator, device=obs.device)
             ).detach()
-            cols["rlp"].append(-((sampled - request) ** 2).sum(-1) / (2 * request_noise**2))
+            # The decision's log-probability trains the request head alone: through the
+            # shared trunk its score (~1/noise per unit) would swamp the prediction's gradient.
+            mean = system.blm.request_from(out.hidden.detach())
+            cols["rlp"].append(-((sampled - mean) ** 2).sum(-1) / (2 * request_noise**2))
             request = sampled
         if keep_logits:
             cols["high"].append(out.high_logits)

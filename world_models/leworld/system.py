@@ -41,6 +41,7 @@ class StepOutput:
     range_logits: Tensor  # (B, N, choices)
     range_choice: Tensor  # (B, N) long
     bits: Tensor  # (B, word_bits) the word written this step
+    hidden: Tensor | None = None  # (B, d_model) the BLM trunk output the request came from
 
 
 class LeWorldSystem(nn.Module):
@@ -202,7 +203,7 @@ class LeWorldSystem(nn.Module):
         mask, probs = self.blm.route(obs, read["reads"])
         if mask_override is not None:
             mask = torch.where(mask_override >= 0, mask_override.to(mask.dtype), mask)
-        prediction, request = self.blm(obs, read["reads"], mask, probs)
+        prediction, request, hidden = self.blm(obs, read["reads"], mask, probs)
         return StepOutput(
             prediction,
             request,
@@ -215,9 +216,10 @@ class LeWorldSystem(nn.Module):
             read["range"],
             read["choice"],
             torch.zeros((), device=prediction.device),
+            hidden,
         )
 
     def predict_with_mask(self, obs: Tensor, out: StepOutput, mask: Tensor) -> Tensor:
         """Re-run the BLM on the same reads with another mask (a paired branch); ``(B, state_dim)``."""
-        prediction, _ = self.blm(obs, out.reads, mask, out.probs)
+        prediction, _, _ = self.blm(obs, out.reads, mask, out.probs)
         return prediction
