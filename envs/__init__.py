@@ -17,4 +17,12 @@ from envs.shift import register as _register_shift
 register_all()
 _register_shift()
 
-__all__ = ["DistributionShift", "REGISTERED", "TASKS", "TaskEnv", "VecTask", "env_ids", "register_all"]
+__all__ = [
+    "DistributionShift",
+    "REGISTERED",
+    "TASKS",
+    "TaskEnv",
+    "VecTask",
+    "env_ids",
+    "register_all",
+]

@@ -4,8 +4,10 @@ Per method: the next-state MSE (mean over valid steps) and the per-step MSE
 over the episode. For LeWorld itself: SLM usage fractions, routing entropy
 (nats over the 2**N masks), the five most frequent routing patterns, and the
 info-request gain: the paired-branch loss difference (zero request minus the
-BLM's request), as the mean per step and summed over an episode, and how often
-the request moves an SLM's address at all.
+BLM's request), as the mean per step and summed over an episode with its
+standard error over episodes (``z`` = per-episode gain / SE, so ``z > 2`` is a gain
+the held-out episodes can tell from zero), and how often the request moves an SLM's
+address at all.
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ def per_step(loss: torch.Tensor, valid: torch.Tensor) -> list[float]:
     w = valid.float()
     steps = int(valid.any(1).nonzero().max()) + 1 if bool(valid.any()) else 0
     return ((loss * w).sum(1) / w.sum(1).clamp_min(1.0))[:steps].tolist()
+
+
+def episode_sums_mean_se(values: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
+    """Mean over episodes of each episode's sum of ``values`` ``(T, B)`` over its valid
+    steps, and the standard error of that mean (sample std over the ``B`` episodes /
+    sqrt(B); NaN with a single episode)."""
+    sums = (values * valid.float()).sum(0)
+    episodes = sums.numel()
+    se = sums.std(unbiased=True).item() / episodes**0.5 if episodes > 1 else float("nan")
+    return sums.mean().item(), se
 
 
 @torch.no_grad()
@@ -66,7 +78,7 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
     valid = batch.valid
     stats = routing_stats(main.masks, valid)
     gain = main.request_reward
-    episodes = valid.shape[1]
+    gain_per_episode, gain_se = episode_sums_mean_se(gain, valid)
     over_time = (main.masks * valid[..., None]).sum(1) / valid.float().sum(1).clamp_min(1.0)[
         :, None
     ]
@@ -77,7 +89,8 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
         "routing_entropy": stats["entropy"],
         "top_patterns": stats["top_patterns"],
         "info_request_gain": masked_mean(gain, valid).item(),
-        "info_request_gain_per_episode": (gain.sum() / episodes).item(),
+        "info_request_gain_per_episode": gain_per_episode,
+        "info_request_gain_se": gain_se,  # standard error of the per-episode gain
         # How often the request changes where an SLM reads (steps after the first).
         "request_moves_address": masked_mean(main.request_moved[1:], valid[1:]).item(),
         "routing_over_time": over_time.T.tolist(),  # (N, T)
@@ -117,6 +130,7 @@ def acceptance(results: dict) -> dict[str, str]:
         "beats random_addresses": beats("random_addresses"),
         "beats gru": beats("gru"),
         "info-request gain > 0": count(lambda r: r["info_request_gain"] > 0),
+        "info-request gain > 2 standard errors": count(lambda r: _gain_z(r) > 2),
         "every SLM used >= 20%": count(lambda r: min(r["usage"]) >= 0.2),
         "routing entropy >= 0.5": count(lambda r: r["routing_entropy"] >= 0.5),
         "per-step MSE falls (last vs second quarter)": count(
@@ -125,10 +139,17 @@ def acceptance(results: dict) -> dict[str, str]:
     }
 
 
+def _gain_z(result: dict) -> float:
+    """Per-episode info-request gain over its standard error (NaN for results without one)."""
+    se = result.get("info_request_gain_se", float("nan"))
+    return result.get("info_request_gain_per_episode", float("nan")) / se if se else float("nan")
+
+
 def table(results: dict) -> str:
     """The evaluation table over seeds ``{seed: evaluate(...)}``, with the mean over seeds
-    and the acceptance checks when there are several. ``moves``: fraction of SLM-steps
-    at which the info request changed the address read (against a zero request)."""
+    and the acceptance checks when there are several. ``z``: the per-episode info-request
+    gain over its standard error; ``moves``: fraction of SLM-steps at which the info
+    request changed the address read (against a zero request)."""
 
     def row(label, rs: list[dict]) -> str:  # one seed, or the mean over seeds
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
@@ -137,12 +158,15 @@ def table(results: dict) -> str:
         )
         usage = ", ".join(f"{mean(u):.2f}" for u in zip(*(r["usage"] for r in rs)))
         gain = mean([r["info_request_gain"] for r in rs])
+        z = mean([_gain_z(r) for r in rs])
         moves = mean([r.get("request_moves_address", float("nan")) for r in rs])
         entropy = mean([r["routing_entropy"] for r in rs])
-        return f"{label!s:>4s} {cells} {gain:+9.5f} {moves:6.3f} {entropy:7.3f} [{usage}]"
+        return f"{label!s:>4s} {cells} {gain:+9.5f} {z:+6.1f} {moves:6.3f} {entropy:7.3f} [{usage}]"
 
     header = " ".join(f"{m:>17s}" for m in METHODS)
-    lines = [f"{'seed':>4s} {header} {'req gain':>9s} {'moves':>6s} {'entropy':>7s} usage"]
+    lines = [
+        f"{'seed':>4s} {header} {'req gain':>9s} {'z':>6s} {'moves':>6s} {'entropy':>7s} usage"
+    ]
     lines += [row(seed, [r]) for seed, r in results.items()]
     if len(results) > 1:
         lines.append(row("mean", list(results.values())))
