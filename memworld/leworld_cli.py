@@ -66,6 +66,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             "load_balance_coef": args.load_balance_coef,
             "refine_prediction": args.refine_prediction,
             "entropy_coef": args.entropy_coef,
+            "request_addresses": args.request_addresses,
         }
         given = {k: v for k, v in optional.items() if v is not None}  # else the config default
         training = TrainingConfig(
@@ -295,6 +296,13 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="entropy bonus of phase 3's address policy (default 0.01)",
+    )
+    train.add_argument(
+        "--request-addresses",
+        default=None,
+        choices=["hard", "sample"],
+        help="addresses phase 3 judges the info request under (default hard: argmax, "
+        "as at inference)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

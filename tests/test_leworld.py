@@ -204,6 +204,17 @@ def test_phase_checkpoints_resume(tmp_path):
     assert (tmp_path / "again" / "checkpoints" / "final.pt").exists()
 
 
+def test_a_run_resumed_from_a_phase_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    whole = tiny_trainer(tmp_path / "whole", steps=(1, 1, 2))
+    whole.train()
+    resumed = tiny_trainer(tmp_path / "resumed", steps=(1, 1, 2))  # a fresh process's trainer
+    resumed.load(tmp_path / "whole" / "checkpoints" / "phase2-joint.pt")
+    resumed.train()  # phase 3 only: same batches, same sampling noise, same optimiser start
+    want, got = whole.system.state_dict(), resumed.system.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    assert whole.source.state_dict()["rng"] == resumed.source.state_dict()["rng"]
+
+
 @pytest.mark.slow
 def test_small_preset_training_lowers_next_state_mse():
     torch.manual_seed(0)
@@ -353,21 +364,34 @@ def test_refine_entropy_bonus_lowers_the_loss_by_coef_times_entropy(tmp_path):
     assert loss1.item() == pytest.approx(loss0.item() - 0.5 * extra0["address_entropy"], abs=1e-5)
 
 
-def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_alone(tmp_path):
-    trainer = tiny_trainer(tmp_path)
+@pytest.mark.parametrize("judged_under", ["hard", "sample"])
+def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_alone(
+    tmp_path, judged_under
+):
+    trainer = tiny_trainer(tmp_path, request_addresses=judged_under)
     batch, state = trainer.source.batch(), trainer.generator.get_state()
     _, _, extra = trainer.refine_loss(batch)
-    trainer.generator.set_state(state)  # replay the same sampled pass
+    trainer.generator.set_state(state)  # replay the same passes
     noise = trainer.config.request_noise
     sampled = run_sequence(
         trainer.system,
         batch,
         "sample",
         with_slm_rewards=True,
-        with_request_reward=True,
+        with_request_reward=judged_under == "sample",
         request_noise=noise,
         generator=trainer.generator,
     )
+    if judged_under == "hard":  # the request judged under argmax addresses, as at inference
+        sampled = run_sequence(
+            trainer.system,
+            batch,
+            "hard",
+            with_request_reward=True,
+            request_noise=noise,
+            generator=trainer.generator,
+        )
+        assert sampled.address_logprob is None  # no address was sampled in this pass
     adv = advantage(sampled.request_reward, batch.valid)
     want = -(noise**2) * masked_mean(adv * sampled.request_logprob, batch.valid)
     assert extra["pg_request"] == pytest.approx(want.item(), rel=1e-5)
@@ -397,6 +421,8 @@ def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
 def test_refine_prediction_names_its_choices():
     with pytest.raises(ValueError, match="refine_prediction must be one of"):
         TrainingConfig(refine_prediction="argmax")
+    with pytest.raises(ValueError, match="request_addresses must be one of"):
+        TrainingConfig(request_addresses="soft")
 
 
 def test_cli_offers_every_refine_prediction():

@@ -19,6 +19,8 @@ REFERENCE_STATE_DIM = 22
 
 # What phase 3 trains the prediction on (TrainingConfig.refine_prediction).
 REFINE_PREDICTIONS = ("sample", "soft", "hard")
+# Which addresses phase 3 judges the info request under (TrainingConfig.request_addresses).
+REQUEST_ADDRESSES = ("sample", "hard")
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,12 @@ class TrainingConfig:
     ``"sample"`` the pass of the sampled decisions (one pass), ``"soft"`` or
     ``"hard"`` a second pass with soft top-k or argmax reads, the sampled pass
     then only training the decisions. KeyDoorEasy, 3 seeds: see the README."""
+    request_addresses: str = "hard"
+    """Under which addresses phase 3's paired branch judges the info request: ``"hard"``
+    (a second pass with argmax addresses, as the system reads at inference; the request
+    is the only sampled decision there) or ``"sample"`` (the pass of the sampled
+    addresses, where the Gumbel noise of the SLMs' picks decides most of what a request
+    changes). See the README for the measured difference."""
     log_every: int = 10
     """Updates between metric logs."""
 
@@ -157,6 +165,11 @@ class TrainingConfig:
             raise ValueError(
                 f"TrainingConfig.refine_prediction must be one of {REFINE_PREDICTIONS}, "
                 f"got {self.refine_prediction!r}"
+            )
+        if self.request_addresses not in REQUEST_ADDRESSES:
+            raise ValueError(
+                f"TrainingConfig.request_addresses must be one of {REQUEST_ADDRESSES}, "
+                f"got {self.request_addresses!r}"
             )
         if self.codec_batch < 1:
             raise ValueError(f"TrainingConfig.codec_batch must be >= 1, got {self.codec_batch}")

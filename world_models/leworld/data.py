@@ -67,6 +67,23 @@ class RolloutSource:
         self.task = self.env.unwrapped.__class__.__name__.removesuffix("Vec")
         self._first = (obs, info)
 
+    def state_dict(self) -> dict:
+        """Where the batch stream stands: its generators (each batch starts from a seeded
+        reset, so these fix every later batch) and whether the first reset is used up."""
+        return {
+            "rng": self.rng.bit_generator.state,
+            "actions": self.action_space.np_random.bit_generator.state,
+            "first_used": self._first is None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the batch stream of :meth:`state_dict` (a resumed run sees the batches
+        the uninterrupted one would have)."""
+        self.rng.bit_generator.state = state["rng"]
+        self.action_space.np_random.bit_generator.state = state["actions"]
+        if state["first_used"]:
+            self._first = None
+
     def _actions(self) -> np.ndarray:
         oracle = np.asarray(self.env.oracle_actions())
         random = np.stack([self.action_space.sample() for _ in range(self.num_envs)])

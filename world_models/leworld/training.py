@@ -144,22 +144,33 @@ class LeWorldTrainer:
         sampled pass trains only the decisions.
         """
         c = self.config
+        judge_request_here = c.request_addresses == "sample"
         sampled = run_sequence(
             self.system,
             batch,
             "sample",
             with_slm_rewards=True,
-            with_request_reward=True,
+            with_request_reward=judge_request_here,
             request_noise=c.request_noise,
             generator=self.generator,
         )
+        requested = sampled
+        if not judge_request_here:  # the request under argmax addresses, as at inference
+            requested = run_sequence(
+                self.system,
+                batch,
+                "hard",
+                with_request_reward=True,
+                request_noise=c.request_noise,
+                generator=self.generator,
+            )
         valid = batch.valid
         slm_adv = advantage(sampled.slm_reward, valid)
-        req_adv = advantage(sampled.request_reward, valid)
+        req_adv = advantage(requested.request_reward, valid)
         pg_slm = -masked_mean(slm_adv * sampled.address_logprob, valid)
         # Natural gradient of the Gaussian request policy: its Fisher information for the
         # mean is 1 / noise^2, so the score is scaled by noise^2 (a step of ~noise per unit).
-        pg_request = -(c.request_noise**2) * masked_mean(req_adv * sampled.request_logprob, valid)
+        pg_request = -(c.request_noise**2) * masked_mean(req_adv * requested.request_logprob, valid)
         entropy = masked_mean(sampled.address_entropy, valid)
         if c.refine_prediction == "sample":
             result, extra = sampled, {}
@@ -175,7 +186,7 @@ class LeWorldTrainer:
             {
                 **extra,
                 "slm_reward": masked_mean(sampled.slm_reward, valid).item(),
-                "request_reward": masked_mean(sampled.request_reward, valid).item(),
+                "request_reward": masked_mean(requested.request_reward, valid).item(),
                 "pg_slm": pg_slm.item(),
                 "pg_request": pg_request.item(),
                 "address_entropy": entropy.item(),
@@ -256,6 +267,7 @@ class LeWorldTrainer:
             "step": self.step,
             "history": self.history,
             "generator": self.generator.get_state(),
+            "source": self.source.state_dict(),
             "training": dataclasses.asdict(self.config),
         }
 
@@ -280,6 +292,8 @@ class LeWorldTrainer:
             self.generator.set_state(generator)
         else:  # saved on another kind of device: a CPU and a CUDA generator's states differ
             self.generator.manual_seed(self.config.seed + 1_000_003 * self.phase + self.step)
+        if "source" in state:  # checkpoints before 2026-11-29 restart the batch stream
+            self.source.load_state_dict(state["source"])
         self.optimizer = self._make_optimizer()
         if state["phase"] < len(PHASES) and state["step"] > 0:
             self.optimizer.load_state_dict(state["optimizer"])
