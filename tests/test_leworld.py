@@ -258,7 +258,7 @@ def test_per_episode_gain_and_its_standard_error_on_a_hand_made_case():
 
 
 def test_acceptance_counts_the_seeds_that_pass_each_check():
-    from world_models.leworld.evaluation import acceptance
+    from world_models.leworld.evaluation import _gain_z, acceptance
 
     def result(leworld, gain, usage, curve, se=1.0):
         return {
@@ -283,6 +283,8 @@ def test_acceptance_counts_the_seeds_that_pass_each_check():
     assert checks["beats gru"] == "0/3"
     assert checks["info-request gain > 0"] == "2/3"
     assert checks["info-request gain > 2 standard errors"] == "1/3"  # z = 2.5, -0.1, 1.7
+    unused = result(0.3, 0.0, [0.5, 0.5, 0.5], [0.1, 0.2], se=0.0)  # never moved an address
+    assert _gain_z(unused) == 0.0
     assert checks["every SLM used >= 20%"] == "1/3"
     assert checks["routing entropy >= 0.5"] == "3/3"
     assert checks["per-step MSE falls (last vs second quarter)"] == "1/3"

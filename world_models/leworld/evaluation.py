@@ -12,6 +12,7 @@ address at all.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -140,9 +141,13 @@ def acceptance(results: dict) -> dict[str, str]:
 
 
 def _gain_z(result: dict) -> float:
-    """Per-episode info-request gain over its standard error (NaN for results without one)."""
+    """Per-episode info-request gain over its standard error (NaN for results without one;
+    0 for a request that never changed a loss, whose gain and standard error are both 0)."""
+    gain = result.get("info_request_gain_per_episode", float("nan"))
     se = result.get("info_request_gain_se", float("nan"))
-    return result.get("info_request_gain_per_episode", float("nan")) / se if se else float("nan")
+    if se == 0:
+        return 0.0 if gain == 0 else math.copysign(math.inf, gain)
+    return gain / se
 
 
 def table(results: dict) -> str:
