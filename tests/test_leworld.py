@@ -238,61 +238,6 @@ def test_small_preset_training_lowers_next_state_mse():
     assert after < 0.5 * before, (before, after)
 
 
-def test_per_step_mse_stops_at_the_last_step_any_episode_reaches():
-    from world_models.leworld.evaluation import per_step
-
-    loss = torch.tensor([[1.0, 3.0], [2.0, 9.0], [7.0, 7.0]])  # (T=3, B=2)
-    valid = torch.tensor([[True, True], [True, False], [False, False]])
-    assert per_step(loss, valid) == [2.0, 2.0]  # step 2 has no row: left out, not 0
-
-
-def test_per_episode_gain_and_its_standard_error_on_a_hand_made_case():
-    from world_models.leworld.evaluation import episode_sums_mean_se
-
-    gain = torch.tensor([[1.0, 2.0, 0.5], [3.0, 5.0, 0.5], [4.0, 9.0, 99.0]])  # (T=3, B=3)
-    valid = torch.tensor([[True, True, True], [True, True, True], [True, False, False]])
-    mean, se = episode_sums_mean_se(gain, valid)  # episode sums 8, 7, 1: 99 is past the end
-    assert mean == pytest.approx(16 / 3)
-    std = ((8 - 16 / 3) ** 2 + (7 - 16 / 3) ** 2 + (1 - 16 / 3) ** 2) ** 0.5 / 2**0.5
-    assert se == pytest.approx(std / 3**0.5)
-
-
-def test_acceptance_counts_the_seeds_that_pass_each_check():
-    from world_models.leworld.evaluation import _gain_z, acceptance
-
-    def result(leworld, gain, usage, curve, se=1.0):
-        return {
-            "mse": {"leworld": leworld, "no_memory": 0.5, "gru": 0.2, "random_addresses": 0.4},
-            "info_request_gain": gain,
-            "info_request_gain_per_episode": 10 * gain,
-            "info_request_gain_se": se,
-            "usage": usage,
-            "routing_entropy": 0.7,
-            "per_step_mse": {"leworld": curve},
-        }
-
-    checks = acceptance(
-        {
-            0: result(0.3, +0.01, [0.5, 0.3, 0.25], [0.1, 0.9, 0.8, 0.5], se=0.04),
-            1: result(0.45, -0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7]),
-            2: result(0.45, +0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7], se=0.06),
-        }
-    )
-    assert checks["beats no_memory"] == "3/3"
-    assert checks["beats random_addresses"] == "1/3"
-    assert checks["beats gru"] == "0/3"
-    assert checks["info-request gain > 0"] == "2/3"
-    assert checks["info-request gain > 2 standard errors"] == "1/3"  # z = 2.5, -0.1, 1.7
-    unused = result(0.3, 0.0, [0.5, 0.5, 0.5], [0.1, 0.2], se=0.0)  # never moved an address
-    assert _gain_z(unused) == 0.0
-    assert checks["every SLM used >= 20%"] == "1/3"
-    assert checks["routing entropy >= 0.5"] == "3/3"
-    assert checks["per-step MSE falls (last vs second quarter)"] == "1/3"
-    no_baselines = result(0.3, 0.0, [0.5, 0.5, 0.5], [0.1, 0.2])
-    del no_baselines["mse"]["no_memory"], no_baselines["mse"]["gru"]
-    assert acceptance({0: no_baselines})["beats no_memory"].startswith("n/a")
-
-
 def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
     from memworld.leworld_cli import main
 

@@ -131,7 +131,7 @@ def acceptance(results: dict) -> dict[str, str]:
         "beats random_addresses": beats("random_addresses"),
         "beats gru": beats("gru"),
         "info-request gain > 0": count(lambda r: r["info_request_gain"] > 0),
-        "info-request gain > 2 standard errors": count(lambda r: _gain_z(r) > 2),
+        "info-request gain > 2 standard errors": count(lambda r: request_gain_z(r) > 2),
         "every SLM used >= 20%": count(lambda r: min(r["usage"]) >= 0.2),
         "routing entropy >= 0.5": count(lambda r: r["routing_entropy"] >= 0.5),
         "per-step MSE falls (last vs second quarter)": count(
@@ -140,7 +140,7 @@ def acceptance(results: dict) -> dict[str, str]:
     }
 
 
-def _gain_z(result: dict) -> float:
+def request_gain_z(result: dict) -> float:
     """Per-episode info-request gain over its standard error (NaN for results without one;
     0 for a request that never changed a loss, whose gain and standard error are both 0)."""
     gain = result.get("info_request_gain_per_episode", float("nan"))
@@ -163,7 +163,7 @@ def table(results: dict) -> str:
         )
         usage = ", ".join(f"{mean(u):.2f}" for u in zip(*(r["usage"] for r in rs)))
         gain = mean([r["info_request_gain"] for r in rs])
-        z = mean([_gain_z(r) for r in rs])
+        z = mean([request_gain_z(r) for r in rs])
         moves = mean([r.get("request_moves_address", float("nan")) for r in rs])
         entropy = mean([r["routing_entropy"] for r in rs])
         return f"{label!s:>4s} {cells} {gain:+9.5f} {z:+6.1f} {moves:6.3f} {entropy:7.3f} [{usage}]"
