@@ -372,11 +372,14 @@ def test_refine_prediction_names_its_choices():
         TrainingConfig(request_addresses="soft")
 
 
-def test_cli_offers_every_refine_prediction():
+def test_cli_offers_every_refine_prediction_and_request_addresses():
     from memworld.cli import build_parser
-    from world_models.leworld.config import REFINE_PREDICTIONS
+    from world_models.leworld.config import REFINE_PREDICTIONS, REQUEST_ADDRESSES
 
     parser = build_parser()
     for choice in REFINE_PREDICTIONS:
         args = parser.parse_args(["leworld", "train", "--refine-prediction", choice])
         assert args.refine_prediction == choice
+    for choice in REQUEST_ADDRESSES:
+        args = parser.parse_args(["leworld", "train", "--request-addresses", choice])
+        assert args.request_addresses == choice
