@@ -9,7 +9,7 @@ Importing this package registers every task with Gymnasium::
 """
 
 from envs.core import VecTask
-from envs.registry import REGISTERED, TASKS, env_ids, register_all
+from envs.registry import REGISTERED, TASKS, env_ids, register_all, resolve_id
 from envs.scalar import TaskEnv
 from envs.shift import DistributionShift
 from envs.shift import register as _register_shift
@@ -25,4 +25,5 @@ __all__ = [
     "VecTask",
     "env_ids",
     "register_all",
+    "resolve_id",
 ]

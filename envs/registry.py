@@ -59,3 +59,27 @@ def register_all() -> None:
 def env_ids() -> list[str]:
     """All registered memworld ids."""
     return list(REGISTERED)
+
+
+def resolve_id(name: str) -> str:
+    """A Gymnasium id for ``name``: a registered id as is, or a memworld short name
+    (``KeyDoorMedium``, ``KeyDoorMedium-v0``) as its ``memworld/<name>-v0`` id.
+
+    Ids of the form ``module:Id`` pass through (Gymnasium imports the module).
+    Raises ``ValueError`` naming the closest registered ids otherwise.
+    """
+    if ":" in name or name in gym.registry:
+        return name
+    for candidate in (f"memworld/{name}-v0", f"memworld/{name}", f"{name}-v0"):
+        if candidate in gym.registry:
+            return candidate
+    import difflib
+
+    short = lambda i: i.removeprefix("memworld/").removesuffix("-v0")  # noqa: E731
+    ids = {short(i): i for i in gym.registry if i.startswith("memworld/")}
+    close = [ids[s] for s in difflib.get_close_matches(short(name), ids, n=3, cutoff=0.75)]
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise ValueError(
+        f"env {name!r} is not a registered Gymnasium id{hint}. Give an id such as "
+        "memworld/KeyDoorEasy-v0 or its short name KeyDoorEasy (`memworld list` prints them all)"
+    )

@@ -38,6 +38,16 @@ def cmd_list(args: argparse.Namespace) -> None:
         )
 
 
+def env_arg(name: str) -> str:
+    """argparse type of ``--env``: a registered id, or a memworld short name resolved to one."""
+    import envs
+
+    try:
+        return envs.resolve_id(name)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from memworld.train import TrainConfig, resume, train
 
@@ -101,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train an agent into a run folder")
-    p.add_argument("--env", help="env id, e.g. memworld/RepeatPreviousEasy-v0")
+    p.add_argument(
+        "--env",
+        type=env_arg,
+        help="env id, e.g. memworld/RepeatPreviousEasy-v0 or RepeatPreviousEasy",
+    )
     p.add_argument("--algo", choices=["memoryppo", "ppo", "recurrentppo", "a2c", "dqn"])
     p.add_argument("--memory", help="memory module for memoryppo (see `memworld list memory`)")
     p.add_argument("--steps", type=int, help="env steps (with --resume: steps to add)")

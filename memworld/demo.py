@@ -95,13 +95,20 @@ def leworld_section(out_dir: Path, console: Console, env_id: str, steps: int) ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    from memworld.cli import env_arg
+
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="folder for the videos")
-    parser.add_argument("--env", default="memworld/RepeatPreviousEasy-v0", help="task to train on")
+    parser.add_argument(
+        "--env", type=env_arg, default="memworld/RepeatPreviousEasy-v0", help="task to train on"
+    )
     parser.add_argument("--steps", type=int, default=40_000, help="env steps per agent")
     parser.add_argument("--skip-train", action="store_true", help="only the oracle/random table")
     parser.add_argument(
-        "--leworld-env", default="memworld/OccludedDynamicsEasy-v0", help="LeWorld's task"
+        "--leworld-env",
+        type=env_arg,
+        default="memworld/OccludedDynamicsEasy-v0",
+        help="LeWorld's task",
     )
     parser.add_argument(
         "--leworld-steps", type=int, default=60, help="LeWorld small-preset updates (0: skip)"

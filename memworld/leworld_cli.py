@@ -267,7 +267,14 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="train the three phases and the baselines; writes a run folder"
     )
-    train.add_argument("--env", default="memworld/OccludedDynamicsEasy-v0")
+    from memworld.cli import env_arg
+
+    train.add_argument(
+        "--env",
+        type=env_arg,
+        default="memworld/OccludedDynamicsEasy-v0",
+        help="a task with info['world_state'], e.g. OccludedDynamicsEasy or KeyDoorMedium",
+    )
     train.add_argument("--preset", default="small", choices=["small", "full"])
     train.add_argument(
         "--steps", type=int, default=400, help="updates over the three phases (1/4, 1/2, 1/4)"

@@ -125,7 +125,9 @@ def test_resume_continues_step_counter(tmp_path):
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["train", "--env", "memworld/Nope-v0", "--steps", "10"], "memworld/RepeatPreviousEasy-v0"),
+        (["train", "--env", "memworld/Nope-v0", "--steps", "10"], "memworld list"),
+        (["train", "--env", "KeyDoorMedum"], "did you mean memworld/KeyDoorMedium-v0"),
+        (["leworld", "train", "--env", "KeyDoorMedum"], "did you mean memworld/KeyDoorMedium-v0"),
         (["train", "--memory", "nope", "--steps", "10"], "gru"),
         (["train", "--algo", "nope"], "memoryppo"),
         (["eval", "/nonexistent/run"], "not a run folder"),
@@ -137,6 +139,19 @@ def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
         main(argv)
     assert exit_info.value.code != 0
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "name, env_id",
+    [
+        ("KeyDoorMedium", "memworld/KeyDoorMedium-v0"),
+        ("KeyDoorMedium-v0", "memworld/KeyDoorMedium-v0"),
+        ("memworld/KeyDoorMedium-v0", "memworld/KeyDoorMedium-v0"),
+        ("CartPole-v1", "CartPole-v1"),
+    ],
+)
+def test_env_short_names_resolve_to_registered_ids(name, env_id):
+    assert envs.resolve_id(name) == env_id
 
 
 def test_config_file_with_unknown_key_is_refused(tmp_path):
