@@ -47,17 +47,30 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
+) -> dict[str, float]:
+    """Median wall time of each of ``fns`` over ``repeats`` rounds, after one warm-up call.
+
+    Each round calls every function once (a, b, c, a, b, c, ...), so a drift in the
+    machine's speed during the run hits all of them alike and their ratios stay fair.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    sync(device)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return interleaved_medians({"fn": fn}, device, repeats)["fn"]
 
 
 def chunk(steps: int, batch: int, dim: int, device: torch.device, resets: bool):
@@ -72,7 +85,8 @@ def chunk(steps: int, batch: int, dim: int, device: torch.device, resets: bool):
     return x, starts.to(device)
 
 
-def lstm_peer_seconds(args: argparse.Namespace, device: torch.device) -> float:
+def lstm_peer_step(args: argparse.Namespace, device: torch.device) -> Callable[[], None]:
+    """One fwd+bwd of ``nn.LSTM(dim, 64)`` on a chunk: the reference every module is timed against."""
     torch.manual_seed(0)
     lstm = nn.LSTM(args.dim, WIDTH).to(device)
     x, _ = chunk(args.steps, args.batch, args.dim, device, resets=False)
@@ -82,7 +96,26 @@ def lstm_peer_seconds(args: argparse.Namespace, device: torch.device) -> float:
         y, _ = lstm(x)
         y.mean().backward()
 
-    return median_seconds(step, device, args.repeats)
+    return step
+
+
+def module_step(
+    module: memory.MemoryModule,
+    args: argparse.Namespace,
+    device: torch.device,
+    resets: bool,
+    starts: torch.Tensor | None = None,
+) -> Callable[[], None]:
+    """One fwd+bwd of a chunk; ``starts`` replaces the chunk's episode starts."""
+    x, chunk_starts = chunk(args.steps, args.batch, args.dim, device, resets)
+    starts = chunk_starts if starts is None else starts
+
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        y, state = module(x, module.initial_state(args.batch, device), starts)
+        (y.mean() + module.aux_loss(state)).backward()
+
+    return step
 
 
 def module_seconds(
@@ -93,15 +126,7 @@ def module_seconds(
     starts: torch.Tensor | None = None,
 ) -> float:
     """Median fwd+bwd seconds of one chunk; ``starts`` replaces the chunk's episode starts."""
-    x, chunk_starts = chunk(args.steps, args.batch, args.dim, device, resets)
-    starts = chunk_starts if starts is None else starts
-
-    def step() -> None:
-        module.zero_grad(set_to_none=True)
-        y, state = module(x, module.initial_state(args.batch, device), starts)
-        (y.mean() + module.aux_loss(state)).backward()
-
-    return median_seconds(step, device, args.repeats)
+    return median_seconds(module_step(module, args, device, resets, starts), device, args.repeats)
 
 
 def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, device) -> float:
@@ -112,6 +137,23 @@ def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, devic
         module(x, module.initial_state(args.batch, device), starts)
 
     return median_seconds(step, device, args.repeats)
+
+
+def on_path(
+    module: nn.Module,
+    step: Callable[[], None],
+    device: torch.device,
+    fused_above: float,
+    step_loop_above: float,
+) -> Callable[[], None]:
+    """``step`` with ``module`` (an LSTM or GRU) set to take one of its paths."""
+
+    def run() -> None:
+        module.fused_above = fused_above
+        module.step_loop_above = {device.type: step_loop_above}
+        step()
+
+    return run
 
 
 def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -130,11 +172,10 @@ def bench_recurrent_paths(args: argparse.Namespace, device: torch.device) -> lis
         for pieces in (1, 4, 8, 16, 32, 64, args.steps):
             starts = torch.zeros(args.steps, args.batch, dtype=torch.bool, device=device)
             starts[:: max(1, args.steps // pieces), 0] = True
-            row = {"module": name, "pieces": pieces}
-            for path, (fused_above, step_loop_above) in paths.items():
-                module.fused_above = fused_above
-                module.step_loop_above = {device.type: step_loop_above}
-                row[path] = 1e3 * module_seconds(module, args, device, False, starts)
+            step = module_step(module, args, device, False, starts)
+            fns = {path: on_path(module, step, device, *choice) for path, choice in paths.items()}
+            medians = interleaved_medians(fns, device, args.repeats)
+            row = {"module": name, "pieces": pieces, **{p: 1e3 * s for p, s in medians.items()}}
             rows.append(row)
             times = ", ".join(f"{p[:-3].replace('_', ' ')} {row[p]:8.2f} ms" for p in paths)
             print(f"  {name} {pieces:4d} pieces: {times}")
@@ -149,7 +190,7 @@ def guarded(fn: Callable[[], dict]) -> dict:
         return {"skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
 
 
-def bench_modules(args: argparse.Namespace, device: torch.device, lstm_s: float) -> list[dict]:
+def bench_modules(args: argparse.Namespace, device: torch.device) -> list[dict]:
     rows = []
     for name in args.modules:
 
@@ -157,15 +198,24 @@ def bench_modules(args: argparse.Namespace, device: torch.device, lstm_s: float)
             torch.manual_seed(0)
             module = memory.make(name, input_dim=args.dim, **WIDTH_KWARGS.get(name, {}))
             module.to(device).train()
-            seconds = module_seconds(module, args, device, resets=False)
-            with_resets = module_seconds(module, args, device, resets=True)
+            # nn.LSTM is timed again, interleaved with the module: the ratios are paired.
+            medians = interleaved_medians(
+                {
+                    "lstm": lstm_peer_step(args, device),
+                    "plain": module_step(module, args, device, resets=False),
+                    "resets": module_step(module, args, device, resets=True),
+                },
+                device,
+                args.repeats,
+            )
             return {
                 "output_dim": module.output_dim,
                 "parameters": sum(p.numel() for p in module.parameters()),
-                "fwd_bwd_s": seconds,
-                "fwd_bwd_resets_s": with_resets,
-                "ratio_to_nn_lstm": seconds / lstm_s,
-                "ratio_to_nn_lstm_resets": with_resets / lstm_s,
+                "fwd_bwd_s": medians["plain"],
+                "fwd_bwd_resets_s": medians["resets"],
+                "nn_lstm_fwd_bwd_s": medians["lstm"],
+                "ratio_to_nn_lstm": medians["plain"] / medians["lstm"],
+                "ratio_to_nn_lstm_resets": medians["resets"] / medians["lstm"],
             }
 
         rows.append({"module": name, **guarded(case)})
@@ -271,7 +321,8 @@ def format_case(result: dict) -> str:
 
 def print_module_row(row: dict) -> None:
     if not getattr(print_module_row, "header", False):
-        cols = ["module", "out", "params", "fwd+bwd ms", "x nn.LSTM", "resets ms", "x nn.LSTM"]
+        cols = ["module", "out", "params", "nn.LSTM ms", "fwd+bwd ms", "x nn.LSTM"]
+        cols += ["resets ms", "x nn.LSTM"]
         print(" | ".join(f"{c:>16s}" for c in cols))
         print_module_row.header = True
     if "skipped" in row:
@@ -281,6 +332,7 @@ def print_module_row(row: dict) -> None:
         row["module"],
         str(row["output_dim"]),
         f"{row['parameters']:,d}",
+        f"{1e3 * row['nn_lstm_fwd_bwd_s']:.2f}",
         f"{1e3 * row['fwd_bwd_s']:.2f}",
         f"{row['ratio_to_nn_lstm']:.2f}x",
         f"{1e3 * row['fwd_bwd_resets_s']:.2f}",
@@ -315,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
 
     print(f"T={args.steps} B={args.batch} D={args.dim} on {device}, median of {args.repeats}")
-    lstm_s = lstm_peer_seconds(args, device)
+    lstm_s = median_seconds(lstm_peer_step(args, device), device, args.repeats)
     print(f"nn.LSTM({args.dim}, {WIDTH}) fwd+bwd: {1e3 * lstm_s:.2f} ms")
     report: dict = {
         "machine": {
@@ -328,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "nn_lstm_fwd_bwd_s": lstm_s,
-        "modules": bench_modules(args, device, lstm_s),
+        "modules": bench_modules(args, device),
     }
     if {"lstm", "gru"} & set(args.modules):
         report["recurrent_paths"] = bench_recurrent_paths(args, device)

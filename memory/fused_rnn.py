@@ -6,7 +6,7 @@ step forward and backward); here one autograd node covers a whole layer and
 chunk.  The forward pass runs the cell's equations step by step without
 recording and keeps the gates; the backward pass first computes, for all steps
 at once, every derivative factor that does not depend on the incoming gradient,
-so walking the steps back costs about seven ops a step, and the weight
+so walking the steps back costs four or five ops a step, and the weight
 gradients of all steps are a few matrix products at the end.  Resets are a
 ``keep (T, B, 1)`` mask: the carried state is multiplied by ``keep[t]`` before
 step ``t`` (0 where a row starts an episode), so no chunk is split.
@@ -61,6 +61,10 @@ class GRUSequence(torch.autograd.Function):
     ``h'_t = keep_t * h_{t-1}``; ``r, z = sigmoid(W_i{r,z} x_t + b_i + W_h{r,z} h' + b_h)``;
     ``n = tanh(W_in x_t + b_in + r * (W_hn h' + b_hn))``; ``h_t = n + z * (h' - n)``.
     Returns ``h (T, B, H)``.
+
+    A forward step is five ops (one product gives ``r, z``'s and ``n``'s hidden parts;
+    ``lerp`` mixes ``n`` and ``h'``); a backward step six (the step's own gradient is
+    added inside the product's addend), seven at a reset.
     """
 
     @staticmethod
@@ -68,47 +72,80 @@ class GRUSequence(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], h0.shape[0], h0.shape[1]
         two = 2 * hidden
         # b_hh's r and z parts are added to the input gates once; its n part stays inside r * (.).
-        gi = _input_gates(x, w_ih, b_ih + torch.cat([b_hh[:two], b_hh.new_zeros(hidden)]))
+        # The product's addend is [input r, z gates, b_hn] so one addmm gives [pre r, z, hn].
+        addend = _input_gates(x, w_ih, b_ih + torch.cat([b_hh[:two], b_hh.new_zeros(hidden)]))
+        gi_n = addend[..., two:].clone()
+        addend[..., two:] = b_hh[two:]
         resets = _reset_steps(keep)
         out = x.new_empty(steps, batch, hidden)
         rz = x.new_empty(steps, batch, two)
         n = x.new_empty(steps, batch, hidden)
-        hn = x.new_empty(steps, batch, hidden)  # W_hn h' + b_hn
-        w_rz, w_n = w_hh[:two].t(), w_hh[two:].t()
+        pre = x.new_empty(steps, batch, 3 * hidden)  # [W_h{r,z} h' + gi_{r,z}, W_hn h' + b_hn]
+        w_hh_t = w_hh.t()
+        # Every step's views, made once (indexing in the loop costs as much as an op).
+        steps_of = lambda a: a.unbind(0)  # noqa: E731
+        views = zip(
+            *map(steps_of, (keep, addend, pre, pre[..., :two], pre[..., two:], rz, gi_n, n, out)),
+            steps_of(rz[..., :hidden]),
+            steps_of(rz[..., hidden:]),
+            resets,
+        )
         h = h0
-        for t in range(steps):
-            hp = h * keep[t] if resets[t] else h
-            torch.sigmoid(torch.addmm(gi[t, :, :two], hp, w_rz), out=rz[t])
-            torch.addmm(b_hh[two:], hp, w_n, out=hn[t])
-            torch.tanh(torch.addcmul(gi[t, :, two:], rz[t, :, :hidden], hn[t]), out=n[t])
-            h = torch.addcmul(n[t], rz[t, :, hidden:], hp - n[t], out=out[t])
-        ctx.save_for_backward(x, h0, keep, w_ih, w_hh, out, rz, n, hn)
+        for keep_t, add_t, pre_t, pre_rz, hn_t, rz_t, gi_n_t, n_t, out_t, r_t, z_t, reset in views:
+            hp = h * keep_t if reset else h
+            torch.addmm(add_t, hp, w_hh_t, out=pre_t)
+            torch.sigmoid(pre_rz, out=rz_t)
+            torch.tanh(torch.addcmul(gi_n_t, r_t, hn_t), out=n_t)
+            h = torch.lerp(n_t, hp, z_t, out=out_t)
+        ctx.save_for_backward(x, h0, keep, w_ih, w_hh, out, rz, n, pre[..., two:])
         ctx.resets = resets
         return out
 
     @staticmethod
     def backward(ctx, d_out):  # noqa: D102
         x, h0, keep, w_ih, w_hh, out, rz, n, hn = ctx.saved_tensors
-        hidden = n.shape[-1]
+        steps, batch, hidden = out.shape
         h_prev = _carried(h0, out, keep)
         r, z = rz[..., :hidden], rz[..., hidden:]
         # Every factor that does not depend on the incoming gradient, for all steps at once.
         to_pre_n = (1 - z) * (1 - n * n)  # dh -> d(pre-tanh n)
         to_pre_r = hn * r * (1 - r)  # d(pre-tanh n) -> d(pre-sigmoid r)
         to_pre_z = (h_prev - n) * z * (1 - z)  # dh -> d(pre-sigmoid z)
-        d_gh = hn.new_empty(*hn.shape[:2], 3 * hidden)  # gradient of W_hh h' + b_hh
+        d_gh = hn.new_empty(steps, batch, 3 * hidden)  # gradient of W_hh h' + b_hh
         d_pre_n = torch.empty_like(n)  # gradient of W_in x + b_in + r * hn
-        dh = torch.zeros_like(h0)
-        for t in reversed(range(x.shape[0])):
-            dh = dh + d_out[t]
-            torch.mul(dh, to_pre_n[t], out=d_pre_n[t])
-            torch.mul(d_pre_n[t], to_pre_r[t], out=d_gh[t, :, :hidden])
-            torch.mul(dh, to_pre_z[t], out=d_gh[t, :, hidden : 2 * hidden])
-            torch.mul(d_pre_n[t], r[t], out=d_gh[t, :, 2 * hidden :])
-            dh = torch.addmm(dh * z[t], d_gh[t], w_hh)
-            if ctx.resets[t]:
-                dh = dh * keep[t]
-        d_gi = torch.cat([d_gh[..., : 2 * hidden], d_pre_n], dim=-1)
+        two = 2 * hidden
+        step_grads = (torch.zeros_like(h0), *d_out[:-1].unbind(0))  # d_out[t - 1]
+        views = zip(
+            *(a.unbind(0) for a in (to_pre_n, to_pre_r, to_pre_z, d_pre_n, d_gh, z, r, keep)),
+            step_grads,
+            *(d_gh[..., i * hidden : (i + 1) * hidden].unbind(0) for i in range(3)),
+            ctx.resets,
+        )
+        dh = d_out[-1]
+        for (
+            to_n,
+            to_r,
+            to_z,
+            d_n,
+            d_gh_t,
+            z_t,
+            r_t,
+            keep_t,
+            step_grad,
+            d_r,
+            d_z,
+            d_hn,
+            reset,
+        ) in reversed(list(views)):
+            torch.mul(dh, to_n, out=d_n)
+            torch.mul(d_n, to_r, out=d_r)
+            torch.mul(dh, to_z, out=d_z)
+            torch.mul(d_n, r_t, out=d_hn)
+            if reset:  # only the carried part is masked
+                dh = torch.addcmul(step_grad, torch.addmm(dh * z_t, d_gh_t, w_hh), keep_t)
+            else:  # the previous step's own gradient rides in the product's addend
+                dh = torch.addmm(torch.addcmul(step_grad, dh, z_t), d_gh_t, w_hh)
+        d_gi = torch.cat([d_gh[..., :two], d_pre_n], dim=-1)
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(d_gi, d_gh, x, h_prev, w_ih)
         return dx, dh, None, dw_ih, dw_hh, db_ih, db_hh
 
@@ -129,16 +166,22 @@ class LSTMSequence(torch.autograd.Function):
         out = x.new_empty(steps, batch, hidden)
         cells = x.new_empty(steps, batch, hidden)
         gates = x.new_empty(steps, batch, 4 * hidden)  # sigmoid(i, f), tanh(g), sigmoid(o)
+        pre = x.new_empty(batch, 4 * hidden)  # this step's W_hh h' + input gates
+        pre_g = pre[:, 2 * hidden : 3 * hidden]
+        views = zip(
+            *(a.unbind(0) for a in (keep, gi, gates, cells, out)),
+            *(gates[..., k * hidden : (k + 1) * hidden].unbind(0) for k in range(4)),
+            resets,
+        )
         w_hh_t, h, c = w_hh.t(), h0, c0
-        for t in range(steps):
-            if resets[t]:
-                h, c = h * keep[t], c * keep[t]
-            g, pre = gates[t], torch.addmm(gi[t], h, w_hh_t)
+        for keep_t, gi_t, g, c_t, out_t, i, f, gg, o, reset in views:
+            if reset:
+                h, c = h * keep_t, c * keep_t
+            torch.addmm(gi_t, h, w_hh_t, out=pre)
             torch.sigmoid(pre, out=g)
-            torch.tanh(pre[:, 2 * hidden : 3 * hidden], out=g[:, 2 * hidden : 3 * hidden])
-            i, f, gg, o = g.chunk(4, dim=1)
-            c = torch.addcmul(f * c, i, gg, out=cells[t])
-            h = torch.mul(o, torch.tanh(c), out=out[t])
+            torch.tanh(pre_g, out=gg)
+            c = torch.addcmul(f * c, i, gg, out=c_t)
+            h = torch.mul(o, torch.tanh(c), out=out_t)
         ctx.save_for_backward(x, h0, c0, keep, w_ih, w_hh, out, cells, gates)
         ctx.resets = resets
         return out, cells[-1].clone()
@@ -155,23 +198,48 @@ class LSTMSequence(torch.autograd.Function):
         dh_to_dc = o * (1 - tanh_c * tanh_c)
         dc_to_pre = torch.cat([gg * i * (1 - i), c_prev * f * (1 - f), i * (1 - gg * gg)], -1)
         dh_to_pre_o = tanh_c * o * (1 - o)
+        f_keep = f * keep  # dc_t -> dc_{t-1}, zero where a row's state was reset
         d_pre = torch.empty_like(gates)
-        dh = torch.zeros_like(h0)
-        dc = d_c_last.clone() if d_c_last is not None else torch.zeros_like(h0)
         three = 3 * hidden
-        for t in reversed(range(x.shape[0])):
-            dh = dh + d_out[t]
-            dc = torch.addcmul(dc, dh, dh_to_dc[t])
-            torch.mul(
-                dc.unsqueeze(1),
-                dc_to_pre[t].view(-1, 3, hidden),
-                out=d_pre[t, :, :three].view(-1, 3, hidden),
-            )
-            torch.mul(dh, dh_to_pre_o[t], out=d_pre[t, :, three:])
-            dh = d_pre[t] @ w_hh
-            dc = dc * f[t]
-            if ctx.resets[t]:
-                dh, dc = dh * keep[t], dc * keep[t]
+        views = zip(
+            *(
+                a.unbind(0)
+                for a in (
+                    dh_to_dc,
+                    dc_to_pre.unflatten(-1, (3, hidden)),
+                    d_pre[..., :three].unflatten(-1, (3, hidden)),
+                    dh_to_pre_o,
+                    d_pre[..., three:],
+                    d_pre,
+                    keep,
+                    f_keep,
+                )
+            ),
+            (torch.zeros_like(h0), *d_out[:-1].unbind(0)),  # d_out[t - 1]
+            ctx.resets,
+        )
+        dh = d_out[-1]
+        dc = d_c_last.clone() if d_c_last is not None else torch.zeros_like(h0)
+        for (
+            to_dc,
+            to_pre,
+            d_ifg,
+            to_o,
+            d_o,
+            d_pre_t,
+            keep_t,
+            f_keep_t,
+            step_grad,
+            reset,
+        ) in reversed(list(views)):
+            dc = torch.addcmul(dc, dh, to_dc)
+            torch.mul(dc.unsqueeze(1), to_pre, out=d_ifg)
+            torch.mul(dh, to_o, out=d_o)
+            if reset:  # only the carried part is masked
+                dh = torch.addcmul(step_grad, d_pre_t @ w_hh, keep_t)
+            else:  # the previous step's own gradient rides in the product's addend
+                dh = torch.addmm(step_grad, d_pre_t, w_hh)
+            dc = dc * f_keep_t
         dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(d_pre, d_pre, x, h_prev, w_ih)
         return dx, dh, dc, None, dw_ih, dw_hh, db_ih, db_hh
 

@@ -55,7 +55,7 @@ def test_sequence_kernels_pass_gradcheck_with_resets_inside(kind):
         for _ in range(2)
     )
     keep = torch.ones(steps, batch, 1, dtype=torch.double)
-    keep[2, 0] = keep[4, 1] = 0.0
+    keep[0, 2] = keep[2, 0] = keep[4, 1] = 0.0  # a reset at the first step too
     if kind == "gru":
         assert torch.autograd.gradcheck(
             lambda x, h0, *w: GRUSequence.apply(x, h0, keep, *w), (x, h0, *weights)
