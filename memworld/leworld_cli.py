@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from memworld.runs import package_versions, read_json, run_dir, write_json
     from world_models.leworld.baselines import train_baselines
     from world_models.leworld.config import TrainingConfig, preset, to_dict
-    from world_models.leworld.training import LeWorldTrainer, latest_checkpoint
+    from world_models.leworld.training import PHASES, LeWorldTrainer, latest_checkpoint
 
     if args.resume:
         path = Path(args.resume)
@@ -98,7 +98,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     system = factory()
     writer = SummaryWriter(str(path / "tensorboard"))
     total = training.phase1_steps + training.phase2_steps + training.phase3_steps
-    start, counter = time.time(), {"n": 0}
+    start, first = time.time(), {"done": 0}  # first: updates already done (a resumed run)
     offsets = {  # updates done before each phase's first, for the progress line
         "codec": 0,
         "pretrain": 0,
@@ -107,17 +107,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     }
 
     def log(metrics: dict) -> None:
-        counter["n"] += 1
-        step = counter["n"]
-        for key, value in metrics.items():
-            if isinstance(value, int | float) and key != "step":
-                writer.add_scalar(f"{metrics['phase']}/{key}", value, step)
         done = (
             offsets[metrics["phase"]] + metrics["step"] + 1
             if metrics["phase"] in offsets
             else total
         )
-        rate = done * training.num_envs * training.seq_len / max(time.time() - start, 1e-9)
+        for key, value in metrics.items():  # x axis: updates done, the same after a resume
+            if isinstance(value, int | float) and key != "step":
+                writer.add_scalar(f"{metrics['phase']}/{key}", value, done)
+        samples = (done - first["done"]) * training.num_envs * training.seq_len
+        rate = samples / max(time.time() - start, 1e-9)
         print(
             f"\r[{metrics['phase']:9s}] {done:5d}/{total} updates  mse {metrics.get('mse', metrics.get('no_memory_mse', 0.0)):.4f}  "
             f"{rate:7.0f} samples/s",
@@ -132,8 +131,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if checkpoint is not None:
         trainer.load(checkpoint)
         print(f"resuming from {checkpoint}", file=sys.stderr)
+        phase = PHASES[trainer.phase] if trainer.phase < len(PHASES) else None
+        first["done"] = offsets[phase] + trainer.step if phase else total
     trainer.train()
-    throughput = total * training.num_envs * training.seq_len / (time.time() - start)
+    samples = (total - first["done"]) * training.num_envs * training.seq_len
+    throughput = samples / (time.time() - start)
     print(file=sys.stderr)
     baselines_path = path / "baselines.pt"
     if not baselines_path.exists() and not args.no_baselines:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import types
 
@@ -238,36 +237,6 @@ def test_small_preset_training_lowers_next_state_mse():
     assert after < 0.5 * before, (before, after)
 
 
-def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
-    from memworld.leworld_cli import main
-
-    tiny = ["--steps", "4", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
-    tiny += ["--load-balance-coef", "0.05"]
-    for seed in (0, 1):
-        main(
-            [
-                "leworld",
-                "train",
-                *tiny,
-                "--seed",
-                str(seed),
-                "--run-dir",
-                str(tmp_path / f"s{seed}"),
-            ]
-        )
-    capsys.readouterr()
-    main(["leworld", "eval", str(tmp_path / "s0"), str(tmp_path / "s1")])
-    out = capsys.readouterr().out
-    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
-    assert {"0", "1", "mean"} <= set(rows)
-    per_seed = [float(rows[s][1]) for s in ("0", "1")]  # the LeWorld MSE column
-    assert float(rows["mean"][1]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
-    assert "beats no_memory:" in out and "/2" in out
-    config = json.loads((tmp_path / "s0" / "config.json").read_text())
-    assert config["training"]["codec_steps"] == 5
-    assert config["training"]["load_balance_coef"] == 0.05
-
-
 def test_training_config_rejects_bad_values_with_the_fix():
     with pytest.raises(ValueError, match="codec_steps must be >= 0"):
         TrainingConfig(codec_steps=-1)
@@ -370,16 +339,3 @@ def test_refine_prediction_names_its_choices():
         TrainingConfig(refine_prediction="argmax")
     with pytest.raises(ValueError, match="request_addresses must be one of"):
         TrainingConfig(request_addresses="soft")
-
-
-def test_cli_offers_every_refine_prediction_and_request_addresses():
-    from memworld.cli import build_parser
-    from world_models.leworld.config import REFINE_PREDICTIONS, REQUEST_ADDRESSES
-
-    parser = build_parser()
-    for choice in REFINE_PREDICTIONS:
-        args = parser.parse_args(["leworld", "train", "--refine-prediction", choice])
-        assert args.refine_prediction == choice
-    for choice in REQUEST_ADDRESSES:
-        args = parser.parse_args(["leworld", "train", "--request-addresses", choice])
-        assert args.request_addresses == choice

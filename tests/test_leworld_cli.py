@@ -1,0 +1,82 @@
+"""LeWorld's command line: run folders, the table over seeds, resumed runs, choices."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from memworld.leworld_cli import main
+
+TINY = ["--steps", "8", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
+
+
+def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
+    tiny = ["--steps", "4", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
+    tiny += ["--load-balance-coef", "0.05"]
+    for seed in (0, 1):
+        main(
+            [
+                "leworld",
+                "train",
+                *tiny,
+                "--seed",
+                str(seed),
+                "--run-dir",
+                str(tmp_path / f"s{seed}"),
+            ]
+        )
+    capsys.readouterr()
+    main(["leworld", "eval", str(tmp_path / "s0"), str(tmp_path / "s1")])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
+    assert {"0", "1", "mean"} <= set(rows)
+    per_seed = [float(rows[s][1]) for s in ("0", "1")]  # the LeWorld MSE column
+    assert float(rows["mean"][1]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
+    assert "beats no_memory:" in out and "/2" in out
+    config = json.loads((tmp_path / "s0" / "config.json").read_text())
+    assert config["training"]["codec_steps"] == 5
+    assert config["training"]["load_balance_coef"] == 0.05
+
+
+def _scalar_steps(run, tag):
+    steps = set()
+    for events in (run / "tensorboard").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        if tag in acc.Tags()["scalars"]:
+            steps |= {event.step for event in acc.Scalars(tag)}
+    return steps
+
+
+def test_a_resumed_run_logs_at_the_uninterrupted_runs_update_numbers(tmp_path):
+    whole = tmp_path / "whole"
+    main(["leworld", "train", *TINY, "--no-baselines", "--run-dir", str(whole)])
+    # Stop it after phase 2: only the phase checkpoints up to there, a fresh event file.
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed)
+    for name in ("checkpoints/phase3-refine.pt", "checkpoints/final.pt", "metrics.json"):
+        (resumed / name).unlink()
+    shutil.rmtree(resumed / "tensorboard")
+    main(["leworld", "train", "--resume", str(resumed), "--no-baselines"])
+    # 8 updates = 2 pretrain + 4 joint + 2 refine: refine logs updates 7 and 8.
+    assert _scalar_steps(whole, "refine/mse") == {7, 8}
+    assert _scalar_steps(resumed, "refine/mse") == {7, 8}
+    assert _scalar_steps(resumed, "joint/mse") == set()  # phase 2 was not run again
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert metrics["train_samples_per_s"] > 0
+
+
+def test_cli_offers_every_refine_prediction_and_request_addresses():
+    from memworld.cli import build_parser
+    from world_models.leworld.config import REFINE_PREDICTIONS, REQUEST_ADDRESSES
+
+    parser = build_parser()
+    for choice in REFINE_PREDICTIONS:
+        args = parser.parse_args(["leworld", "train", "--refine-prediction", choice])
+        assert args.refine_prediction == choice
+    for choice in REQUEST_ADDRESSES:
+        args = parser.parse_args(["leworld", "train", "--request-addresses", choice])
+        assert args.request_addresses == choice
