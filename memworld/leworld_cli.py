@@ -125,6 +125,20 @@ def cmd_train(args: argparse.Namespace) -> None:
             flush=True,
         )
 
+    def baseline_progress(metrics: dict) -> None:
+        """The no-memory and GRU world models train after LeWorld, as many updates."""
+        done = metrics["step"] + 1
+        for key in ("no_memory_mse", "gru_mse"):
+            writer.add_scalar(f"baselines/{key}", metrics[key], done)
+        if done % training.log_every == 0 or done == total:
+            print(
+                f"\r[baselines] {done:5d}/{total} updates  no memory mse "
+                f"{metrics['no_memory_mse']:.4f}  gru mse {metrics['gru_mse']:.4f}",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
     device = resolve_device(args.device)
     trainer = LeWorldTrainer(system, training, source, path, log, device)
     checkpoint = latest_checkpoint(path)
@@ -139,7 +153,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(file=sys.stderr)
     baselines_path = path / "baselines.pt"
     if not baselines_path.exists() and not args.no_baselines:
-        baselines = train_baselines(factory, source, total, training.lr, device=device)
+        baselines = train_baselines(
+            factory, source, total, training.lr, log=baseline_progress, device=device
+        )
+        print(file=sys.stderr)
         torch.save({k: m.state_dict() for k, m in baselines.items()}, baselines_path)
     write_json(
         path / "metrics.json", {"history": trainer.history, "train_samples_per_s": throughput}
@@ -225,6 +242,8 @@ def evaluate_run(path: Path, show: bool = True) -> dict:
         training.seed + 10_000,
         training.oracle_prob,
     )
+    episodes = EVAL_BATCHES * training.num_envs
+    print(f"[eval     ] {path}: {episodes} held-out episodes", file=sys.stderr, flush=True)
     result = evaluate(
         system, [held_out.batch() for _ in range(EVAL_BATCHES)], baselines, training.seed
     )
