@@ -131,7 +131,7 @@ class LSTM(_Recurrent):
     cell_fn = staticmethod(torch.lstm_cell)
     layer_fn = staticmethod(fused_rnn.lstm_layer)
     state_names = ("h", "c")
-    fused_above = 0.375  # oneDNN's nn.LSTM is faster up to 32-64 pieces of 128 (CPU)
+    fused_above = 0.1875  # oneDNN's nn.LSTM is faster up to 16-32 pieces of 128 (CPU)
     step_loop_above = {"cuda": 0.5}  # crossover of 128 pieces on the H200: ~64
 
 
