@@ -113,6 +113,32 @@ def test_request_moved_counts_the_addresses_the_request_changed():
     assert bool((deaf == 0).all())  # SLMs that ignore the request never move
 
 
+def test_a_pass_without_a_graph_judges_and_trains_the_request_as_the_full_pass_does():
+    system, batch = small_system_and_random_batch(steps=5)
+    grads, rewards = [], []
+    for track in (True, False):
+        system.zero_grad(set_to_none=True)
+        result = run_sequence(
+            system,
+            batch,
+            "hard",
+            with_request_reward=True,
+            request_noise=0.1,
+            generator=torch.Generator().manual_seed(3),
+            track_graph=track,
+        )
+        (result.request_reward * result.request_logprob).sum().backward()
+        grads.append({n: p.grad for n, p in system.named_parameters() if p.grad is not None})
+        assert (result.loss.grad_fn is not None) == track  # untracked: no graph to free
+        rewards.append(result.request_reward)
+    assert set(grads[0]) == set(grads[1]) == {"blm.request.weight", "blm.request.bias"}
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=0, atol=0)
+    torch.testing.assert_close(rewards[1], rewards[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="track_graph=False"):
+        run_sequence(system, batch, "sample", track_graph=False)
+
+
 def test_memory_reads_the_word_written_two_steps_ago():
     system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22)
     bits = torch.tensor([[1.0, 0.0] * 16, [0.0, 1.0] * 16])

@@ -83,6 +83,7 @@ def run_sequence(
     request_noise: float = 0.0,
     keep_logits: bool = False,
     generator: torch.Generator | None = None,
+    track_graph: bool = True,
 ) -> SequenceResult:
     """Run ``system`` over ``batch`` from an empty memory.
 
@@ -92,8 +93,16 @@ def run_sequence(
     SLM's). ``mask_override`` ``(B, N)`` or ``(T, B, N)``: fixed routing
     (``-1`` keeps the BLM's). ``request_noise > 0`` samples the info request
     from ``N(mu, noise^2)`` (phase 3). ``with_request_reward`` runs the zero
-    request branch every step.
+    request branch every step. ``track_graph=False`` records no autograd graph but the
+    request's log-probability (the request head on the detached trunk output): a pass that
+    only judges the request, at a fraction of the memory and backward time.
     """
+    if not track_graph and mode == "sample":
+        raise ValueError(
+            "track_graph=False keeps no graph for the sampled addresses' log-probabilities; "
+            "use it with mode='soft' or 'hard', or leave track_graph=True"
+        )
+    grad_on = torch.is_grad_enabled()
     t_len, batch_size = batch.valid.shape
     state = system.initial_state(batch_size, batch.obs.device)
     mem = system.config.memory
@@ -131,9 +140,10 @@ def run_sequence(
             else (mask_override[t] if mask_override.dim() == 3 else mask_override)
         )
         step_addr = None if addresses is None else addresses[t]
-        written, _ = system.write(state, obs)
-        out = system.think(written, obs, mode, step_addr, overrides, None, gumbel)
-        loss = step_loss(out.prediction, target)
+        with torch.set_grad_enabled(track_graph and grad_on):
+            written, _ = system.write(state, obs)
+            out = system.think(written, obs, mode, step_addr, overrides, None, gumbel)
+            loss = step_loss(out.prediction, target)
         if with_request_reward:
             with torch.no_grad():
                 zero = torch.zeros_like(state["request"])
@@ -166,8 +176,9 @@ def run_sequence(
             ).detach()
             # The decision's log-probability trains the request head alone: through the
             # shared trunk its score (~1/noise per unit) would swamp the prediction's gradient.
-            mean = system.blm.request_from(out.hidden.detach())
-            cols["rlp"].append(-((sampled - mean) ** 2).sum(-1) / (2 * request_noise**2))
+            with torch.set_grad_enabled(grad_on):
+                mean = system.blm.request_from(out.hidden.detach())
+                cols["rlp"].append(-((sampled - mean) ** 2).sum(-1) / (2 * request_noise**2))
             request = sampled
         if keep_logits:
             cols["high"].append(out.high_logits)

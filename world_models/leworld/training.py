@@ -163,6 +163,7 @@ class LeWorldTrainer:
                 with_request_reward=True,
                 request_noise=c.request_noise,
                 generator=self.generator,
+                track_graph=False,  # only the request's log-probability is trained on it
             )
         valid = batch.valid
         slm_adv = advantage(sampled.slm_reward, valid)
