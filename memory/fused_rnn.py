@@ -72,30 +72,47 @@ class GRUSequence(torch.autograd.Function):
         steps, batch, hidden = x.shape[0], h0.shape[0], h0.shape[1]
         two = 2 * hidden
         # b_hh's r and z parts are added to the input gates once; its n part stays inside r * (.).
-        # The product's addend is [input r, z gates, b_hn] so one addmm gives [pre r, z, hn].
+        # The product's addend is [input r, z gates, 2 b_hn] so one addmm gives [pre r, z, 2 hn].
+        # n = tanh(a) runs as 2 sigmoid(2a) - 1 (a sigmoid and an add cost half a tanh on the
+        # CPU), so n's parts are kept doubled: 2 gi_n, and 2 (W_hn h' + b_hn) from the product.
         addend = _input_gates(x, w_ih, b_ih + torch.cat([b_hh[:two], b_hh.new_zeros(hidden)]))
-        gi_n = addend[..., two:].clone()
-        addend[..., two:] = b_hh[two:]
+        gi_n2 = addend[..., two:] * 2.0
+        addend[..., two:] = 2.0 * b_hh[two:]
         resets = _reset_steps(keep)
         out = x.new_empty(steps, batch, hidden)
         rz = x.new_empty(steps, batch, two)
         n = x.new_empty(steps, batch, hidden)
-        pre = x.new_empty(steps, batch, 3 * hidden)  # [W_h{r,z} h' + gi_{r,z}, W_hn h' + b_hn]
-        w_hh_t = w_hh.t()
+        pre = x.new_empty(steps, batch, 3 * hidden)  # [W_h{r,z} h' + gi_{r,z}, 2 hn]
+        w_hh_t = torch.cat([w_hh[:two], 2.0 * w_hh[two:]]).t()
+        minus_one = x.new_tensor(-1.0)
         # Every step's views, made once (indexing in the loop costs as much as an op).
         steps_of = lambda a: a.unbind(0)  # noqa: E731
         views = zip(
-            *map(steps_of, (keep, addend, pre, pre[..., :two], pre[..., two:], rz, gi_n, n, out)),
+            *map(steps_of, (keep, addend, pre, pre[..., :two], pre[..., two:], rz, gi_n2, n, out)),
             steps_of(rz[..., :hidden]),
             steps_of(rz[..., hidden:]),
             resets,
         )
         h = h0
-        for keep_t, add_t, pre_t, pre_rz, hn_t, rz_t, gi_n_t, n_t, out_t, r_t, z_t, reset in views:
+        for (
+            keep_t,
+            add_t,
+            pre_t,
+            pre_rz,
+            hn2_t,
+            rz_t,
+            gi_n2_t,
+            n_t,
+            out_t,
+            r_t,
+            z_t,
+            reset,
+        ) in views:
             hp = h * keep_t if reset else h
             torch.addmm(add_t, hp, w_hh_t, out=pre_t)
             torch.sigmoid(pre_rz, out=rz_t)
-            torch.tanh(torch.addcmul(gi_n_t, r_t, hn_t), out=n_t)
+            torch.sigmoid(torch.addcmul(gi_n2_t, r_t, hn2_t), out=n_t)
+            torch.add(minus_one, n_t, alpha=2.0, out=n_t)  # tanh(a) = 2 sigmoid(2a) - 1
             h = torch.lerp(n_t, hp, z_t, out=out_t)
         ctx.save_for_backward(x, h0, keep, w_ih, w_hh, out, rz, n, pre[..., two:])
         ctx.resets = resets
@@ -103,15 +120,15 @@ class GRUSequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out):  # noqa: D102
-        x, h0, keep, w_ih, w_hh, out, rz, n, hn = ctx.saved_tensors
+        x, h0, keep, w_ih, w_hh, out, rz, n, hn2 = ctx.saved_tensors
         steps, batch, hidden = out.shape
         h_prev = _carried(h0, out, keep)
         r, z = rz[..., :hidden], rz[..., hidden:]
         # Every factor that does not depend on the incoming gradient, for all steps at once.
         to_pre_n = (1 - z) * (1 - n * n)  # dh -> d(pre-tanh n)
-        to_pre_r = hn * r * (1 - r)  # d(pre-tanh n) -> d(pre-sigmoid r)
+        to_pre_r = hn2 * (r * (1 - r) * 0.5)  # d(pre-tanh n) -> d(pre-sigmoid r); hn2 = 2 hn
         to_pre_z = (h_prev - n) * z * (1 - z)  # dh -> d(pre-sigmoid z)
-        d_gh = hn.new_empty(steps, batch, 3 * hidden)  # gradient of W_hh h' + b_hh
+        d_gh = n.new_empty(steps, batch, 3 * hidden)  # gradient of W_hh h' + b_hh
         d_pre_n = torch.empty_like(n)  # gradient of W_in x + b_in + r * hn
         two = 2 * hidden
         step_grads = (torch.zeros_like(h0), *d_out[:-1].unbind(0))  # d_out[t - 1]
@@ -161,25 +178,29 @@ class LSTMSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, keep, w_ih, w_hh, b_ih, b_hh):  # noqa: D102
         steps, batch, hidden = x.shape[0], h0.shape[0], h0.shape[1]
-        gi = _input_gates(x, w_ih, b_ih + b_hh)
+        # g = tanh(a) runs as 2 sigmoid(2a) - 1 (half a tanh's cost on the CPU): g's rows of
+        # the weights and bias are doubled, so one sigmoid covers all four gates.
+        double_g = x.new_ones(4 * hidden, 1)
+        double_g[2 * hidden : 3 * hidden] = 2.0
+        gi = _input_gates(x, w_ih * double_g, (b_ih + b_hh) * double_g[:, 0])
         resets = _reset_steps(keep)
         out = x.new_empty(steps, batch, hidden)
         cells = x.new_empty(steps, batch, hidden)
         gates = x.new_empty(steps, batch, 4 * hidden)  # sigmoid(i, f), tanh(g), sigmoid(o)
-        pre = x.new_empty(batch, 4 * hidden)  # this step's W_hh h' + input gates
-        pre_g = pre[:, 2 * hidden : 3 * hidden]
+        pre = x.new_empty(batch, 4 * hidden)  # this step's W_hh h' + input gates (g doubled)
+        minus_one = x.new_tensor(-1.0)
         views = zip(
             *(a.unbind(0) for a in (keep, gi, gates, cells, out)),
             *(gates[..., k * hidden : (k + 1) * hidden].unbind(0) for k in range(4)),
             resets,
         )
-        w_hh_t, h, c = w_hh.t(), h0, c0
+        w_hh_t, h, c = (w_hh * double_g).t(), h0, c0
         for keep_t, gi_t, g, c_t, out_t, i, f, gg, o, reset in views:
             if reset:
                 h, c = h * keep_t, c * keep_t
             torch.addmm(gi_t, h, w_hh_t, out=pre)
             torch.sigmoid(pre, out=g)
-            torch.tanh(pre_g, out=gg)
+            torch.add(minus_one, gg, alpha=2.0, out=gg)  # tanh(a) = 2 sigmoid(2a) - 1
             c = torch.addcmul(f * c, i, gg, out=c_t)
             h = torch.mul(o, torch.tanh(c), out=out_t)
         ctx.save_for_backward(x, h0, c0, keep, w_ih, w_hh, out, cells, gates)
