@@ -62,8 +62,8 @@ class GRUSequence(torch.autograd.Function):
     ``n = tanh(W_in x_t + b_in + r * (W_hn h' + b_hn))``; ``h_t = n + z * (h' - n)``.
     Returns ``h (T, B, H)``.
 
-    A forward step is five ops (one product gives ``r, z``'s and ``n``'s hidden parts;
-    ``lerp`` mixes ``n`` and ``h'``); a backward step six (the step's own gradient is
+    A forward step is six ops (one product gives ``r, z``'s and ``n``'s hidden parts;
+    tanh is a sigmoid and an add; ``lerp`` mixes ``n`` and ``h'``); a backward step six (the step's own gradient is
     added inside the product's addend), seven at a reset.
     """
 
