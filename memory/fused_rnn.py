@@ -6,7 +6,7 @@ step forward and backward); here one autograd node covers a whole layer and
 chunk.  The forward pass runs the cell's equations step by step without
 recording and keeps the gates; the backward pass first computes, for all steps
 at once, every derivative factor that does not depend on the incoming gradient,
-so walking the steps back costs four or five ops a step, and the weight
+so walking the steps back costs five (LSTM) or six (GRU) ops a step, and the weight
 gradients of all steps are a few matrix products at the end.  Resets are a
 ``keep (T, B, 1)`` mask: the carried state is multiplied by ``keep[t]`` before
 step ``t`` (0 where a row starts an episode), so no chunk is split.
