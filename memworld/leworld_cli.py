@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         first["done"] = offsets[phase] + trainer.step if phase else total
     trainer.train()
     samples = (total - first["done"]) * training.num_envs * training.seq_len
-    throughput = samples / (time.time() - start)
+    throughput = samples / (time.time() - start) if samples else None  # None: nothing left
     print(file=sys.stderr)
     baselines_path = path / "baselines.pt"
     if not baselines_path.exists() and not args.no_baselines:
