@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,6 +138,36 @@ def test_a_pass_without_a_graph_judges_and_trains_the_request_as_the_full_pass_d
     torch.testing.assert_close(rewards[1], rewards[0], rtol=0, atol=0)
     with pytest.raises(ValueError, match="track_graph=False"):
         run_sequence(system, batch, "sample", track_graph=False)
+
+
+def test_oracle_addresses_are_the_last_sighting_on_hand_made_observations():
+    from world_models.leworld.data import oracle_addresses
+
+    # OccludedDynamics, 2 objects: (x, y, visible) each, then the query one-hot.
+    od = types.SimpleNamespace(params=types.SimpleNamespace(num_objects=2))
+    visible = [(1, 0), (0, 1), (1, 0), (0, 0), (0, 0)]  # per step: object 0, object 1
+    queries = [0, 1, 0, 1, 0]
+    obs = np.zeros((5, 1, 8), np.float32)
+    for t, ((v0, v1), q) in enumerate(zip(visible, queries)):
+        obs[t, 0, [2, 5]] = v0, v1
+        obs[t, 0, 6 + q] = 1.0
+    assert oracle_addresses("OccludedDynamics", obs, od)[:, 0].tolist() == [0, 1, 2, 1, 2]
+    # KeyDoor, 2 colours: 2 cells x (wall, key, door, ball, colour 0, colour 1); key seen at 1, 2.
+    kd = types.SimpleNamespace(params=types.SimpleNamespace(num_colors=2))
+    obs = np.zeros((5, 1, 12), np.float32)
+    obs[1, 0, 1] = obs[2, 0, 7] = 1.0  # the key flag of cell 0 at step 1, of cell 1 at step 2
+    assert oracle_addresses("KeyDoor", obs, kd)[:, 0].tolist() == [0, 1, 2, 2, 2]
+    assert oracle_addresses("TMaze", obs, kd)[:, 0].tolist() == [0, 0, 1, 2, 3]  # previous step
+
+
+def test_keydoors_needed_observation_lies_in_the_episodes_first_range():
+    """Why the info request has nothing to redirect on KeyDoor (README): the key is seen in
+    the key room, within the first ``range_len`` words of every episode's memory."""
+    range_len = preset("small").memory.range_len
+    for env_id, low, high in (("memworld/KeyDoorEasy-v0", 0.95, 1.0), (ENV, 0.0, 0.5)):
+        batch = RolloutSource(env_id, num_envs=16, seq_len=48, seed=123).batch()
+        first = (batch.oracle_address[batch.valid] < range_len).float().mean().item()
+        assert low <= first <= high, (env_id, first)
 
 
 def test_memory_reads_the_word_written_two_steps_ago():
