@@ -154,6 +154,16 @@ def test_env_short_names_resolve_to_registered_ids(name, env_id):
     assert envs.resolve_id(name) == env_id
 
 
+def test_a_config_files_short_env_name_resolves_and_a_typo_is_refused(tmp_path):
+    from memworld.train import TrainConfig
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("env: KeyDoorEasy\nsteps: 10\n")
+    assert TrainConfig.from_file(cfg).env == "memworld/KeyDoorEasy-v0"
+    with pytest.raises(ValueError, match="did you mean memworld/KeyDoorEasy-v0"):
+        TrainConfig(env="KeyDoorEasyy")
+
+
 def test_config_file_with_unknown_key_is_refused(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("steps: 10\nlearning_rat: 0.1\n")
