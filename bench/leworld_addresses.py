@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"{'distinct/episode':>17s} {'mean lag':>9s} {'lag >= range':>13s}")
     report = {}
     for task in args.tasks:
-        stats = address_stats(f"memworld/{task}-v0", args.batches, args.range_len, args.seq_len)
+        stats = address_stats(task, args.batches, args.range_len, args.seq_len)
         report[task] = stats
         print(
             f"{task:24s} {stats['steps']:6d} {stats['in_first_range']:14.3f} "

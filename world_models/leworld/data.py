@@ -35,7 +35,7 @@ class RolloutSource:
     """Makes :class:`Batch` es from one registered task id.
 
     Args:
-        env_id: a memworld id with ``info["world_state"]``.
+        env_id: a memworld id (or its short name, ``KeyDoorEasy``) with ``info["world_state"]``.
         num_envs: rows per batch.
         seq_len: steps per batch.
         seed: seeds the env (each batch continues its generator) and the action noise.
@@ -45,9 +45,9 @@ class RolloutSource:
     def __init__(
         self, env_id: str, num_envs: int, seq_len: int, seed: int = 0, oracle_prob: float = 0.8
     ) -> None:
-        import envs  # noqa: F401  (registers the ids)
+        import envs  # registers the ids
 
-        self.env_id = env_id
+        self.env_id = env_id = envs.resolve_id(env_id)  # a short name (KeyDoorEasy) too
         self.env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
         self.num_envs, self.seq_len, self.oracle_prob = num_envs, seq_len, oracle_prob
         self.rng = np.random.default_rng(seed)
