@@ -118,17 +118,6 @@ def module_step(
     return step
 
 
-def module_seconds(
-    module: memory.MemoryModule,
-    args: argparse.Namespace,
-    device: torch.device,
-    resets: bool,
-    starts: torch.Tensor | None = None,
-) -> float:
-    """Median fwd+bwd seconds of one chunk; ``starts`` replaces the chunk's episode starts."""
-    return median_seconds(module_step(module, args, device, resets, starts), device, args.repeats)
-
-
 def forward_seconds(module: memory.MemoryModule, args: argparse.Namespace, device) -> float:
     x, starts = chunk(args.steps, args.batch, args.dim, device, resets=False)
 
@@ -232,7 +221,8 @@ def bench_slot(args: argparse.Namespace, device: torch.device, lstm_s: float) ->
             module = memory.make(
                 "slot", input_dim=args.dim, num_slots=num_slots, **WIDTH_KWARGS["slot"]
             ).to(device)
-            seconds = module_seconds(module.train(), args, device, resets=False)
+            step = module_step(module.train(), args, device, resets=False)
+            seconds = median_seconds(step, device, args.repeats)
             return {
                 "fwd_bwd_s": seconds,
                 "ratio_to_nn_lstm": seconds / lstm_s,

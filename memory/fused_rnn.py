@@ -63,8 +63,8 @@ class GRUSequence(torch.autograd.Function):
     Returns ``h (T, B, H)``.
 
     A forward step is six ops (one product gives ``r, z``'s and ``n``'s hidden parts;
-    tanh is a sigmoid and an add; ``lerp`` mixes ``n`` and ``h'``); a backward step six (the step's own gradient is
-    added inside the product's addend), seven at a reset.
+    tanh is a sigmoid and an add; ``lerp`` mixes ``n`` and ``h'``); a backward step six
+    (the step's own gradient is added inside the product's addend), seven at a reset.
     """
 
     @staticmethod
@@ -86,13 +86,9 @@ class GRUSequence(torch.autograd.Function):
         w_hh_t = torch.cat([w_hh[:two], 2.0 * w_hh[two:]]).t()
         minus_one = x.new_tensor(-1.0)
         # Every step's views, made once (indexing in the loop costs as much as an op).
-        steps_of = lambda a: a.unbind(0)  # noqa: E731
-        views = zip(
-            *map(steps_of, (keep, addend, pre, pre[..., :two], pre[..., two:], rz, gi_n2, n, out)),
-            steps_of(rz[..., :hidden]),
-            steps_of(rz[..., hidden:]),
-            resets,
-        )
+        per_step = (keep, addend, pre, pre[..., :two], pre[..., two:], rz, gi_n2, n, out)
+        per_step += (rz[..., :hidden], rz[..., hidden:])
+        views = zip(*(a.unbind(0) for a in per_step), resets)
         h = h0
         for (
             keep_t,

@@ -111,10 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("train", help="train an agent into a run folder")
-    p.add_argument(
-        "--env",
-        type=env_arg,
-        help="env id, e.g. memworld/RepeatPreviousEasy-v0 or RepeatPreviousEasy",
+    p.add_argument(  # TrainConfig resolves it (a short name too) and names a typo's closest ids
+        "--env", help="env id, e.g. memworld/RepeatPreviousEasy-v0 or RepeatPreviousEasy"
     )
     p.add_argument("--algo", choices=["memoryppo", "ppo", "recurrentppo", "a2c", "dqn"])
     p.add_argument("--memory", help="memory module for memoryppo (see `memworld list memory`)")
