@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from timing import sync
 
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from world_models.leworld.baselines import GRUWorldModel
@@ -23,11 +24,6 @@ from world_models.leworld.rollout import masked_mean
 from world_models.leworld.training import LeWorldTrainer
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_updates(trainer: LeWorldTrainer, phase: int, updates: int) -> float:

@@ -8,8 +8,8 @@
    ``torch.nn.LSTM(64, 64)`` in the same run; the table gives the ratio to it.
    "resets" repeats the measurement with episode starts inside the chunk
    (each row starts a new episode with probability 1/32 per step), as in RL.
-2. If registered: SlotMemory forward+backward (and no-grad forward) at 4,096 and
-   65,536 slots; DualMemory retrieval at 10,000 and 100,000 long-term slots;
+2. If registered: SlotMemory forward+backward (paired with nn.LSTM), no-grad forward
+   and its exact top-k scan alone (every slot, every step) at 4,096 and 65,536 slots; DualMemory retrieval at 10,000 and 100,000 long-term slots;
    BitMemory reads and writes per second.
 
 Writes runs/bench/memory_ops.json.  A case that fails (out of memory, an API
@@ -22,15 +22,16 @@ import argparse
 import inspect
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from timing import interleaved_medians, median_seconds
 from torch import nn
 
 import memory
+from memory.slot_bank import SlotBank
 
 WIDTH = 64
 # Keyword arguments that give a module the benchmark's width (64); others use defaults.
@@ -40,37 +41,6 @@ WIDTH_KWARGS: dict[str, dict] = {
     "window_attention": {"d_model": WIDTH},
     "slot": {"hidden_dim": WIDTH, "slot_dim": WIDTH},
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_medians(
-    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
-) -> dict[str, float]:
-    """Median wall time of each of ``fns`` over ``repeats`` rounds, after one warm-up call.
-
-    Each round calls every function once (a, b, c, a, b, c, ...), so a drift in the
-    machine's speed during the run hits all of them alike and their ratios stay fair.
-    """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()
-    sync(device)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
-
-
-def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
-    return interleaved_medians({"fn": fn}, device, repeats)["fn"]
 
 
 def chunk(steps: int, batch: int, dim: int, device: torch.device, resets: bool):
@@ -212,7 +182,9 @@ def bench_modules(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return rows
 
 
-def bench_slot(args: argparse.Namespace, device: torch.device, lstm_s: float) -> list[dict]:
+def bench_slot(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """SlotMemory fwd+bwd at large slot counts, paired with nn.LSTM, and its floor: the
+    exact top-k scan alone (``SlotBank.similarity`` over every slot, once a step)."""
     rows = []
     for num_slots in args.slot_sizes:
 
@@ -221,11 +193,32 @@ def bench_slot(args: argparse.Namespace, device: torch.device, lstm_s: float) ->
             module = memory.make(
                 "slot", input_dim=args.dim, num_slots=num_slots, **WIDTH_KWARGS["slot"]
             ).to(device)
-            step = module_step(module.train(), args, device, resets=False)
-            seconds = median_seconds(step, device, args.repeats)
+            heads = module.num_read_heads + module.num_write_heads
+            bank = SlotBank(
+                torch.randn(args.batch, num_slots, module.slot_dim, device=device),
+                *torch.zeros(2, args.batch, num_slots, device=device),
+                F.logsigmoid(module.decay_logit.detach()),
+                module.usage_decay,
+                capacity=1,
+            )
+            keys = F.normalize(
+                torch.randn(args.batch, heads, module.slot_dim, device=device), dim=-1
+            )
+            medians = interleaved_medians(
+                {
+                    "lstm": lstm_peer_step(args, device),
+                    "plain": module_step(module.train(), args, device, resets=False),
+                    "scan": lambda: [bank.similarity(keys) for _ in range(args.steps)],
+                },
+                device,
+                args.repeats,
+            )
             return {
-                "fwd_bwd_s": seconds,
-                "ratio_to_nn_lstm": seconds / lstm_s,
+                "fwd_bwd_s": medians["plain"],
+                "nn_lstm_fwd_bwd_s": medians["lstm"],
+                "ratio_to_nn_lstm": medians["plain"] / medians["lstm"],
+                "scan_s": medians["scan"],
+                "scan_ratio_to_nn_lstm": medians["scan"] / medians["lstm"],
                 "forward_no_grad_s": forward_seconds(module.eval(), args, device),
             }
 
@@ -375,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
     if {"lstm", "gru"} & set(args.modules):
         report["recurrent_paths"] = bench_recurrent_paths(args, device)
     if "slot" in args.modules:
-        report["slot_memory"] = bench_slot(args, device, lstm_s)
+        report["slot_memory"] = bench_slot(args, device)
     if "dual" in args.modules:
         report["dual_memory"] = bench_dual(args, device)
     if "bit" in args.modules:
