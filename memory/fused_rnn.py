@@ -82,17 +82,18 @@ class GRUSequence(torch.autograd.Function):
         out = x.new_empty(steps, batch, hidden)
         rz = x.new_empty(steps, batch, two)
         n = x.new_empty(steps, batch, hidden)
-        pre = x.new_empty(steps, batch, 3 * hidden)  # [W_h{r,z} h' + gi_{r,z}, 2 hn]
+        # Each step's product is added into the addend in place (an out= product would copy
+        # the addend first): it becomes [W_h{r,z} h' + gi_{r,z}, 2 hn].
+        pre = addend
         w_hh_t = torch.cat([w_hh[:two], 2.0 * w_hh[two:]]).t()
         minus_one = x.new_tensor(-1.0)
         # Every step's views, made once (indexing in the loop costs as much as an op).
-        per_step = (keep, addend, pre, pre[..., :two], pre[..., two:], rz, gi_n2, n, out)
+        per_step = (keep, pre, pre[..., :two], pre[..., two:], rz, gi_n2, n, out)
         per_step += (rz[..., :hidden], rz[..., hidden:])
         views = zip(*(a.unbind(0) for a in per_step), resets)
         h = h0
         for (
             keep_t,
-            add_t,
             pre_t,
             pre_rz,
             hn2_t,
@@ -105,7 +106,7 @@ class GRUSequence(torch.autograd.Function):
             reset,
         ) in views:
             hp = h * keep_t if reset else h
-            torch.addmm(add_t, hp, w_hh_t, out=pre_t)
+            pre_t.addmm_(hp, w_hh_t)
             torch.sigmoid(pre_rz, out=rz_t)
             torch.sigmoid(torch.addcmul(gi_n2_t, r_t, hn2_t), out=n_t)
             torch.add(minus_one, n_t, alpha=2.0, out=n_t)  # tanh(a) = 2 sigmoid(2a) - 1
@@ -183,7 +184,6 @@ class LSTMSequence(torch.autograd.Function):
         out = x.new_empty(steps, batch, hidden)
         cells = x.new_empty(steps, batch, hidden)
         gates = x.new_empty(steps, batch, 4 * hidden)  # sigmoid(i, f), tanh(g), sigmoid(o)
-        pre = x.new_empty(batch, 4 * hidden)  # this step's W_hh h' + input gates (g doubled)
         minus_one = x.new_tensor(-1.0)
         views = zip(
             *(a.unbind(0) for a in (keep, gi, gates, cells, out)),
@@ -194,8 +194,7 @@ class LSTMSequence(torch.autograd.Function):
         for keep_t, gi_t, g, c_t, out_t, i, f, gg, o, reset in views:
             if reset:
                 h, c = h * keep_t, c * keep_t
-            torch.addmm(gi_t, h, w_hh_t, out=pre)
-            torch.sigmoid(pre, out=g)
+            torch.sigmoid(gi_t.addmm_(h, w_hh_t), out=g)  # in place: no copy of gi_t
             torch.add(minus_one, gg, alpha=2.0, out=gg)  # tanh(a) = 2 sigmoid(2a) - 1
             c = torch.addcmul(f * c, i, gg, out=c_t)
             h = torch.mul(o, torch.tanh(c), out=out_t)
