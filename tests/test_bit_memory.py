@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -339,7 +341,37 @@ def test_diagnostics_report_fill_entropy_and_bit_error():
         )
     diag = module.diagnostics(state)
     assert diag["fraction_written"] == pytest.approx(8 / 256)
-    assert 0.0 < diag["read_address_entropy"] <= 2 * torch.log(torch.tensor(16.0)).item() + 1e-5
+    assert 0.0 < diag["read_address_entropy"] <= 2 * math.log(16) + 1e-5
     assert 0.0 <= diag["codec_bit_error"] <= 1.0
     empty = module.diagnostics(module.initial_state(2))
     assert empty["fraction_written"] == 0.0 and empty["codec_bit_error"] == 0.0
+
+
+def test_read_address_entropy_is_exact_for_uniform_and_peaked_read_heads():
+    module = bit_module().eval()  # addr_bits_per_half=4: two halves of 16 logits each
+    x = torch.randn(3, 2, 4, generator=GEN)
+    with torch.no_grad():
+        module.read_head.weight.zero_()
+        module.read_head.bias.zero_()  # both halves uniform over 16
+        _, uniform = module(x, module.initial_state(2), starts_at(3, 2))
+        module.read_head.bias.copy_(address_bias(3, 7, 16, 60.0))  # one address takes it all
+        _, peaked_state = module(x, module.initial_state(2), starts_at(3, 2))
+    # Uniform: H(high) + H(low) = log 16 + log 16 = 5.545177...
+    assert module.diagnostics(uniform)["read_address_entropy"] == pytest.approx(5.545177, abs=1e-5)
+    # Peaked by 60 nats over 15 others: each half ~ 15 * 60 * exp(-60) ~ 1e-23.
+    assert module.diagnostics(peaked_state)["read_address_entropy"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_codec_bit_error_counts_the_flipped_bits_of_written_words(monkeypatch):
+    module = bit_module().eval()
+    state = module.initial_state(1)
+    bits = torch.zeros(1, 32)
+    bits[0, [0, 3, 5, 8, 13, 21, 30, 31]] = 1.0  # 8 of the 32 bits set
+    state = module.store.write(state, torch.tensor([17]), bits)
+    # An encoder that returns all zeros flips exactly the 8 set bits: 8 / 32 = 0.25.
+    monkeypatch.setattr(
+        module.store, "encode", lambda vectors: torch.zeros(*vectors.shape[:-1], 32)
+    )
+    diag = module.diagnostics(state)
+    assert diag["codec_bit_error"] == 0.25
+    assert diag["fraction_written"] == 1 / 256

@@ -87,6 +87,11 @@ def test_eval_writes_eval_json(trained):
     result = json.loads((trained / "eval.json").read_text())
     assert result["episodes"] == 3 and len(result["returns"]) == 3
     assert -1.0 <= result["mean_return"] <= 1.0
+    returns = result["returns"]
+    mean = sum(returns) / 3
+    assert result["mean_return"] == pytest.approx(mean, abs=1e-6)  # np.mean ran in float32
+    std = (sum((r - mean) ** 2 for r in returns) / 3) ** 0.5  # population std, as np.std
+    assert result["std_return"] == pytest.approx(std, abs=1e-6)
 
 
 def test_record_writes_mp4_with_memory_panel(trained):

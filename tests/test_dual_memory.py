@@ -13,6 +13,8 @@ import torch
 import memory
 from memory.dual import DualMemory
 from memory.dual_layer import ShortTermMemory, StepAttention
+from memory.dual_ltm import ltm_diagnostics
+from memory.dual_store import LTMBatch
 
 
 def small(**kwargs) -> DualMemory:
@@ -276,3 +278,52 @@ def test_diagnostics_report_the_documented_quantities():
     assert diag["ltm_fill"] == pytest.approx(5 / 16)
     assert 0.0 < diag["ltm_importance_entropy"] <= math.log(5) + 1e-6
     assert -1.0 <= diag["ltm_hit_similarity"] <= 1.0 and diag["ltm_hit_similarity"] != 0.0
+    # Read weights are a softmax over the 4 slots (no zeros): entropy by the plain formula.
+    read_weights = state["stm_read_weights"]
+    expected_entropy = float(-(read_weights * read_weights.log()).sum(-1).mean())
+    assert diag["stm_read_entropy"] == pytest.approx(expected_entropy, rel=1e-6)
+
+
+def test_ltm_diagnostics_of_a_hand_filled_store():
+    store = LTMBatch.empty(1, 4, 3, 2)
+    store.filled[0, :3] = True
+    store.importance[0] = torch.tensor([1.0, 1.0, 2.0, 5.0])  # the 5 is in the empty slot
+    diag = ltm_diagnostics(store, prefix="ltm_")
+    # Filled importances 1, 1, 2: shares 1/4, 1/4, 1/2.
+    assert diag["ltm_fill"] == 0.75
+    assert diag["ltm_count"] == 3.0
+    assert diag["ltm_importance_mean"] == pytest.approx(4 / 3)
+    assert diag["ltm_importance_max"] == 2.0
+    # -(2 * 0.25 * ln 0.25 + 0.5 * ln 0.5) = 0.693147 + 0.346574 = 1.039721
+    assert diag["ltm_importance_entropy"] == pytest.approx(1.039721, abs=1e-6)
+
+
+def test_module_diagnostics_on_a_hand_built_state():
+    module = small(ltm_capacity=4)  # one layer, 4 short-term slots
+    state = module.initial_state(2)
+    # Row 0: the store above (importances 1, 1, 2 filled, 5 in the empty slot).
+    # Row 1: one filled slot of importance 3.
+    state["ltm_filled"][:, 0] = torch.tensor(
+        [[True, True, True, False], [True, False, False, False]]
+    )
+    state["ltm_importance"][:, 0] = torch.tensor([[1.0, 1.0, 2.0, 5.0], [3.0, 0.0, 0.0, 0.0]])
+    state["ltm_hit_similarity"][:, 0] = torch.tensor([0.5, 0.0])  # row 1 retrieved nothing
+    state["stm_read_weights"][:, 0] = torch.tensor([[0.25] * 4, [1.0, 0.0, 0.0, 0.0]])
+    state["stm_gate"][:, 0] = torch.tensor([0.2, 0.6])
+    state["ltm_merges"][:, 0] = torch.tensor([2.0, 0.0])
+    diag = module.diagnostics(state)
+    expected = {
+        "stm_gate_mean": 0.4,
+        "stm_read_entropy": math.log(4) / 2,  # row 0: log 4 (uniform), row 1: 0 (one-hot)
+        "ltm_fill": (3 + 1) / 2 / 4,
+        "ltm_count": 2.0,
+        "ltm_importance_mean": (1 + 1 + 2 + 3) / 4,  # over the 4 filled slots of both rows
+        "ltm_importance_max": 3.0,  # the 5 sits in an empty slot
+        "ltm_importance_entropy": 1.039721 / 2,  # row 0 as above, row 1: one slot, 0
+        "ltm_merges": 1.0,
+        "ltm_hit_similarity": 0.5,  # the mean over rows that retrieved something
+    }
+    for key, value in expected.items():
+        assert diag[key] == pytest.approx(value, abs=1e-6), key
+    state["ltm_hit_similarity"].zero_()
+    assert module.diagnostics(state)["ltm_hit_similarity"] == 0.0  # no row retrieved anything

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from memworld.cli import main
+from memworld.experiments import forgetting as forgetting_experiment
 from memworld.experiments.forgetting import kaplan_meier, write_events
 
 
@@ -17,6 +18,10 @@ def test_kaplan_meier_matches_hand_computation():
     times, survival = kaplan_meier([1, 2, 2, 3, 4], [1, 1, 0, 1, 0])
     np.testing.assert_allclose(times, [0, 1, 2, 3])
     np.testing.assert_allclose(survival, [1.0, 0.8, 0.6, 0.3])
+    # Nothing censored, durations 1,2,2,3: S(1)=3/4, S(2)=3/4*(1-2/3)=1/4, S(3)=1/4*(1-1/1)=0
+    times, survival = kaplan_meier([1, 2, 2, 3], [1, 1, 1, 1])
+    np.testing.assert_allclose(times, [0, 1, 2, 3])
+    np.testing.assert_allclose(survival, [1.0, 0.75, 0.25, 0.0])
 
 
 def test_write_events_tracks_overwrite_and_censoring():
@@ -43,7 +48,16 @@ def test_write_events_tracks_overwrite_and_censoring():
         ),
     ],
 )
-def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys):
+def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys, monkeypatch):
+    real_events = []  # what write_events found in the forgetting run's probe rollout
+    original_write_events = forgetting_experiment.write_events
+
+    def hand_made_events(*args, **kwargs):
+        real_events.append(original_write_events(*args, **kwargs))
+        # The rest of the run gets these: durations 1,2,2,3,4, the 2nd "2" and the 4 censored.
+        return np.array([1, 2, 2, 3, 4]), np.array([1, 1, 0, 1, 0], dtype=bool), 5
+
+    monkeypatch.setattr(forgetting_experiment, "write_events", hand_made_events)
     main(["experiment", name, "--tiny", "--root", str(tmp_path)])
     (out,) = list((tmp_path / name).iterdir())
     for png in pngs:
@@ -60,7 +74,21 @@ def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys):
         forgetting = result["table"]["gru"]["forgetting"]
         assert forgetting[0] == pytest.approx(returns[:, 0].max() - returns[1, 0])
     else:
-        assert result["writes"] >= 0 and result["survival"]["S"][0] == 1.0
+        ((durations, observed, writes),) = real_events
+        assert writes == len(durations) == len(observed) > 0  # the tiny run does write
+        assert np.all(durations >= 0)
+        # From the hand-made events: 5 writes over probe_steps x probe_envs steps;
+        # S(1)=4/5, S(2)=4/5*3/4=0.6, S(3)=0.6*(1-1/2)=0.3; the median is the first
+        # t with S <= 0.5 (3); lost contents lived 1, 2 and 3 steps (mean 2).
+        config = result["config"]
+        assert result["writes"] == 5
+        assert result["write_frequency_per_step_per_env"] == pytest.approx(
+            5 / (config["probe_steps"] * config["probe_envs"])
+        )
+        assert result["survival"]["t"] == [0.0, 1.0, 2.0, 3.0]
+        np.testing.assert_allclose(result["survival"]["S"], [1.0, 0.8, 0.6, 0.3])
+        assert result["median_survival_steps"] == 3.0
+        assert result["mean_observed_lifetime"] == pytest.approx(2.0)
         assert "write_rate" in result["diagnostics_summary"]
     assert "experiment folder" in capsys.readouterr().out
 
