@@ -33,9 +33,10 @@ def _reset_steps(keep: Tensor) -> list[bool]:
     return (keep[:, :, 0] < 1).any(dim=1).tolist()
 
 
-def _carried(h0: Tensor, out: Tensor, keep: Tensor) -> Tensor:
-    """``h'_t = keep_t * h_{t-1}`` for every step at once: ``(T, B, H)``."""
-    return torch.cat([h0.unsqueeze(0), out[:-1]]) * keep
+def _carried(h0: Tensor, out: Tensor, keep: Tensor, resets: list[bool]) -> Tensor:
+    """``h'_t = keep_t * h_{t-1}`` for every step at once: ``(T, B, H)`` (no mask op without resets)."""
+    carried = torch.cat([h0.unsqueeze(0), out[:-1]])
+    return carried.mul_(keep) if any(resets) else carried
 
 
 def _weight_grads(
@@ -119,12 +120,15 @@ class GRUSequence(torch.autograd.Function):
     def backward(ctx, d_out):  # noqa: D102
         x, h0, keep, w_ih, w_hh, out, rz, n, hn2 = ctx.saved_tensors
         steps, batch, hidden = out.shape
-        h_prev = _carried(h0, out, keep)
+        h_prev = _carried(h0, out, keep, ctx.resets)
         r, z = rz[..., :hidden], rz[..., hidden:]
-        # Every factor that does not depend on the incoming gradient, for all steps at once.
-        to_pre_n = (1 - z) * (1 - n * n)  # dh -> d(pre-tanh n)
-        to_pre_r = hn2 * (r * (1 - r) * 0.5)  # d(pre-tanh n) -> d(pre-sigmoid r); hn2 = 2 hn
-        to_pre_z = (h_prev - n) * z * (1 - z)  # dh -> d(pre-sigmoid z)
+        # Every factor that does not depend on the incoming gradient, for all steps at once
+        # (in place on fresh tensors: ten ops over the chunk instead of thirteen).
+        one_minus_z = 1 - z
+        to_pre_n = (1 - n * n).mul_(one_minus_z)  # dh -> d(pre-tanh n)
+        # d(pre-tanh n) -> d(pre-sigmoid r): hn * r (1 - r), with hn2 = 2 hn
+        to_pre_r = torch.addcmul(r, r, r, value=-1.0).mul_(hn2).mul_(0.5)
+        to_pre_z = (h_prev - n).mul_(z).mul_(one_minus_z)  # dh -> d(pre-sigmoid z)
         d_gh = n.new_empty(steps, batch, 3 * hidden)  # gradient of W_hh h' + b_hh
         d_pre_n = torch.empty_like(n)  # gradient of W_in x + b_in + r * hn
         two = 2 * hidden
@@ -206,8 +210,8 @@ class LSTMSequence(torch.autograd.Function):
     def backward(ctx, d_out, d_c_last):  # noqa: D102
         x, h0, c0, keep, w_ih, w_hh, out, cells, gates = ctx.saved_tensors
         hidden = h0.shape[-1]
-        h_prev = _carried(h0, out, keep)
-        c_prev = _carried(c0, cells, keep)
+        h_prev = _carried(h0, out, keep, ctx.resets)
+        c_prev = _carried(c0, cells, keep, ctx.resets)
         i, f, gg, o = gates.chunk(4, dim=-1)
         tanh_c = torch.tanh(cells)
         # Factors that do not depend on the incoming gradients, for all steps at once.
