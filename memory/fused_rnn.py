@@ -129,14 +129,17 @@ class GRUSequence(torch.autograd.Function):
         # d(pre-tanh n) -> d(pre-sigmoid r): hn * r (1 - r), with hn2 = 2 hn
         to_pre_r = torch.addcmul(r, r, r, value=-1.0).mul_(hn2).mul_(0.5)
         to_pre_z = (h_prev - n).mul_(z).mul_(one_minus_z)  # dh -> d(pre-sigmoid z)
-        d_gh = n.new_empty(steps, batch, 3 * hidden)  # gradient of W_hh h' + b_hh
-        d_pre_n = torch.empty_like(n)  # gradient of W_in x + b_in + r * hn
-        two = 2 * hidden
+        # One buffer [d hn, d r, d z, d pre-n] a step: its first three blocks are the gradient
+        # of W_hh h' + b_hh with W_hh's rows taken in the order (n, r, z), its last three that
+        # of W_ih x + b_ih in W_ih's order (r, z, n), so no gradient is copied out of it.
+        d_gates = n.new_empty(steps, batch, 4 * hidden)
+        d_gh, d_gi = d_gates[..., : 3 * hidden], d_gates[..., hidden:]
+        w_hh_nrz = torch.cat([w_hh[2 * hidden :], w_hh[: 2 * hidden]])
         step_grads = (torch.zeros_like(h0), *d_out[:-1].unbind(0))  # d_out[t - 1]
         views = zip(
-            *(a.unbind(0) for a in (to_pre_n, to_pre_r, to_pre_z, d_pre_n, d_gh, z, r, keep)),
+            *(a.unbind(0) for a in (to_pre_n, to_pre_r, to_pre_z, d_gh, z, r, keep)),
             step_grads,
-            *(d_gh[..., i * hidden : (i + 1) * hidden].unbind(0) for i in range(3)),
+            *(d_gates[..., i * hidden : (i + 1) * hidden].unbind(0) for i in range(4)),
             ctx.resets,
         )
         dh = d_out[-1]
@@ -144,15 +147,15 @@ class GRUSequence(torch.autograd.Function):
             to_n,
             to_r,
             to_z,
-            d_n,
             d_gh_t,
             z_t,
             r_t,
             keep_t,
             step_grad,
+            d_hn,
             d_r,
             d_z,
-            d_hn,
+            d_n,
             reset,
         ) in reversed(list(views)):
             torch.mul(dh, to_n, out=d_n)
@@ -160,11 +163,12 @@ class GRUSequence(torch.autograd.Function):
             torch.mul(dh, to_z, out=d_z)
             torch.mul(d_n, r_t, out=d_hn)
             if reset:  # only the carried part is masked
-                dh = torch.addcmul(step_grad, torch.addmm(dh * z_t, d_gh_t, w_hh), keep_t)
+                dh = torch.addcmul(step_grad, torch.addmm(dh * z_t, d_gh_t, w_hh_nrz), keep_t)
             else:  # the previous step's own gradient rides in the product's addend
-                dh = torch.addmm(torch.addcmul(step_grad, dh, z_t), d_gh_t, w_hh)
-        d_gi = torch.cat([d_gh[..., :two], d_pre_n], dim=-1)
-        dx, dw_ih, dw_hh, db_ih, db_hh = _weight_grads(d_gi, d_gh, x, h_prev, w_ih)
+                dh = torch.addmm(torch.addcmul(step_grad, dh, z_t), d_gh_t, w_hh_nrz)
+        dx, dw_ih, dw_nrz, db_ih, db_nrz = _weight_grads(d_gi, d_gh, x, h_prev, w_ih)
+        dw_hh = torch.cat([dw_nrz[hidden:], dw_nrz[:hidden]])  # back to (r, z, n)
+        db_hh = torch.cat([db_nrz[hidden:], db_nrz[:hidden]])
         return dx, dh, None, dw_ih, dw_hh, db_ih, db_hh
 
 
