@@ -19,17 +19,20 @@ def interleaved_medians(
 ) -> dict[str, float]:
     """Median wall time of each of ``fns`` over ``repeats`` rounds, after one warm-up call.
 
-    Each round calls every function once (a, b, c, a, b, c, ...), so a drift in the
-    machine's speed during the run hits all of them alike and their ratios stay fair.
+    Each round calls every function once, so a drift in the machine's speed during the run
+    hits all of them alike and their ratios stay fair; every other round runs them in
+    reverse order (a, b, c, c, b, a, ...), because a function's position in a round biases
+    its time: two calls of the same code timed a, b, a, b differed by 5-10%.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
     sync(device)
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    names = list(fns)
+    for round_ in range(repeats):
+        for name in names if round_ % 2 == 0 else reversed(names):
             start = time.perf_counter()
-            fn()
+            fns[name]()
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
