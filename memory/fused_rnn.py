@@ -218,11 +218,16 @@ class LSTMSequence(torch.autograd.Function):
         c_prev = _carried(c0, cells, keep, ctx.resets)
         i, f, gg, o = gates.chunk(4, dim=-1)
         tanh_c = torch.tanh(cells)
-        # Factors that do not depend on the incoming gradients, for all steps at once.
-        dh_to_dc = o * (1 - tanh_c * tanh_c)
-        dc_to_pre = torch.cat([gg * i * (1 - i), c_prev * f * (1 - f), i * (1 - gg * gg)], -1)
-        dh_to_pre_o = tanh_c * o * (1 - o)
-        f_keep = f * keep  # dc_t -> dc_{t-1}, zero where a row's state was reset
+        # Factors that do not depend on the incoming gradients, for all steps at once, in
+        # place on fresh tensors (x (1 - x) as one addcmul) and written where they are used.
+        dh_to_dc = (1 - tanh_c * tanh_c).mul_(o)
+        dc_to_pre = gates.new_empty(*gates.shape[:2], 3, hidden)  # to d(pre i), d(pre f), d(g)
+        torch.addcmul(i, i, i, value=-1.0, out=dc_to_pre[:, :, 0]).mul_(gg)
+        torch.addcmul(f, f, f, value=-1.0, out=dc_to_pre[:, :, 1]).mul_(c_prev)
+        torch.addcmul(i, i * gg, gg, value=-1.0, out=dc_to_pre[:, :, 2])  # i (1 - g^2)
+        dh_to_pre_o = torch.addcmul(o, o, o, value=-1.0).mul_(tanh_c)
+        # dc_t -> dc_{t-1}, zero where a row's state was reset
+        f_keep = f * keep if any(ctx.resets) else f
         d_pre = torch.empty_like(gates)
         three = 3 * hidden
         views = zip(
@@ -230,7 +235,7 @@ class LSTMSequence(torch.autograd.Function):
                 a.unbind(0)
                 for a in (
                     dh_to_dc,
-                    dc_to_pre.unflatten(-1, (3, hidden)),
+                    dc_to_pre,
                     d_pre[..., :three].unflatten(-1, (3, hidden)),
                     dh_to_pre_o,
                     d_pre[..., three:],
