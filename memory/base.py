@@ -8,8 +8,10 @@ next state.  ``episode_starts[t, b]`` resets row ``b`` to its initial state
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -92,6 +94,45 @@ class MemoryModule(nn.Module):
 def check_positive_int(name: str, value: int) -> None:
     if not isinstance(value, int | torch.SymInt) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_range(
+    name: str,
+    value: object,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    integer: bool = False,
+    open_low: bool = False,
+    open_high: bool = False,
+    fix: str = "",
+) -> None:
+    """Refuse ``value`` unless it is a number (an ``int`` if ``integer``) in the range.
+
+    The error names the argument, the allowed range and, if given, the fix:
+    ``check_range("gamma", 1.5, 0, 1, fix="0.99 is usual")`` raises
+    ``ValueError: gamma must be a number in [0, 1], got 1.5; 0.99 is usual``.
+    NaN, booleans and (with ``integer``) floats such as 4.5 are refused.
+    """
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    ok = isinstance(value, kinds) and not isinstance(value, bool | np.bool_)
+    if ok:
+        above = value > low if open_low else value >= low
+        below = value < high if open_high else value <= high
+        ok = bool(above and below)  # False for NaN
+    if not ok:
+        interval = f"{'(' if open_low or low == -math.inf else '['}{_bound(low)}, "
+        interval += f"{_bound(high)}{')' if open_high or high == math.inf else ']'}"
+        kind = "an integer" if integer else "a number"
+        raise ValueError(
+            f"{name} must be {kind} in {interval}, got {value!r}" + (f"; {fix}" if fix else "")
+        )
+
+
+def _bound(x: float) -> str:
+    if x in (math.inf, -math.inf):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:g}"
 
 
 _REGISTRY: dict[str, type[MemoryModule]] = {}
