@@ -206,7 +206,7 @@ def make_vec_env(
     """Build an SB3 ``VecEnv`` for ``env_id``, batched where the env is.
 
     Args:
-        env_id: a Gymnasium id.  ``memworld/...`` ids are built once as a batched
+        env_id: a Gymnasium id or a memworld short name (``KeyDoorEasy``).  ``memworld/...`` ids are built once as a batched
             core (``vector_entry_point``, same-step autoreset) and wrapped in
             :class:`GymnasiumVecEnvAdapter`; other ids go to SB3's
             ``make_vec_env`` (one env object each).
@@ -218,6 +218,9 @@ def make_vec_env(
             SB3's ``make_vec_env`` always adds its per-env ``Monitor``).
         **kwargs: passed on to SB3's ``make_vec_env`` for non-memworld ids.
     """
+    import envs  # (registers the memworld ids)
+
+    env_id = envs.resolve_id(env_id)  # a short name such as "KeyDoorEasy" works too
     env_kwargs = dict(env_kwargs or {})
     if not env_id.startswith(MEMWORLD_PREFIX):
         return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=env_kwargs, **kwargs)
@@ -226,7 +229,6 @@ def make_vec_env(
             f"unexpected arguments {sorted(kwargs)} for a memworld id; task parameters go in "
             "env_kwargs=dict(...)"
         )
-    import envs  # noqa: F401  (registers the memworld ids)
 
     env_kwargs.setdefault("autoreset_mode", AutoresetMode.SAME_STEP)
     vector_env = gym.make_vec(

@@ -91,6 +91,11 @@ class VecTask(VectorEnv):
         self.params = self.Params.build(**params)
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
+        if not isinstance(world_state, bool | np.bool_):
+            raise ValueError(
+                f"world_state must be True or False, got {world_state!r}; "
+                "True adds infos['world_state'], False leaves it out"
+            )
         self.include_world_state = bool(world_state)
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}

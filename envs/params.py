@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskParams:
@@ -32,13 +34,16 @@ class TaskParams:
             if value is None and name == "max_episode_steps":
                 continue
             is_int_field = isinstance(low, int) and isinstance(high, int)
-            ok_type = isinstance(value, int) if is_int_field else isinstance(value, int | float)
-            if isinstance(value, bool) or not ok_type or not low <= value <= high:
+            numbers = (int, np.integer) if is_int_field else (int, float, np.integer, np.floating)
+            ok_type = isinstance(value, numbers)
+            if isinstance(value, bool | np.bool_) or not ok_type or not low <= value <= high:
                 kind = "an integer" if is_int_field else "a number"
                 raise ValueError(
                     f"{type(self).__name__}.{name} must be {kind} in [{low}, {high}], "
                     f"got {value!r}; pass {name}=<value in range>"
                 )
+            if isinstance(value, np.integer | np.floating):  # stored as a Python number
+                object.__setattr__(self, name, value.item())
         for name, allowed in self.CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:

@@ -105,7 +105,13 @@ class TaskEnv(gym.Env):
         if self._discrete_n is not None and type(action) is int and 0 <= action < self._discrete_n:
             actions = np.array((action,))  # the common case, checked without numpy
         else:
-            actions = core._check_actions(np.asarray(action).reshape(self._action_shape))
+            action = np.asarray(action)
+            if action.shape != self.action_space.shape:
+                raise ValueError(
+                    f"action must have shape {self.action_space.shape} ({self.action_space}), "
+                    f"got {action.shape}; pass one action"
+                )
+            actions = core._check_actions(action.reshape(self._action_shape))
         obs, reward, terminated, truncated, info = core._advance(actions)
         return obs[0], float(reward[0]), bool(terminated[0]), bool(truncated[0]), _row(info)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -9,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
+from envs.registry import resolve_id
 from envs.render import WHITE, YELLOW, canvas, text
 
 
@@ -64,7 +66,7 @@ class DistributionShift(VectorEnv):
 
         if shift_every is not None and (not isinstance(shift_every, int) or shift_every < 1):
             raise ValueError(f"shift_every must be a positive integer or None, got {shift_every!r}")
-        if not isinstance(num_tasks, int) or num_tasks < 1:
+        if isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1:
             raise ValueError(f"num_tasks must be a positive integer, got {num_tasks!r}")
         if not isinstance(task_id, int) or not 0 <= task_id < num_tasks:
             raise ValueError(f"task_id must be in [0, {num_tasks - 1}], got {task_id!r}")
@@ -117,7 +119,7 @@ class DistributionShift(VectorEnv):
         if not isinstance(task, str):
             raise ValueError(f"task must be a memworld env id or a vector env, got {task!r}")
         return gym.make_vec(
-            task,
+            resolve_id(task),
             num_envs=1 if num_envs is None else num_envs,
             vectorization_mode="vector_entry_point",
             autoreset_mode="next_step" if autoreset_mode is None else autoreset_mode,
@@ -128,6 +130,11 @@ class DistributionShift(VectorEnv):
 
     def _draw_perms(self, rng: np.random.Generator) -> np.ndarray:
         n = int(self.inner.single_action_space.n)
+        if self.num_tasks > math.factorial(n):
+            raise ValueError(
+                f"num_tasks={self.num_tasks} exceeds the {math.factorial(n)} distinct mappings of "
+                f"{n} actions; pass num_tasks <= {math.factorial(n)}"
+            )
         return np.stack([np.arange(n)] + [rng.permutation(n) for _ in range(self.num_tasks - 1)])
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):

@@ -139,3 +139,27 @@ def test_property_spaces_returns_world_state(env_id):
             totals[terminated | truncated] = 0.0
 
     check()
+
+
+def test_scalar_step_refuses_an_action_of_the_wrong_shape():
+    env = gym.make("memworld/KeyDoorEasy-v0")
+    env.reset(seed=0)
+    with pytest.raises(
+        ValueError, match=r"action must have shape \(\) \(Discrete\(4\)\), got \(3,\)"
+    ):
+        env.step(np.array([1, 2, 3]))
+
+
+def test_world_state_must_be_a_bool():
+    with pytest.raises(ValueError, match="world_state must be True or False, got 'no'"):
+        gym.make("memworld/KeyDoorEasy-v0", world_state="no")
+
+
+def test_task_params_take_numpy_integers_as_python_ints():
+    env = gym.make("memworld/RepeatFirstEasy-v0", num_symbols=np.int64(5))
+    params = env.unwrapped.core.params
+    assert params.num_symbols == 5 and type(params.num_symbols) is int
+    with pytest.raises(
+        ValueError, match=r"num_symbols must be an integer in \[2, 16\], got np.int64\(17\)"
+    ):
+        gym.make("memworld/RepeatFirstEasy-v0", num_symbols=np.int64(17))

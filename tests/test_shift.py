@@ -147,3 +147,16 @@ def test_render_adds_the_task_and_mapped_answer():
     frames, inner = env.render(), env.inner.render()
     assert frames[0].dtype == np.uint8 and frames[0].shape[0] == inner[0].shape[0] + 16
     np.testing.assert_array_equal(frames[0][: inner[0].shape[0]], inner[0])
+
+
+def test_num_tasks_is_checked_and_short_task_names_resolve():
+    with pytest.raises(ValueError, match="num_tasks must be a positive integer, got True"):
+        DistributionShift(num_tasks=True)
+    # RepeatFirstEasy has 4 actions: 4! = 24 distinct answer mappings.
+    with pytest.raises(ValueError, match="num_tasks=25 exceeds the 24 distinct mappings"):
+        DistributionShift(task="memworld/RepeatFirstEasy-v0", num_tasks=25)
+    short = DistributionShift(task="RepeatFirstEasy", num_tasks=24, mapping_seed=0)
+    full = DistributionShift(task="memworld/RepeatFirstEasy-v0", num_tasks=24, mapping_seed=0)
+    np.testing.assert_array_equal(short.perms, full.perms)
+    with pytest.raises(ValueError, match="did you mean memworld/RepeatFirstEasy-v0"):
+        DistributionShift(task="RepeatFrstEasy")

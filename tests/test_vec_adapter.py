@@ -224,3 +224,13 @@ def test_make_vec_env_falls_back_to_sb3_for_other_ids():
 def test_adapter_rejects_a_non_vector_env():
     with pytest.raises(TypeError, match="make_vec"):
         GymnasiumVecEnvAdapter(gym.make("CartPole-v1"))
+
+
+def test_make_vec_env_takes_short_names_and_names_the_closest_ids():
+    short, full = (
+        make_vec_env("KeyDoorEasy", n_envs=2, seed=3),
+        make_vec_env("memworld/KeyDoorEasy-v0", n_envs=2, seed=3),
+    )
+    np.testing.assert_array_equal(short.reset(), full.reset())
+    with pytest.raises(ValueError, match="did you mean memworld/KeyDoorEasy-v0"):
+        make_vec_env("KeyDorEasy")
