@@ -16,6 +16,23 @@ from pathlib import Path
 # Held-out batches of num_envs episodes (128 episodes at the default 16): with 32, a
 # KeyDoorEasy seed's last per-step points averaged 2-5 episodes each.
 EVAL_BATCHES = 8
+# --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
+# every phase an update (1 + 2 + 1).
+MIN_STEPS = 4
+
+
+def steps_arg(text: str) -> int:
+    """``--steps``: an integer >= MIN_STEPS (argparse reports the message under --steps)."""
+    try:
+        steps = int(text)
+    except ValueError:
+        steps = None
+    if steps is None or steps < MIN_STEPS:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer >= {MIN_STEPS}, got {text!r}; the updates are split 1/4 "
+            f"pretrain, 1/2 joint, 1/4 refine, and {MIN_STEPS} gives each phase one (1 + 2 + 1)"
+        )
+    return steps
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -75,9 +92,9 @@ def cmd_train(args: argparse.Namespace) -> None:
             num_envs=args.num_envs,
             seq_len=args.seq_len,
             **given,
-            phase1_steps=max(1, steps // 4),
-            phase2_steps=max(1, steps // 2),
-            phase3_steps=max(1, steps - steps // 4 - steps // 2),
+            phase1_steps=steps // 4,  # each >= 1 as steps >= MIN_STEPS
+            phase2_steps=steps // 2,
+            phase3_steps=steps - steps // 4 - steps // 2,
             log_every=max(1, steps // 40),
         )
         path = (
@@ -298,7 +315,10 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     )
     train.add_argument("--preset", default="small", choices=["small", "full"])
     train.add_argument(
-        "--steps", type=int, default=400, help="updates over the three phases (1/4, 1/2, 1/4)"
+        "--steps",
+        type=steps_arg,
+        default=400,
+        help=f"updates over the three phases (1/4, 1/2, 1/4; at least {MIN_STEPS})",
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(

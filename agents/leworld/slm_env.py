@@ -9,11 +9,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from memory.base import check_range
 from world_models.leworld.config import preset
 from world_models.leworld.data import RolloutSource
 from world_models.leworld.rollout import paired_branch_reward, step_loss
 from world_models.leworld.slm import pointer_features
 from world_models.leworld.system import LeWorldSystem
+
+ACTION_ENTRIES = ("address high byte", "address low byte", "range choice")
 
 
 class SLMEnv(gym.Env):
@@ -59,6 +62,8 @@ class SLMEnv(gym.Env):
         oracle_prob: float = 0.8,
         seed: int = 0,
     ) -> None:
+        check_range("SLMEnv seq_len", seq_len, 1, integer=True, fix="steps per episode, e.g. 32")
+        check_range("SLMEnv oracle_prob", oracle_prob, 0, 1, fix="a probability, e.g. 0.8")
         self.env_id, self.seq_len, self.oracle_prob = env_id, seq_len, oracle_prob
         self.source = RolloutSource(env_id, 1, seq_len, seed, oracle_prob)
         if system is None:
@@ -110,8 +115,24 @@ class SLMEnv(gym.Env):
             self._write()
             return self._observe(), {"oracle_address": int(self._batch.oracle_address[0, 0])}
 
+    def _checked(self, action: Any) -> np.ndarray:
+        """``action`` as int64, or a ValueError naming the entry outside the action space."""
+        given, nvec = np.asarray(action), self.action_space.nvec
+        if given.shape != nvec.shape or given.dtype.kind not in "iuf":
+            raise ValueError(
+                f"SLMEnv action must be {len(nvec)} integers in {self.action_space}, got {action!r}"
+            )
+        ok = (given >= 0) & (given < nvec) & (given == np.floor(given))  # NaN fails too
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise ValueError(
+                f"SLMEnv action {given.tolist()} is outside {self.action_space}: entry {i} "
+                f"({ACTION_ENTRIES[i]}) must be an integer in [0, {nvec[i] - 1}], got {given[i]}"
+            )
+        return given.astype(np.int64)
+
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
-        action = np.asarray(action, dtype=np.int64)
+        action = self._checked(action)
         mem = self.system.config.memory
         n = self.system.num_slms
         addresses = torch.full((1, n), -1, dtype=torch.long)

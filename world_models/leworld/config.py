@@ -11,7 +11,10 @@ parameters for tests and the demo.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
+
+from memory.base import check_range
 
 # The reference task whose widths the parameter table is measured on.
 REFERENCE_OBS_DIM = 12
@@ -21,6 +24,36 @@ REFERENCE_STATE_DIM = 22
 REFINE_PREDICTIONS = ("sample", "soft", "hard")
 # Which addresses phase 3 judges the info request under (TrainingConfig.request_addresses).
 REQUEST_ADDRESSES = ("sample", "hard")
+# TrainingConfig's phase lengths (``{name}_steps``) and non-negative loss weights.
+PHASE_STEPS = ("codec", "phase1", "phase2", "phase3")
+COEFS = ("load_balance_coef", "recon_coef", "address_coef", "entropy_coef")
+# BitStore's address halves: 2 ** (1..12) choices each.
+MAX_ADDRESS_HALF = 4096
+
+
+def _check(
+    config: object,
+    name: str,
+    low: float,
+    high: float = math.inf,
+    fix: str = "",
+    *,
+    open_low: bool = False,
+    allow_inf: bool = False,
+) -> None:
+    """Refuse ``config.name`` outside ``[low, high]`` (an integer if annotated ``int``);
+    infinity is refused unless ``allow_inf``. The error names ``Class.field``."""
+    integer = {f.name: f.type for f in dataclasses.fields(config)}[name] == "int"
+    check_range(
+        f"{type(config).__name__}.{name}",
+        getattr(config, name),
+        low,
+        high,
+        integer=integer,
+        open_low=open_low,
+        open_high=high == math.inf and not allow_inf,
+        fix=fix,
+    )
 
 
 @dataclass(frozen=True)
@@ -39,6 +72,25 @@ class MemoryConfig:
     """Training-time soft read: top-k high x top-k low candidate addresses."""
     hidden: int = 232
     """Hidden width of the bit encoder and of the bit decoder."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_high", "num_low"):
+            _check(self, name, 2, MAX_ADDRESS_HALF, "use a power of two such as 16 or 256")
+            value = getattr(self, name)
+            if value & (value - 1):
+                raise ValueError(
+                    f"MemoryConfig.{name} must be a power of two in [2, {MAX_ADDRESS_HALF}], got "
+                    f"{value}; the bit store addresses each half with whole bits (e.g. 256)"
+                )
+        if self.num_high != self.num_low:
+            raise ValueError(
+                f"MemoryConfig.num_high ({self.num_high}) and num_low ({self.num_low}) must be "
+                "equal; the bit store splits an address into two equal halves"
+            )
+        _check(self, "word_bits", 1, 32, "a word is one int32")
+        _check(self, "range_len", 1, self.num_words, "a read covers at most the whole memory")
+        _check(self, "top_k", 1, self.num_high, "the soft read keeps top_k of each address half")
+        _check(self, "hidden", 1, fix="the codec's hidden width (232 full, 64 small)")
 
     @property
     def num_words(self) -> int:
@@ -66,6 +118,31 @@ class SLMConfig:
     pointer_freqs: int = 8
     """Fourier frequencies (1, 2, 4, ...) encoding each byte of the write pointer."""
 
+    def __post_init__(self) -> None:
+        for name, low, fix in (
+            ("num_slms", 1, "the BLM routes among at least one SLM"),
+            ("state_dim", 1, "a width such as 32"),
+            ("char_dim", 0, "0 gives the SLMs no characteristics vector"),
+            ("hidden", 1, "a width such as 96"),
+            ("layers", 1, "the address network needs at least one hidden layer"),
+            ("read_dim", 1, "a width such as 48"),
+            ("pointer_freqs", 0, "0 leaves the write pointer out of the SLM's inputs"),
+        ):
+            _check(self, name, low, fix=fix)
+        if not isinstance(self.range_choices, tuple | list):
+            raise ValueError(
+                f"SLMConfig.range_choices must be a tuple of range lengths, got "
+                f"{self.range_choices!r}; e.g. (1, 2, 4, 8), or () for a fixed range_len"
+            )
+        for i, length in enumerate(self.range_choices):
+            check_range(
+                f"SLMConfig.range_choices[{i}]",
+                length,
+                1,
+                integer=True,
+                fix="a range length in words, at most MemoryConfig.range_len",
+            )
+
 
 @dataclass(frozen=True)
 class BLMConfig:
@@ -83,6 +160,18 @@ class BLMConfig:
     """Width of the info request sent to every SLM at the next step."""
     gate_bias: float = 1.0
     """Initial router bias: sigmoid(1) = 0.73, so training starts with all SLMs on."""
+
+    def __post_init__(self) -> None:
+        # A residual MLP trunk: no attention heads, so d_model has no divisibility rule.
+        for name, low, fix in (
+            ("d_model", 1, "a width such as 128"),
+            ("d_ff", 1, "a width such as 256"),
+            ("blocks", 0, "0 leaves the trunk without residual blocks"),
+            ("gate_hidden", 1, "a width such as 64"),
+            ("request_dim", 1, "a width such as 32"),
+        ):
+            _check(self, name, low, fix=fix)
+        _check(self, "gate_bias", -math.inf, fix="1.0 starts with every SLM on", open_low=True)
 
 
 @dataclass(frozen=True)
@@ -146,21 +235,39 @@ class TrainingConfig:
     """Updates between metric logs."""
 
     def __post_init__(self) -> None:
-        for name in (
-            "codec_steps",
-            "phase1_steps",
-            "phase2_steps",
-            "phase3_steps",
-            "load_balance_coef",
-            "recon_coef",
-            "address_coef",
-            "entropy_coef",
+        for name, low, fix in (
+            ("seed", 0, "seeds are non-negative integers"),
+            ("num_envs", 1, "episodes per batch, 16 by default"),
+            ("seq_len", 1, "steps per training sequence, 48 by default"),
+            ("codec_batch", 1, "observations per codec update, 256 by default"),
+            ("log_every", 1, "log every N updates, 10 by default"),
+            *[(f"{n}_steps", 0, "whole updates; 0 skips that stage") for n in PHASE_STEPS],
+            *[(coef, 0, "0 turns that loss off") for coef in COEFS],
         ):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"TrainingConfig.{name} must be >= 0, got {getattr(self, name)}; "
-                    "pass 0 to skip that stage or loss"
-                )
+            _check(self, name, low, fix=fix)
+        _check(self, "oracle_prob", 0, 1, "a probability")
+        for name, fix in (
+            ("lr", "Adam's step size, 1e-3 by default"),
+            ("phase3_lr", "Adam's step size in phase 3, 3e-4 by default"),
+            ("request_noise", "the std of the request policy, 0.1 by default"),
+        ):
+            _check(self, name, 0, fix=fix, open_low=True)
+        _check(
+            self, "grad_clip", 0, math.inf, "inf turns clipping off", open_low=True, allow_inf=True
+        )
+        if not isinstance(self.pretrain_lags, tuple | list) or not self.pretrain_lags:
+            raise ValueError(
+                f"TrainingConfig.pretrain_lags must be a non-empty tuple, one lag per SLM "
+                f"(SLMConfig.num_slms), got {self.pretrain_lags!r}; e.g. (1, 4, 16)"
+            )
+        for i, lag in enumerate(self.pretrain_lags):
+            check_range(
+                f"TrainingConfig.pretrain_lags[{i}]",
+                lag,
+                0,
+                integer=True,
+                fix="a lag counts words behind the write pointer",
+            )
         if self.refine_prediction not in REFINE_PREDICTIONS:
             raise ValueError(
                 f"TrainingConfig.refine_prediction must be one of {REFINE_PREDICTIONS}, "
@@ -171,12 +278,6 @@ class TrainingConfig:
                 f"TrainingConfig.request_addresses must be one of {REQUEST_ADDRESSES}, "
                 f"got {self.request_addresses!r}"
             )
-        if self.codec_batch < 1:
-            raise ValueError(f"TrainingConfig.codec_batch must be >= 1, got {self.codec_batch}")
-        if not 0.0 <= self.oracle_prob <= 1.0:
-            raise ValueError(
-                f"TrainingConfig.oracle_prob must lie in [0, 1], got {self.oracle_prob}"
-            )
 
 
 @dataclass(frozen=True)
@@ -186,6 +287,15 @@ class LeWorldConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     slm: SLMConfig = field(default_factory=SLMConfig)
     blm: BLMConfig = field(default_factory=BLMConfig)
+
+    def __post_init__(self) -> None:
+        too_long = [r for r in self.slm.range_choices if r > self.memory.range_len]
+        if too_long:
+            raise ValueError(
+                f"SLMConfig.range_choices {tuple(self.slm.range_choices)} must lie in "
+                f"[1, {self.memory.range_len}] (MemoryConfig.range_len), got {too_long}; "
+                "raise range_len or drop the longer choices"
+            )
 
 
 def small_preset() -> LeWorldConfig:

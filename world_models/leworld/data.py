@@ -10,12 +10,15 @@ row's first episode has ended (later steps are padding).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import Tensor
+
+from memory.base import check_range
 
 
 @dataclass
@@ -47,6 +50,14 @@ class RolloutSource:
     ) -> None:
         import envs  # registers the ids
 
+        for name, value, low, high, fix in (
+            ("num_envs", num_envs, 1, math.inf, "rows per batch, e.g. 16"),
+            ("seq_len", seq_len, 1, math.inf, "steps per batch, e.g. 48"),
+            ("seed", seed, 0, math.inf, "seeds are non-negative integers"),
+            ("oracle_prob", oracle_prob, 0, 1, "a probability (1: oracle actions only)"),
+        ):
+            integer = name != "oracle_prob"
+            check_range(f"RolloutSource {name}", value, low, high, integer=integer, fix=fix)
         self.env_id = env_id = envs.resolve_id(env_id)  # a short name (KeyDoorEasy) too
         self.env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
         self.num_envs, self.seq_len, self.oracle_prob = num_envs, seq_len, oracle_prob

@@ -85,6 +85,13 @@ class LeWorldTrainer:
         log: Callable[[dict], None] | None = None,
         device: torch.device | str | None = None,
     ) -> None:
+        lags, n = config.pretrain_lags, system.num_slms
+        if len(lags) != n:
+            raise ValueError(
+                f"TrainingConfig.pretrain_lags must hold one lag per SLM: {n} "
+                f"(SLMConfig.num_slms), got {len(lags)} in {tuple(lags)}; pass e.g. "
+                f"pretrain_lags={tuple(4**i for i in range(n))}"
+            )
         self.device = torch.device(device) if device else next(system.parameters()).device
         self.system, self.config = system.to(self.device), config
         self.source = source or RolloutSource(
@@ -111,8 +118,7 @@ class LeWorldTrainer:
         t_len, b = batch.valid.shape
         on = torch.ones(b, self.system.num_slms, device=self.device)
         result = run_sequence(self.system, batch, "soft", mask_override=on, keep_logits=True)
-        lags = c.pretrain_lags[: self.system.num_slms]
-        target = address_targets(t_len, b, lags, mem.range_len, self.device)
+        target = address_targets(t_len, b, c.pretrain_lags, mem.range_len, self.device)
         ce = F.cross_entropy(
             result.logits["high"].flatten(0, 2), (target // mem.num_low).flatten(), reduction="none"
         )
