@@ -68,17 +68,58 @@ class MemoryModule(nn.Module):
             out[name] = torch.where(mask, init[name].to(value.dtype), value)
         return out
 
-    def check_inputs(self, x: Tensor, episode_starts: Tensor) -> None:
-        if x.dim() != 3 or x.shape[-1] != self.input_dim:
+    def check_inputs(self, x: Tensor, episode_starts: Tensor, state: State | None = None) -> None:
+        """Refuse a badly shaped or typed ``x``, ``episode_starts`` other than 0/1, and (when
+        given) a ``state`` missing a key or built for another batch size.  Costs one host
+        sync (the 0/1 check of non-bool ``episode_starts``) per call."""
+        if x.dim() != 3 or x.shape[-1] != self.input_dim or x.shape[0] == 0:
             raise ValueError(
-                f"x must have shape (T, B, input_dim={self.input_dim}), got {tuple(x.shape)}; "
-                "add a time axis with x.unsqueeze(0) for a single step"
+                f"x must have shape (T, B, input_dim={self.input_dim}) with at least one step "
+                f"(T >= 1), got {tuple(x.shape)}; add a time axis with x.unsqueeze(0) for one step"
+            )
+        want = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        if not x.is_floating_point() or want not in (None, x.dtype):
+            want_name = f"dtype {want} (the module's parameters)" if want else "a floating dtype"
+            raise ValueError(
+                f"x must have {want_name}, got {x.dtype}; "
+                "pass x.float() (or convert the module, e.g. module.double())"
             )
         if tuple(episode_starts.shape) != tuple(x.shape[:2]):
             raise ValueError(
                 f"episode_starts must have shape (T, B)={tuple(x.shape[:2])}, "
                 f"got {tuple(episode_starts.shape)}"
             )
+        if episode_starts.dtype != torch.bool and bool(
+            ((episode_starts != 0) & (episode_starts != 1)).any()
+        ):
+            raise ValueError(
+                "episode_starts must hold only 0/1 (or bool) values, got others "
+                f"(e.g. {episode_starts[(episode_starts != 0) & (episode_starts != 1)][0].item()}); "
+                "pass the done flags as a bool tensor"
+            )
+        if state is not None:
+            self.check_state(state, x.shape[1])
+
+    def check_state(self, state: State, batch_size: int) -> None:
+        """Refuse a ``state`` without the keys of :meth:`initial_state` or whose tensors'
+        batch axis is not ``batch_size``."""
+        if getattr(self, "_state_keys", None) is None:
+            try:  # on the meta device: shapes only, nothing allocated
+                self._state_keys = tuple(self.initial_state(1, "meta"))
+            except Exception:  # an initial_state that cannot run on meta: check sizes only
+                self._state_keys = ()
+        missing = [k for k in self._state_keys if k not in state]
+        if missing:
+            raise ValueError(
+                f"state is missing {missing}; build it with module.initial_state(batch_size) "
+                "and pass the state forward returned"
+            )
+        for key, value in state.items():
+            if isinstance(value, Tensor) and value.dim() and value.shape[0] != batch_size:
+                raise ValueError(
+                    f"state[{key!r}] has batch size {value.shape[0]} but x has B={batch_size}; "
+                    f"build the state with module.initial_state({batch_size})"
+                )
 
     def _device(self, state: State | None = None) -> torch.device:
         """Where the module lives: its first parameter or buffer, else ``state``'s, else CPU."""

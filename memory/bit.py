@@ -56,7 +56,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, register
+from memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memory.bit_store import BitStore, address_entropy, pack_bits
 
 WRITE_MODES = ("pointer", "learned")
@@ -117,6 +117,7 @@ class BitMemory(MemoryModule):
         self.hidden_dim = hidden_dim
         self.write_mode = write_mode
         self.read_addressing = read_addressing
+        check_range("recon_weight", recon_weight, 0, fix="0 turns the codec loss off")
         self.recon_weight = float(recon_weight)
         self.read_dim = range_len * (input_dim + 1)
         half = self.store.half_size
@@ -150,7 +151,7 @@ class BitMemory(MemoryModule):
 
     # --------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         steps, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
         reset_at = starts.any(dim=1).tolist()  # one host sync for the whole chunk
@@ -172,7 +173,7 @@ class BitMemory(MemoryModule):
                 }
             h = self.controller(torch.cat([xs[t], state["read"]], dim=-1), state["h"])
             address = self._write_address(h, state["pointer"])
-            state = self.store.write_words(state, address, packed[t], inplace=True)
+            state = self.store.write_words(state, address, packed[t], inplace=True, wrap=True)
             high, low = self.read_head(h).chunk(2, dim=-1)
             read, read_address = self._read(state, high, low, address)
             pointer = torch.remainder(state["pointer"] + 1, self.store.num_words)
@@ -204,8 +205,11 @@ class BitMemory(MemoryModule):
             weights = torch.ones_like(addresses, dtype=high.dtype)
         if self.read_addressing == "relative":
             addresses = torch.remainder(write_address[:, None] - addresses, self.store.num_words)
-        decoded = self.store.read_vectors(state, addresses)  # (B, C, L, V)
-        flags = self.store.is_written(state, addresses).to(high.dtype)[..., None]  # (B, C, L, 1)
+        # wrap=True: addresses are in range by construction; it skips a per-step range check.
+        decoded = self.store.read_vectors(state, addresses, wrap=True)  # (B, C, L, V)
+        flags = self.store.is_written(state, addresses, wrap=True).to(high.dtype)[
+            ..., None
+        ]  # (B, C, L, 1)
         words = torch.cat([decoded, flags], dim=-1)
         best = addresses.gather(1, weights.detach().argmax(dim=1, keepdim=True)).squeeze(1)
         return torch.einsum("bc,bclv->blv", weights, words).flatten(1), best

@@ -23,10 +23,12 @@ give k*k candidate addresses, scored ``high_logit + low_logit`` (the argmax
 address always among them) and weighted by a softmax over those scores; with
 ``keep`` set, only the best ``keep`` candidates are read (PKM keeps k).
 
-Ranges and the end of memory.  Every access covers ``range_len`` consecutive
-words from its start address, and all addresses are taken modulo
-``num_words``: the memory is a ring, so a range that runs past the last word
-continues at word 0 and a write never loses data silently.
+Ranges and the end of memory.  An access covers ``range_len`` (1..num_words)
+consecutive words from its start address; the memory is a ring, so a range
+that runs past the last word continues at word 0.  A start address must be an
+integer in ``[0, num_words)`` (others are refused) unless the call passes
+``wrap=True``, which takes addresses modulo ``num_words`` (for a step-counting
+write pointer).  A write never loses data silently: longer than memory is refused.
 
 Gradients.  Stored words are integers: nothing flows back through storage.
 :meth:`encode` is straight-through (hard 0/1 forward, sigmoid gradient
@@ -48,7 +50,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.base import State, check_positive_int
+from memory.base import State, check_positive_int, check_range
 
 MAX_WORD_BITS = 32
 
@@ -260,9 +262,9 @@ class BitStore(nn.Module):
         ``k`` and ``keep`` default to the store's ``top_k`` and ``keep``.
         """
         self._check_logits(high_logits, low_logits)
-        return product_candidates(
-            high_logits, low_logits, k or self.top_k, keep if keep is not None else self.keep
-        )
+        k = self.top_k if k is None else k
+        check_range("k", k, 1, self.half_size, integer=True, fix="None uses top_k")
+        return product_candidates(high_logits, low_logits, k, self.keep if keep is None else keep)
 
     def _check_logits(self, high_logits: Tensor, low_logits: Tensor) -> None:
         h = self.half_size
@@ -272,17 +274,34 @@ class BitStore(nn.Module):
                 f"{self.addr_bits_per_half}), got {high_logits.shape[-1]} and {low_logits.shape[-1]}"
             )
 
-    def range_index(self, address: Tensor, range_len: int | None = None) -> Tensor:
-        """``(B, ...)`` start addresses -> ``(B, ..., range_len)`` word indices, modulo ``num_words``."""
-        offsets = torch.arange(range_len or self.range_len, device=address.device)
-        return torch.remainder(address.long()[..., None] + offsets, self.num_words)
+    def range_index(
+        self, address: Tensor, range_len: int | None = None, wrap: bool = False, what="range_len"
+    ) -> Tensor:  # ``what`` names the length in errors
+        """``(B, ...)`` start addresses -> ``(B, ..., range_len)`` word indices (a range wraps at
+        the end of memory).  Addresses outside ``[0, num_words)`` are refused unless ``wrap``."""
+        n, length = self.num_words, self.range_len if range_len is None else range_len
+        fix = "None uses the store's range_len" if what == "range_len" else "split the write"
+        check_range(what, length, 1, n, integer=True, fix=fix)
+        if address.is_floating_point() or address.is_complex() or address.dtype == torch.bool:
+            raise ValueError(f"address must be an integer tensor, got {address.dtype}; use .long()")
+        outside = None if wrap else (address < 0) | (address >= n)
+        if outside is not None and bool(outside.any()):  # one host sync
+            raise ValueError(
+                f"address must be in [0, {n - 1}] (num_words={n}), got {address[outside][0]}; "
+                "pass wrap=True to take addresses modulo num_words (a ring)"
+            )
+        offsets = torch.arange(length, device=address.device)
+        return torch.remainder(address.long()[..., None] + offsets, n)
 
     # ---------------------------------------------------------------- writes
-    def write(self, state: State, address: Tensor, bits: Tensor, inplace: bool = False) -> State:
+    def write(
+        self, state: State, address: Tensor, bits: Tensor, inplace: bool = False, wrap: bool = False
+    ) -> State:
         """Store hard bits at ``address`` (B,): one word ``(B, W)`` or a range ``(B, L, W)``.
 
-        A range fills ``address, address + 1, ...`` (modulo ``num_words``).  Bits
-        may be float (rounded at 0.5) or bool; no gradient is stored.
+        A range fills ``address, address + 1, ...`` (continuing at word 0 past the
+        end).  Bits may be float (rounded at 0.5) or bool; no gradient is stored.
+        ``wrap``: take addresses modulo ``num_words`` instead of refusing them.
         """
         if bits.dim() == 2:
             bits = bits[:, None]  # (B, 1, W)
@@ -292,17 +311,20 @@ class BitStore(nn.Module):
                 f"write needs address (B,) and bits (B, W) or (B, L, W) with W={self.word_bits}, "
                 f"got address {tuple(address.shape)} and bits {tuple(bits.shape)}"
             )
-        if length > self.num_words:
-            raise ValueError(f"a write of {length} words exceeds num_words={self.num_words}")
-        return self.write_words(state, address, pack_bits(bits), inplace=inplace)
+        return self.write_words(state, address, pack_bits(bits), inplace=inplace, wrap=wrap)
 
     def write_words(
-        self, state: State, address: Tensor, words: Tensor, inplace: bool = False
+        self,
+        state: State,
+        address: Tensor,
+        words: Tensor,
+        inplace: bool = False,
+        wrap: bool = False,
     ) -> State:
         """Store packed int32 words (see :func:`pack_bits`) at ``address`` (B,): ``(B,)`` or ``(B, L)``."""
         if words.dim() == 1:
             words = words[:, None]  # (B, 1)
-        index = self.range_index(address, words.shape[1])  # (B, L)
+        index = self.range_index(address, words.shape[1], wrap, "number of words written")  # (B, L)
         stored = state["words"] if inplace else state["words"].clone()
         written = state["written"] if inplace else state["written"].clone()
         stored.scatter_(1, index, words.to(torch.int32))
@@ -316,26 +338,33 @@ class BitStore(nn.Module):
         return self.write(state, address, self.encode(vectors), inplace=inplace)
 
     # ----------------------------------------------------------------- reads
-    def read(self, state: State, address: Tensor, range_len: int | None = None) -> Tensor:
+    def read(
+        self, state: State, address: Tensor, range_len: int | None = None, wrap: bool = False
+    ) -> Tensor:
         """Bits of the ranges starting at ``address`` ``(B, ...)`` -> ``(B, ..., L, W)`` float 0/1."""
-        index = self.range_index(address, range_len)  # (B, ..., L)
+        index = self.range_index(address, range_len, wrap)  # (B, ..., L)
         words = torch.gather(state["words"], 1, index.flatten(1)).view(index.shape)
         return unpack_bits(words, self.word_bits)
 
-    def is_written(self, state: State, address: Tensor, range_len: int | None = None) -> Tensor:
+    def is_written(
+        self, state: State, address: Tensor, range_len: int | None = None, wrap: bool = False
+    ) -> Tensor:
         """Whether each word of the ranges at ``address`` ``(B, ...)`` was written: ``(B, ..., L)`` bool."""
-        index = self.range_index(address, range_len)
+        index = self.range_index(address, range_len, wrap)
         return torch.gather(state["written"], 1, index.flatten(1)).view(index.shape)
 
-    def read_vectors(self, state: State, address: Tensor, range_len: int | None = None) -> Tensor:
+    def read_vectors(
+        self, state: State, address: Tensor, range_len: int | None = None, wrap: bool = False
+    ) -> Tensor:
         """Decoded ranges at ``address`` ``(B, ...)`` -> ``(B, ..., L, vector_dim)``."""
-        return self.decode(self.read(state, address, range_len))
+        return self.decode(self.read(state, address, range_len, wrap))
 
     def read_hard(
         self, state: State, high_logits: Tensor, low_logits: Tensor, range_len: int | None = None
     ) -> Tensor:
         """Decoded range at the argmax address: ``(B, H), (B, H)`` -> ``(B, L, vector_dim)``."""
-        return self.read_vectors(state, self.address(high_logits, low_logits), range_len)
+        address = self.address(high_logits, low_logits)  # in range: no check needed
+        return self.read_vectors(state, address, range_len, wrap=True)
 
     def read_soft(
         self,
@@ -352,7 +381,7 @@ class BitStore(nn.Module):
         when the logits are peaked enough that one candidate takes all the weight.
         """
         addresses, weights = self.candidates(high_logits, low_logits, k, keep)
-        decoded = self.read_vectors(state, addresses, range_len)  # (B, C, L, V)
+        decoded = self.read_vectors(state, addresses, range_len, wrap=True)  # (B, C, L, V)
         return torch.einsum("bc,bclv->blv", weights, decoded)
 
     # ----------------------------------------------------------- statistics

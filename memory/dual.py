@@ -93,11 +93,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, register
+from memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memory.dual_layer import DualMemoryLayer
 from memory.dual_ltm import ExperienceReplay, LongTermMemory, check_ltm_args, ltm_diagnostics
 from memory.dual_store import LTMBatch
 
+GATE = "the update gate is a sigmoid in (0, 1): 0 writes every step, 1 never"
 LTM_FIELDS = {f: f"ltm_{f}" for f in LTMBatch.FIELDS}  # LTMBatch field -> state key
 LONG_TERM_KEYS = (*LTM_FIELDS.values(), "ltm_merges", "steps")
 
@@ -116,7 +117,8 @@ class DualMemory(ExperienceReplay, MemoryModule):
         stm_slots: short-term slots S (default 16).
         key_dim: long-term key width (default 32).
         ltm_top_k: entries retrieved per step (default 5).
-        ltm_write_threshold: update gate above which a step is written (default 0.5).
+        ltm_write_threshold: update gate above which a step is written, in [0, 1] (1: never;
+            default 0.5).
         ltm_write_interval: write only at step counts divisible by this (default 1).
         importance_weight: weight of ``log(importance)`` in retrieval (default 0.1).
         importance_decay: per-step importance decay, in [0, 1) (default 0.01).
@@ -165,12 +167,13 @@ class DualMemory(ExperienceReplay, MemoryModule):
             ("ltm_write_interval", ltm_write_interval),
             ("consolidation_interval", consolidation_interval),
             ("ffn_mult", ffn_mult),
+            ("key_dim", key_dim),
         ]:
             check_positive_int(name, value)
-        if attention_window == 1 or attention_window < 0:
-            raise ValueError(
-                f"attention_window must be 0 (no self-attention) or >= 2, got {attention_window}"
-            )
+        check_range("attention_window", attention_window, 0, integer=True, fix="0: no attention")
+        if attention_window == 1:
+            raise ValueError("attention_window must be 0 (no self-attention) or >= 2, got 1")
+        check_range("ltm_write_threshold", ltm_write_threshold, 0, 1, fix=GATE)
         check_ltm_args(
             ltm_capacity,
             ltm_top_k,
@@ -264,7 +267,7 @@ class DualMemory(ExperienceReplay, MemoryModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         steps_total, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
         # One sync: resets and consolidations are scheduled on the host.

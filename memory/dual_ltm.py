@@ -44,6 +44,17 @@ def check_ltm_args(
         raise ValueError(f"memory_sample_ratio must be in [0, 1], got {memory_sample_ratio}")
 
 
+def rows_of(name: str, x: Tensor, dim: str, width: int) -> Tensor:
+    """``x (width,)`` or ``(N, width)`` as ``(N, width)``; any other shape is refused
+    (reshaping it would glue or split rows into wrong entries)."""
+    if x.dim() not in (1, 2) or x.shape[-1] != width:
+        raise ValueError(
+            f"{name} must have shape (N, {dim}={width}) or ({dim}={width},), "
+            f"got {tuple(x.shape)}; pass one row per entry"
+        )
+    return x.reshape(-1, width)
+
+
 class LongTermMemory(nn.Module):
     """A key/value store with per-slot importance, top-k retrieval and consolidation.
 
@@ -112,7 +123,11 @@ class LongTermMemory(nn.Module):
         FIFO into empty slots; when full, each entry replaces the least important
         slot (the oldest among equally important ones).
         """
-        keys, values = key.reshape(1, -1, self.key_dim), value.reshape(1, -1, self.value_dim)
+        key, value = (
+            rows_of("key", key, "key_dim", self.key_dim),
+            rows_of("value", value, "value_dim", self.value_dim),
+        )
+        keys, values = key.unsqueeze(0), value.unsqueeze(0)
         if keys.shape[1] != values.shape[1]:
             raise ValueError(
                 f"got {keys.shape[1]} keys but {values.shape[1]} values; pass one value per key"
@@ -134,7 +149,7 @@ class LongTermMemory(nn.Module):
         of the slots read (by their weights) after decaying all importances.
         """
         single = query.dim() == 1
-        q = query.reshape(1, -1, self.key_dim)
+        q = rows_of("query", query, "key_dim", self.key_dim).unsqueeze(0)
         k = self.top_k if top_k is None else top_k
         if not 1 <= k <= self.capacity:
             raise ValueError(f"top_k must be in [1, capacity={self.capacity}], got {k}")

@@ -54,7 +54,7 @@ class _Recurrent(MemoryModule):
         return {name: z.clone() for name in self.state_names}
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         # Split points: steps where some row starts an episode (step 0 is handled by reset).
         cuts = [0] + (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() + [x.shape[0]]

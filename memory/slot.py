@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, register
+from memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memory.slot_bank import HeadOutputs, MemoryIO, SlotBank, slot_utilisation
 from memory.slot_controller import make_controller
 
@@ -144,6 +144,7 @@ class SlotMemory(MemoryModule):
             ("read_top_k", read_top_k),
             ("write_top_k", write_top_k),
             ("bottleneck_dim", bottleneck_dim),
+            ("controller_window", controller_window),
         ]:
             check_positive_int(name, value)
         for name, k in [("read_top_k", read_top_k), ("write_top_k", write_top_k)]:
@@ -151,14 +152,16 @@ class SlotMemory(MemoryModule):
                 raise ValueError(
                     f"{name}={k} must be <= num_slots={num_slots}; lower it or add slots"
                 )
-        if not 0.0 < decay_init < 1.0:
-            raise ValueError(
-                f"decay_init must be in (0, 1), got {decay_init}; 0.99 keeps ~100 steps"
-            )
-        if not 0.0 <= usage_decay < 1.0:
-            raise ValueError(f"usage_decay must be in [0, 1), got {usage_decay}")
-        if age_scale <= 0:
-            raise ValueError(f"age_scale must be > 0 steps, got {age_scale}")
+        check_range(
+            "decay_init", decay_init, 0, 1, open_low=True, open_high=True, fix="0.99 is usual"
+        )
+        check_range("usage_decay", usage_decay, 0, 1, open_high=True)
+        check_range("age_scale", age_scale, 0, open_low=True, fix="a number of steps")
+        check_range("util_eps", util_eps, 0, open_low=True, fix="1e-8 is usual")
+        weights = (util_weight, pressure_weight, read_entropy_weight)
+        for name, value in zip(("util_weight", "pressure_weight", "read_entropy_weight"), weights):
+            check_range(name, value, 0, fix="0 turns the term off")
+        check_range("live_threshold", live_threshold, 0, fix="a slot norm, 1e-3 is usual")
         super().__init__(input_dim, hidden_dim)
         self.num_slots, self.slot_dim, self.hidden_dim = num_slots, slot_dim, hidden_dim
         self.num_read_heads, self.num_write_heads = num_read_heads, num_write_heads
@@ -237,7 +240,7 @@ class SlotMemory(MemoryModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         steps, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
         reset_at = starts.any(dim=1).tolist()  # one host sync for the whole chunk

@@ -72,7 +72,7 @@ class FrameStack(MemoryModule):
         return {"frames": torch.zeros(batch_size, self.k, self.input_dim, device=device)}
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         steps, batch = x.shape[:2]
         frames = state["frames"]  # (B, k, D), zeros before the episode start
         seq = torch.cat([frames, x.transpose(0, 1)], dim=1)  # (B, k + T, D)
@@ -219,7 +219,7 @@ class WindowAttention(MemoryModule):
         }
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         outputs = []
         for lo in range(0, x.shape[0], self.max_block):

@@ -130,8 +130,12 @@ def test_ranges_wrap_around_the_end_of_memory():
     assert torch.equal(store.read(state, torch.tensor([254]), range_len=4), block)
     assert torch.equal(store.read(state, torch.tensor([0]), range_len=2), block[:, 2:])
     assert state["written"][0].nonzero().flatten().tolist() == [0, 1, 254, 255]
-    # Start addresses are taken modulo num_words too.
-    assert torch.equal(store.read(state, torch.tensor([256 + 255]), range_len=1), block[:, 1:2])
+    # A start address outside memory is refused, unless wrap=True takes it modulo num_words.
+    with pytest.raises(ValueError, match=r"address must be in \[0, 255\].*wrap=True"):
+        store.read(state, torch.tensor([256 + 255]), range_len=1)
+    assert torch.equal(
+        store.read(state, torch.tensor([256 + 255]), range_len=1, wrap=True), block[:, 1:2]
+    )
 
 
 def test_write_leaves_its_input_state_alone_unless_in_place():

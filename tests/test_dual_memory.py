@@ -97,7 +97,7 @@ def test_step_attention_reads_the_step_its_position_bias_points_at():
 
 
 def test_attention_never_reads_across_an_episode_start():
-    module = small(ltm_write_threshold=2.0, attention_window=4).eval()  # no long-term writes
+    module = small(ltm_write_threshold=1.0, attention_window=4).eval()  # no long-term writes
     x, starts = inputs(8)
     starts[5, 0] = True
     changed = x.clone()

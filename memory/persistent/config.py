@@ -13,6 +13,8 @@ import json
 import math
 from pathlib import Path
 
+from memory.base import check_range
+
 
 @dataclasses.dataclass(frozen=True)
 class StoreConfig:
@@ -102,6 +104,13 @@ class StoreConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"StoreConfig.{name} must be a positive integer, got {value!r}")
+        if self.ivf_nlist is not None:
+            check_range(
+                "StoreConfig.ivf_nlist", self.ivf_nlist, 1, integer=True, fix="None picks 4 sqrt(N)"
+            )
+        check_range(
+            "StoreConfig.lmdb_map_size", self.lmdb_map_size, 1, integer=True, fix="a size in bytes"
+        )
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> StoreConfig:

@@ -119,7 +119,7 @@ class PersistentMemory(MemoryModule):
         return bias
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        self.check_inputs(x, episode_starts)
+        self.check_inputs(x, episode_starts, state)
         steps, batch = x.shape[:2]
         with torch.no_grad():
             keys = (x.detach().float() @ self.key_projection.T).cpu().numpy()  # (T, B, key_dim)

@@ -16,6 +16,7 @@ import json
 
 import numpy as np
 
+from memory.base import check_range
 from memory.persistent.backends_db import DuckDBBackend
 from memory.persistent.index import normalise
 from memory.persistent.line import MemoryLine, PMLLError, to_hex
@@ -29,6 +30,8 @@ class StoreReads:
         k = self.config.k if k is None else int(k)
         if k < 1:
             raise ValueError(f"k (lines per query) must be >= 1, got {k}")
+        if as_of is not None:
+            check_range("as_of", as_of, 0, integer=True, fix="None reads every line")
         queries = normalise(self._matrix(queries, self.dim, "queries"))
         cfg = self.config
         with self._lock:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memory.base import check_range
 from memory.persistent import crypto, integrity, race
 from memory.persistent.aio import AsyncStoreMixin
 from memory.persistent.backends import Backend, JsonlBackend
@@ -112,6 +113,9 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
 
     def _open_meta(self, dim, value_dim, backend, secret) -> dict:
         self._cipher = None
+        for name, value in (("dim", dim), ("value_dim", value_dim)):
+            if value is not None:
+                check_range(name, value, 1, integer=True, fix="None: dim (or the stored width)")
         if self.root is None:
             if backend not in (None, "memory"):
                 raise ValueError(
@@ -123,7 +127,11 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
                 )
             if dim is None:
                 raise ValueError("dim (the key width) is required for a new store")
-            return {"dim": dim, "value_dim": value_dim or dim, "backend": "memory"}
+            return {
+                "dim": dim,
+                "value_dim": dim if value_dim is None else value_dim,
+                "backend": "memory",
+            }
         meta_path = self.root / "meta.json"
         if meta_path.exists():
             meta = json.loads(meta_path.read_text())
@@ -155,7 +163,7 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         meta = {
             "format": FORMAT,
             "dim": int(dim),
-            "value_dim": int(value_dim or dim),
+            "value_dim": int(dim if value_dim is None else value_dim),
             "backend": backend,
             "created": time.time(),
             "encryption": None,

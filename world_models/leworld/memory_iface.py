@@ -63,16 +63,16 @@ class LeWorldMemory(nn.Module):
 
     def write(self, state: dict, bits: Tensor, address: Tensor) -> dict:
         """Store each row's word at its ``address`` ``(B,)`` (in place; returns ``state``)."""
-        self.store.write(state, address, bits, inplace=True)
+        self.store.write(state, address, bits, inplace=True, wrap=True)  # the pointer rings
         return state
 
     def range_bits(self, state: dict, address: Tensor) -> Tensor:
         """Bits of the ``range_len`` words from ``address`` ``(B, ...)`` -> ``(B, ..., L, bits)``."""
-        return self.store.read(state, address)
+        return self.store.read(state, address, wrap=True)
 
     def read_hard(self, state: dict, address: Tensor) -> Tensor:
         """Decoded words of one range per row: ``(B,)`` -> ``(B, range_len, word_dim)``."""
-        return self.store.read_vectors(state, address)
+        return self.store.read_vectors(state, address, wrap=True)
 
     def read_soft(self, state: dict, high_logits: Tensor, low_logits: Tensor) -> Tensor:
         """Differentiable top-k x top-k read: ``(B, 256), (B, 256)`` -> ``(B, range_len, word_dim)``."""
