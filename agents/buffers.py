@@ -20,7 +20,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, RolloutBuffer
 
-from memory.base import State
+from memory.base import State, check_range
 
 
 class MemorySequenceSamples(NamedTuple):
@@ -66,8 +66,10 @@ class MemoryRolloutBuffer(RolloutBuffer):
         n_envs: int = 1,
         sequence_length: int | None = None,
     ) -> None:
-        sequence_length = buffer_size if sequence_length is None else int(sequence_length)
-        if sequence_length < 1 or buffer_size % sequence_length != 0:
+        if sequence_length is None:
+            sequence_length = buffer_size
+        check_range("bptt_len", sequence_length, 1, integer=True, fix="a divisor of n_steps")
+        if buffer_size % sequence_length != 0:
             raise ValueError(
                 f"bptt_len={sequence_length} must be a positive divisor of n_steps={buffer_size}; "
                 "choose e.g. n_steps // 2, or None for whole rollouts"

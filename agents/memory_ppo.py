@@ -31,6 +31,7 @@ from agents.policies import (
     MemoryMultiInputActorCriticPolicy,
     recommended_lr,
 )
+from agents.ppo_checks import RULES, check_hyperparams, sequences_per_batch
 from agents.ppo_loss import UpdateStats, ppo_losses
 from agents.time_limits import bootstrap_time_limits
 from memory.base import State
@@ -55,6 +56,7 @@ class MemoryPPO(OnPolicyAlgorithm):
             (``bptt_len``, or ``n_steps`` without it): a minibatch is
             ``batch_size // sequence_length`` whole sequences.  None (default)
             splits the rollout into 2 minibatches (1 if there is 1 sequence).
+            At most the rollout, ``n_steps * n_envs``.
         n_epochs: passes over the rollout per update.
         gamma: discount factor.
         gae_lambda: GAE lambda.
@@ -63,7 +65,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         normalize_advantage: normalise advantages per minibatch.
         ent_coef: entropy coefficient.
         vf_coef: value-loss coefficient.
-        max_grad_norm: gradient clipping norm.
+        max_grad_norm: gradient clipping norm (> 0; ``float("inf")``: no clipping).
         bptt_len: truncated backpropagation through time: replay sequences of
             this many steps from states stored every ``bptt_len`` steps.  Must
             divide ``n_steps``.  None (default) replays whole rollouts.
@@ -135,6 +137,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
     ) -> None:
+        check_hyperparams({k: v for k, v in locals().items() if k in RULES})  # the arguments
         super().__init__(
             policy,
             env,
@@ -161,8 +164,6 @@ class MemoryPPO(OnPolicyAlgorithm):
                 spaces.MultiBinary,
             ),
         )
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
         self.batch_size = batch_size
         self.n_epochs = n_epochs
         self.clip_range = clip_range
@@ -173,6 +174,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         self.target_kl = target_kl
         self._last_memory_state: State | None = None
         if _init_setup_model:
+            self._check_batch_size()  # early; train() checks again (a loaded model's n_envs)
             self._setup_model()
 
     # ------------------------------------------------------------------ setup
@@ -202,29 +204,14 @@ class MemoryPPO(OnPolicyAlgorithm):
             n_envs=self.n_envs,
             sequence_length=self.bptt_len,
         )
-        self._sequences_per_batch = self._check_batch_size()
         self._last_memory_state = None
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
-            if isinstance(self.clip_range_vf, float | int) and self.clip_range_vf <= 0:
-                raise ValueError(
-                    "clip_range_vf must be positive; pass None to disable value clipping"
-                )
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
 
     def _check_batch_size(self) -> int:
         """Sequences per minibatch, from ``batch_size`` in env-steps."""
-        length = self.rollout_buffer.sequence_length
-        n_sequences = self.rollout_buffer.n_sequences
-        if self.batch_size is None:
-            return max(1, n_sequences // 2)
-        if self.batch_size < length or self.batch_size % length != 0:
-            raise ValueError(
-                f"batch_size={self.batch_size} env-steps must be a multiple of the sequence length "
-                f"{length} (bptt_len, or n_steps without it): a minibatch is whole sequences. "
-                f"Use e.g. batch_size={length * max(1, n_sequences // 2)}, or None"
-            )
-        return min(self.batch_size // length, n_sequences)
+        return sequences_per_batch(self.batch_size, self.n_steps, self.n_envs, self.bptt_len)
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_last_memory_state"]
@@ -327,6 +314,7 @@ class MemoryPPO(OnPolicyAlgorithm):
             if self.clip_range_vf is None
             else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         )
+        self._sequences_per_batch = self._check_batch_size()
         stats = UpdateStats()
         continue_training = True
         for epoch in range(self.n_epochs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,23 @@ def env_arg(name: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from memworld.train import TrainConfig, resume, train
+def check_flags(args: argparse.Namespace, **limits: tuple[float, float]) -> None:
+    """Refuse an integer option out of ``[low, high]``, naming the flag (``--n-envs``)."""
+    from memory.base import check_range
 
+    for dest, (low, high) in limits.items():
+        if getattr(args, dest) is not None:
+            fix = "seeds go up to 2**32 - 1" if dest == "seed" else ""
+            flag = "--" + dest.replace("_", "-")
+            check_range(flag, getattr(args, dest), low, high, integer=True, fix=fix)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from memworld.train import TrainConfig, check_device, resume, train
+
+    check_flags(args, steps=(1, math.inf), n_envs=(1, math.inf), seed=(0, 2**32 - 1))
+    if args.device is not None:
+        check_device("--device", args.device)
     if args.resume:
         path = resume(args.resume, steps=args.steps, progress=not args.quiet)
         print(f"resumed run: {path}")
@@ -75,6 +90,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from memworld.train import evaluate
 
+    check_flags(args, episodes=(1, math.inf))
     result = evaluate(args.run, episodes=args.episodes)
     print(
         f"{'env':36s} {'algo':12s} {'memory':10s} {'episodes':>8s} {'mean return':>12s} {'std':>8s}"
@@ -89,7 +105,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_record(args: argparse.Namespace) -> None:
     from memworld.record import record
 
-    for path in record(args.run, episodes=args.episodes, fmt=args.format):
+    check_flags(args, episodes=(1, math.inf), max_frames=(1, math.inf))
+    paths = record(args.run, episodes=args.episodes, fmt=args.format, max_frames=args.max_frames)
+    for path in paths:
         print(f"wrote {path}")
 
 
@@ -119,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="env steps (with --resume: steps to add)")
     p.add_argument("--n-envs", type=int, dest="n_envs")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu, cuda or auto")
+    p.add_argument("--device", help="cpu, cuda, cuda:N or auto")
     p.add_argument("--config", help="YAML or JSON file with TrainConfig fields")
     p.add_argument("--run-dir", dest="run_dir", help="write the run here instead of runs/...")
     p.add_argument("--root", default="runs", help="root of the run folders")
@@ -136,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run")
     p.add_argument("--episodes", type=int, default=1)
     p.add_argument("--format", choices=["mp4", "gif"], default="mp4")
+    p.add_argument("--max-frames", type=int, default=400, help="cut each video at this many frames")
     p.set_defaults(func=cmd_record)
 
     p = sub.add_parser("bench", help="run a benchmark (extra arguments go to the script)")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from memory.base import check_range
 
 KEYS = (
     "name",
@@ -165,22 +166,38 @@ class SweepConfig:
             envs=tuple(_as_list(data["envs"])),
             algos=tuple(_as_list(data["algos"])),
             memory=tuple(memory) if "memoryppo" in data["algos"] else (),
-            seeds=tuple(int(s) for s in _as_list(data["seeds"])),
+            seeds=tuple(_as_list(data["seeds"])),
             train=dict(data.get("train") or {}),
             algo_hyperparams=dict(data.get("algo_hyperparams") or {}),
             grid={k: list(_as_list(v)) for k, v in (data.get("grid") or {}).items()},
             search=data.get("search") or None,
-            eval_every=int(evaluation.get("every", 10_000)),
-            eval_episodes=int(evaluation.get("episodes", 16)),
+            eval_every=evaluation.get("every", 10_000),
+            eval_episodes=evaluation.get("episodes", 16),
             max_concurrent=tune_opts.get("max_concurrent"),
-            cpus_per_trial=float(tune_opts.get("cpus_per_trial", 1)),
-            max_failures=int(tune_opts.get("max_failures", 2)),
+            cpus_per_trial=tune_opts.get("cpus_per_trial", 1),
+            max_failures=tune_opts.get("max_failures", 2),
         )
         config.check(source)
         return config
 
     def check(self, source: str = "sweep") -> None:
         """Fail before any training: every trial must build a valid TrainConfig."""
+        from memworld.train import SEED_FIX, TrainConfig
+
+        for seed in self.seeds:
+            check_range(f"seeds in {source}", seed, 0, 2**32 - 1, integer=True, fix=SEED_FIX)
+        concurrent = 1 if self.max_concurrent is None else self.max_concurrent
+        for name, value, low in (
+            ("eval.every", self.eval_every, 1),
+            ("eval.episodes", self.eval_episodes, 1),
+            ("tune.max_failures", self.max_failures, 0),
+            ("tune.max_concurrent", concurrent, 1),
+        ):
+            fix = "a whole number" + (
+                ", or null: all CPUs" if name == "tune.max_concurrent" else ""
+            )
+            check_range(f"{name} in {source}", value, low, integer=True, fix=fix)
+        check_range(f"tune.cpus_per_trial in {source}", self.cpus_per_trial, 0, open_low=True)
         for key, top in (
             ("env", "envs"),
             ("algo", "algos"),
@@ -189,8 +206,6 @@ class SweepConfig:
         ):
             if key in self.train:
                 raise ValueError(f"`train.{key}` in {source}: list it under `{top}:` instead")
-        if self.eval_every < 1 or self.eval_episodes < 1:
-            raise ValueError(f"eval.every and eval.episodes must be positive in {source}")
         if self.search is not None:
             if self.grid:
                 raise ValueError(
@@ -204,12 +219,20 @@ class SweepConfig:
                 raise ValueError(f"search needs a `space:` of dotted keys in {source}")
             for key, spec in self.search["space"].items():
                 _check_space(key, spec)
-        trials = self.grid_trials()
-        if self.search is not None:
-            sample = sample_space(self.search["space"], np.random.default_rng(0))
-            trials = [t.override(sample) for t in self.base_trials()]
-        for trial in trials:
-            _check_trial(trial, source)
+        try:  # TrainConfig checks each trial's fields and hyperparameters' ranges
+            if self.search is None:
+                trials = self.grid_trials()
+            else:  # a sample, then each key at each end of its range
+                space = self.search["space"]
+                sample = sample_space(space, np.random.default_rng(0))
+                ends = [{**sample, k: v} for k, spec in space.items() for v in _ends(spec)]
+                trials = [t.override(o) for t in self.base_trials() for o in ends]
+            for trial in trials:
+                TrainConfig(**trial.train).check_batch_size()
+        except (TypeError, ValueError) as err:  # TypeError: an unknown `train:` key
+            hint = "; put hyperparams only some algos take under `algo_hyperparams: {<algo>: ...}`"
+            hint = hint if "unknown hyperparams" in str(err) else ""
+            raise ValueError(f"{err} (in {source}){hint}") from None
 
     def agents(self) -> list[tuple[str, str | None]]:
         """(algo, memory) pairs: every memory module for memoryppo, no memory otherwise."""
@@ -380,18 +403,7 @@ def _check_space(key: str, spec: Any) -> None:
         )
 
 
-def _check_trial(trial: Trial, source: str) -> None:
-    from memworld.train import TrainConfig, algo_class
-
-    try:
-        TrainConfig(**trial.train)
-    except TypeError as err:
-        raise ValueError(f"bad `train:` in {source}: {err}") from None
-    algo = trial.train["algo"]
-    accepted = set(inspect.signature(algo_class(algo).__init__).parameters)
-    unknown = sorted(set(trial.train["hyperparams"]) - accepted)
-    if unknown:
-        raise ValueError(
-            f"hyperparams {unknown} are not arguments of {algo} (set them under "
-            f"`algo_hyperparams: {{<algo>: ...}}` for the algorithms that take them)"
-        )
+def _ends(spec: dict) -> list:
+    """The values at the ends of a search-space entry (every value of a ``choice``)."""
+    ((kind, args),) = spec.items()
+    return list(args) if kind == "choice" else [args[0], args[1] - (kind == "randint")]

@@ -77,6 +77,11 @@ def run_sweep(
         The summary written to ``sweep.json``: finished trials, failures with their
         error, trials still pending, and how many finished trials were skipped.
     """
+    if max_concurrent is not None:  # 0 must not fall back to the config's value
+        from memory.base import check_range
+
+        fix = "or leave --max-concurrent out to use the config's tune.max_concurrent"
+        check_range("--max-concurrent", max_concurrent, 1, integer=True, fix=fix)
     search = config.search or {}
     require_ray(optuna=search.get("method") == "optuna")
     import ray
@@ -86,7 +91,10 @@ def run_sweep(
     if not (sweep_dir / "sweep.yaml").exists():
         (sweep_dir / "sweep.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     start = time.perf_counter()
-    options = dict(max_concurrent=max_concurrent or config.max_concurrent, verbose=verbose)
+    options = dict(
+        max_concurrent=config.max_concurrent if max_concurrent is None else max_concurrent,
+        verbose=verbose,
+    )
     started = _init_ray(address, verbose)
     errors: dict[str, str] = {}
     skipped = 0

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,9 @@ from memworld.runs import package_versions, read_json, run_dir, write_json
 from memworld.tb import TrainCallback, memworld_logger
 
 ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn")
+DEVICES = "cpu, cuda, cuda:N (N: the GPU's index), mps or auto"
+SEED_FIX = "e.g. 0 (seeds are integers from 0 to 2**32 - 1)"
+SET_BY_CONFIG = {"seed", "device", "verbose"}  # TrainConfig fields, not hyperparams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,15 +61,57 @@ class TrainConfig:
                 raise ValueError(
                     f"memory must be one of {memory.names()} for memoryppo, got {self.memory!r}"
                 )
+        from memory.base import check_range
+
         for name in ("steps", "n_envs", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_range(
+                name, getattr(self, name), 1, integer=True, fix="a whole number, e.g. 10000"
+            )
+        check_range("seed", self.seed, 0, 2**32 - 1, integer=True, fix=SEED_FIX)
+        check_device("device", self.device)
         import envs
 
         # A short name (a config file's `env: KeyDoorEasy`) becomes its id; an unknown one
         # fails here, naming the closest ids.
         object.__setattr__(self, "env", envs.resolve_id(self.env))
+        self._check_kwargs()
+
+    def _check_kwargs(self) -> None:
+        """Refuse unknown or out-of-range hyperparams and memory_kwargs before any training."""
+        from agents.ppo_checks import check_hyperparams
+
+        for name in ("hyperparams", "memory_kwargs", "env_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(
+                    f"{name} must be a mapping (key: value), got {getattr(self, name)!r}"
+                )
+        params = inspect.signature(algo_class(self.algo).__init__).parameters
+        accepted = {p for p in params if p not in {"self", "policy", "env", *SET_BY_CONFIG}}
+        check_keys(
+            f"hyperparams of {self.algo}", self.hyperparams, accepted - {"_init_setup_model"}
+        )
+        check_hyperparams(self.hyperparams, prefix="hyperparams.")
+        if self.algo == "memoryppo":
+            import memory
+
+            fields = inspect.signature(memory.get(self.memory).__init__).parameters
+            check_keys(
+                f"memory_kwargs of {self.memory}",
+                self.memory_kwargs,
+                set(fields) - {"self", "input_dim"},
+            )
+
+    def check_batch_size(self) -> None:
+        """MemoryPPO's batch_size must fit the rollout, n_steps * n_envs.
+
+        Not part of ``__post_init__``: evaluation copies the config with fewer envs.
+        """
+        if self.algo == "memoryppo":
+            from agents.ppo_checks import sequences_per_batch
+
+            params = inspect.signature(algo_class(self.algo).__init__).parameters
+            hp = {k: p.default for k, p in params.items()} | self.hyperparams
+            sequences_per_batch(hp["batch_size"], hp["n_steps"], self.n_envs, hp["bptt_len"])
 
     @property
     def memory_label(self) -> str:
@@ -76,16 +124,39 @@ class TrainConfig:
         if not path.exists():
             raise ValueError(f"config file {str(path)!r} does not exist")
         text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
-        data = data.get("train", data)  # a run's config.json nests the training config
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - fields)
-        if unknown:
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+        if isinstance(data, dict):
+            data = data.get("train", data)  # a run's config.json nests the training config
+        if not isinstance(data, dict):
             raise ValueError(
-                f"unknown config keys {unknown} in {path}; valid keys: {sorted(fields)}"
+                f"config file {path} must be a mapping of TrainConfig fields (`key: value` "
+                f"lines, e.g. `steps: 10000`), got a {type(data).__name__}"
             )
+        check_keys(f"config keys in {path}", data, {f.name for f in dataclasses.fields(cls)})
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+
+def check_device(name: str, device: object) -> None:
+    """Refuse a device torch does not name (``gpu``): it must be one of DEVICES."""
+    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", device)):
+        raise ValueError(f"{name} must be {DEVICES}, got {device!r}")
+
+
+def check_keys(what: str, given: dict, accepted: set[str]) -> None:
+    """Refuse keys not in ``accepted``, naming each one's closest accepted key."""
+    unknown = sorted(set(given) - accepted)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, accepted, n=1) for k in unknown}
+        hints = ", ".join(f"{c[0]!r} for {k!r}" for k, c in close.items() if c)
+        raise ValueError(
+            f"unknown {what}: {unknown}"
+            + (f" (did you mean {hints}?)" if hints else "")
+            + f"; valid: {sorted(accepted)}"
+        )
 
 
 def make_env(config: TrainConfig):
@@ -146,12 +217,12 @@ def train(
         if run is not None
         else run_dir(config.env, config.algo, config.memory_label, config.seed, root)
     )
+    env = make_env(config)
+    model = build_model(config, env)  # before the run folder: bad hyperparameters make none
     path.mkdir(parents=True, exist_ok=True)
     write_json(
         path / "config.json", {"train": dataclasses.asdict(config), "versions": package_versions()}
     )
-    env = make_env(config)
-    model = build_model(config, env)
     model.set_logger(memworld_logger(path))
     callback = TrainCallback(
         config.steps, path / "checkpoints", config.checkpoint_every, progress=progress
@@ -182,8 +253,11 @@ def checkpoint(run: str | Path, which: str = "best") -> Path:
 
 def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> Path:
     """Continue a run from its latest checkpoint for ``steps`` more env steps."""
+    from memory.base import check_range
+
     config = load_config(run)
-    steps = steps or config.steps
+    steps = config.steps if steps is None else steps
+    check_range("steps", steps, 1, integer=True, fix="the env steps to add, e.g. 10000")
     env = make_env(config)
     model = algo_class(config.algo).load(checkpoint(run, "latest"), env=env, device=config.device)
     model.set_logger(memworld_logger(run))
@@ -199,6 +273,9 @@ def evaluate(run: str | Path, episodes: int = 20, deterministic: bool = True) ->
     """Evaluate a run's best checkpoint; writes and returns eval.json's content."""
     from stable_baselines3.common.evaluation import evaluate_policy
 
+    from memory.base import check_range
+
+    check_range("episodes", episodes, 1, integer=True, fix="e.g. 20")
     config = load_config(run)
     ckpt = checkpoint(run, "best")
     eval_config = dataclasses.replace(config, n_envs=min(episodes, 8), seed=config.seed + 10_000)

@@ -104,6 +104,12 @@ def test_record_writes_mp4_with_memory_panel(trained):
     assert panel.std() > 5, "the memory panel should show the hidden state"
 
 
+def test_record_warns_when_max_frames_cuts_the_episode(trained):
+    with pytest.warns(UserWarning, match=r"max_frames=5.*--max-frames"):
+        main(["record", str(trained), "--format", "gif", "--max-frames", "5"])
+    assert iio.imread(trained / "videos" / "episode0.gif").shape[0] == 5
+
+
 def test_resume_continues_step_counter(tmp_path):
     main(
         [
@@ -137,6 +143,12 @@ def test_resume_continues_step_counter(tmp_path):
         (["train", "--algo", "nope"], "memoryppo"),
         (["eval", "/nonexistent/run"], "not a run folder"),
         (["record", "/nonexistent/run", "--format", "avi"], "mp4"),
+        (["eval", "/nonexistent/run", "--episodes", "0"], "--episodes must be an integer in [1"),
+        (["record", "/nonexistent/run", "--episodes", "0"], "--episodes must be an integer"),
+        (["record", "/nonexistent/run", "--max-frames", "0"], "--max-frames must be"),
+        (["train", "--seed", "-1"], "--seed must be an integer in [0"),
+        (["train", "--steps", "0"], "--steps must be an integer in [1"),
+        (["train", "--device", "gpu"], "--device must be cpu, cuda, cuda:N"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
@@ -174,3 +186,28 @@ def test_config_file_with_unknown_key_is_refused(tmp_path):
     cfg.write_text("steps: 10\nlearning_rat: 0.1\n")
     with pytest.raises(SystemExit):
         main(["train", "--config", str(cfg)])
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("hyperparams: {n_stepz: 16}\n", "unknown hyperparams of memoryppo: ['n_stepz'] (did you"),
+        ("memory_kwargs: {hiden_dim: 8}\n", "'hidden_dim' for 'hiden_dim'"),
+        ("- steps: 64\n", "must be a mapping of TrainConfig fields"),
+        ("checkpoint_every: true\n", "checkpoint_every must be an integer"),
+        ("device: gpu\n", "device must be cpu, cuda, cuda:N"),
+        ("seed: -1\n", "seed must be an integer in [0"),
+        ("hyperparams: {gamma: 1.5}\n", "hyperparams.gamma must be a number in [0, 1]"),
+        ("n_envs: 2\nhyperparams: {n_steps: 8, batch_size: 64}\n", "larger than the rollout"),
+        ("steps: [1\n", "not valid YAML"),
+    ],
+)
+def test_config_file_problems_are_one_line_errors_naming_the_key(tmp_path, text, expected, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), "--quiet"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made

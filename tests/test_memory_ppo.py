@@ -154,7 +154,7 @@ def test_gae_with_constant_critic_bootstraps_truncation_not_termination():
         n_steps=5,
         gamma=0.5,
         gae_lambda=0.5,
-        learning_rate=0.0,
+        learning_rate=frozen_lr,
         n_epochs=1,
         seed=0,
         device="cpu",
@@ -180,7 +180,7 @@ def test_time_limit_bootstrap_uses_the_memory_state_after_the_last_step():
         ends_env(),
         n_steps=5,
         gamma=0.5,
-        learning_rate=0.0,
+        learning_rate=frozen_lr,
         n_epochs=1,
         seed=0,
         device="cpu",
@@ -204,7 +204,7 @@ def _replay_model(env, n_steps=14, bptt_len=None, device="cpu", **policy_kwargs)
         env,
         n_steps=n_steps,
         bptt_len=bptt_len,
-        learning_rate=0.0,
+        learning_rate=frozen_lr,
         n_epochs=2,
         seed=0,
         device=device,
@@ -224,6 +224,14 @@ def _assert_replay_exact(model):
             values, log_prob, _, _ = model.evaluate_sequences(batch)
             th.testing.assert_close(log_prob, batch.old_log_prob, atol=1e-5, rtol=1e-5)
             th.testing.assert_close(values, batch.old_values, atol=1e-5, rtol=1e-5)
+
+
+def frozen_lr(progress_remaining: float) -> float:
+    """A zero learning-rate schedule: updates leave the parameters as they are.
+
+    (A constant 0 is refused as a user error; a schedule may reach 0.)
+    """
+    return 0.0
 
 
 def cue_env(n_envs=3, **kwargs):

@@ -54,14 +54,22 @@ def cmd_experiment(args: argparse.Namespace) -> None:
     if args.steps is not None:
         key = "steps_per_task" if args.name == "continual" else "steps"
         kwargs[key] = args.steps
-    if args.modules:
-        if args.name == "forgetting":
+    if args.name == "forgetting":  # one slot-bank module at one seed per run
+        for flag, values in (("--modules", args.modules), ("--seeds", args.seeds)):
+            if values and len(values) > 1:
+                raise ValueError(
+                    f"the forgetting experiment takes one value of {flag}, got {values}; "
+                    f"run it once per value (e.g. {flag} {values[0]})"
+                )
+        if args.modules:
             kwargs["memory"] = args.modules[0]
-        else:
+        if args.seeds:
+            kwargs["seed"] = args.seeds[0]
+    else:
+        if args.modules:
             kwargs["modules"] = tuple(args.modules)
-    if args.seeds:
-        key = "seed" if args.name == "forgetting" else "seeds"
-        kwargs[key] = args.seeds[0] if args.name == "forgetting" else tuple(args.seeds)
+        if args.seeds:
+            kwargs["seeds"] = tuple(args.seeds)
     if args.distances:
         kwargs["distances"] = tuple(args.distances)
     _report(module.run(getattr(module, config_name)(**kwargs), root=args.root))
