@@ -173,7 +173,7 @@ def check_range(
 def _bound(x: float) -> str:
     if x in (math.inf, -math.inf):
         return "inf" if x > 0 else "-inf"
-    return f"{x:g}"
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 _REGISTRY: dict[str, type[MemoryModule]] = {}

@@ -44,3 +44,8 @@ def test_check_range_refuses_and_names_argument_range_and_fix(value, kwargs, mes
 )
 def test_check_range_accepts_values_in_range(value, kwargs):
     check_range("gamma", value, **kwargs)  # no error
+
+
+def test_check_range_prints_whole_bounds_in_full():
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 4294967295\], got -1"):
+        check_range("seed", -1, 0, 2**32 - 1, integer=True)
