@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from memory.base import check_range
+from memworld.sweep_space import check_space, sample_space, space_ends
 
 KEYS = (
     "name",
@@ -56,7 +57,6 @@ KEYS = (
     "tune",
     "smoke",
 )
-SPACE_KINDS = ("uniform", "loguniform", "randint", "choice")
 SEARCH_METHODS = ("random", "optuna")
 SEARCH_PREFIX = "search/"  # folder of the search trials inside a sweep folder
 
@@ -218,14 +218,14 @@ class SweepConfig:
             if not self.search.get("space"):
                 raise ValueError(f"search needs a `space:` of dotted keys in {source}")
             for key, spec in self.search["space"].items():
-                _check_space(key, spec)
+                check_space(key, spec)
         try:  # TrainConfig checks each trial's fields and hyperparameters' ranges
             if self.search is None:
                 trials = self.grid_trials()
             else:  # a sample, then each key at each end of its range
                 space = self.search["space"]
                 sample = sample_space(space, np.random.default_rng(0))
-                ends = [{**sample, k: v} for k, spec in space.items() for v in _ends(spec)]
+                ends = [{**sample, k: v} for k, spec in space.items() for v in space_ends(spec)]
                 trials = [t.override(o) for t in self.base_trials() for o in ends]
             for trial in trials:
                 TrainConfig(**trial.train).check_batch_size()
@@ -335,34 +335,6 @@ def load_sweep_dir(sweep_dir: str | Path) -> SweepConfig:
     return SweepConfig.from_file(path)
 
 
-def sample_space(space: dict, rng: np.random.Generator) -> dict:
-    """One sample of a search space (``randint`` is ``[low, high)`` as in Ray Tune)."""
-    sample = {}
-    for key, spec in space.items():
-        ((kind, args),) = spec.items()
-        if kind == "uniform":
-            sample[key] = float(rng.uniform(*args))
-        elif kind == "loguniform":
-            sample[key] = float(np.exp(rng.uniform(np.log(args[0]), np.log(args[1]))))
-        elif kind == "randint":
-            sample[key] = int(rng.integers(args[0], args[1]))
-        else:
-            sample[key] = args[int(rng.integers(len(args)))]
-    return sample
-
-
-def tune_space(space: dict) -> dict:
-    """A search space as Ray Tune domains (for Optuna)."""
-    from ray import tune
-
-    makers = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
-    out = {}
-    for key, spec in space.items():
-        ((kind, args),) = spec.items()
-        out[key] = tune.choice(list(args)) if kind == "choice" else makers[kind](*args)
-    return out
-
-
 def variant_label(overrides: dict) -> str:
     """``learning_rate=0.001,n_steps=64`` from dotted overrides."""
     return ",".join(f"{k.split('.')[-1]}={v}" for k, v in sorted(overrides.items()))
@@ -394,16 +366,3 @@ def merge(base: dict, overrides: dict) -> dict:
 
 def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, list | tuple) else [value]
-
-
-def _check_space(key: str, spec: Any) -> None:
-    if not (isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in SPACE_KINDS):
-        raise ValueError(
-            f"search.space.{key} must be one of {[{k: '...'} for k in SPACE_KINDS]}, got {spec!r}"
-        )
-
-
-def _ends(spec: dict) -> list:
-    """The values at the ends of a search-space entry (every value of a ``choice``)."""
-    ((kind, args),) = spec.items()
-    return list(args) if kind == "choice" else [args[0], args[1] - (kind == "randint")]

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from memworld.runs import write_json
-from memworld.sweep import SEARCH_PREFIX, SweepConfig, Trial, tune_space
+from memworld.sweep import SEARCH_PREFIX, SweepConfig, Trial
 from memworld.sweep_folder import (
     ERROR_FILE,
     best_overrides,
@@ -33,6 +33,7 @@ from memworld.sweep_folder import (
     trial_status,
     unfinished_trials,
 )
+from memworld.sweep_space import tune_space
 
 INSTALL_HINT = (
     "memworld sweep needs Ray Tune and Optuna, which are an optional extra: "
