@@ -57,7 +57,8 @@ import torch
 from torch import Tensor, nn
 
 from memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memory.bit_store import BitStore, address_entropy, pack_bits
+from memory.bit_store import BitStore
+from memory.bits import address_entropy, pack_bits
 
 WRITE_MODES = ("pointer", "learned")
 READ_ADDRESSING = ("relative", "absolute")

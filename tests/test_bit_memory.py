@@ -9,7 +9,8 @@ import torch
 
 import memory
 from memory.bit import BitMemory
-from memory.bit_store import BitStore, pack_bits, product_candidates, unpack_bits
+from memory.bit_store import BitStore
+from memory.bits import pack_bits, product_candidates, unpack_bits
 
 GEN = torch.Generator().manual_seed(0)
 

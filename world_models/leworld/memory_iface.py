@@ -22,7 +22,8 @@ import math
 
 from torch import Tensor, nn
 
-from memory.bit_store import BitStore, pack_bits, unpack_bits
+from memory.bit_store import BitStore
+from memory.bits import pack_bits, unpack_bits
 from world_models.leworld.config import MemoryConfig
 
 __all__ = ["LeWorldMemory", "pack_bits", "unpack_bits"]
