@@ -20,7 +20,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, RolloutBuffer
 
-from memory.base import State, check_range
+from agents.ppo_checks import check_bptt_len
+from memory.base import State
 
 
 class MemorySequenceSamples(NamedTuple):
@@ -68,12 +69,7 @@ class MemoryRolloutBuffer(RolloutBuffer):
     ) -> None:
         if sequence_length is None:
             sequence_length = buffer_size
-        check_range("bptt_len", sequence_length, 1, integer=True, fix="a divisor of n_steps")
-        if buffer_size % sequence_length != 0:
-            raise ValueError(
-                f"bptt_len={sequence_length} must be a positive divisor of n_steps={buffer_size}; "
-                "choose e.g. n_steps // 2, or None for whole rollouts"
-            )
+        check_bptt_len(sequence_length, buffer_size)
         self.sequence_length = sequence_length
         self.n_chunks = buffer_size // sequence_length
         super().__init__(

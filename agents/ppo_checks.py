@@ -44,16 +44,22 @@ def check_hyperparams(hyperparams: dict[str, Any], prefix: str = "MemoryPPO ") -
         check_range(prefix + name, value, **limits, fix=fix)
 
 
-def sequences_per_batch(
-    batch_size: int | None, n_steps: int, n_envs: int, bptt_len: int | None = None
-) -> int:
-    """Whole sequences per minibatch for ``batch_size`` env-steps (None: half the rollout)."""
-    length = n_steps if bptt_len is None else bptt_len
+def check_bptt_len(length: int, n_steps: int) -> None:
+    """``length`` (bptt_len, or n_steps without it) must be a positive divisor of ``n_steps``."""
+    check_range("bptt_len", length, 1, integer=True, fix="a divisor of n_steps")
     if n_steps % length != 0:
         raise ValueError(
             f"bptt_len={length} must be a positive divisor of n_steps={n_steps}; "
             "choose e.g. n_steps // 2, or None for whole rollouts"
         )
+
+
+def sequences_per_batch(
+    batch_size: int | None, n_steps: int, n_envs: int, bptt_len: int | None = None
+) -> int:
+    """Whole sequences per minibatch for ``batch_size`` env-steps (None: half the rollout)."""
+    length = n_steps if bptt_len is None else bptt_len
+    check_bptt_len(length, n_steps)
     n_sequences = n_steps // length * n_envs
     if batch_size is None:
         return max(1, n_sequences // 2)
