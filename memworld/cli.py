@@ -55,15 +55,15 @@ def check_flags(args: argparse.Namespace, **limits: tuple[float, float]) -> None
 
     for dest, (low, high) in limits.items():
         if getattr(args, dest) is not None:
-            fix = "seeds go up to 2**32 - 1" if dest == "seed" else ""
-            flag = "--" + dest.replace("_", "-")
-            check_range(flag, getattr(args, dest), low, high, integer=True, fix=fix)
+            check_range("--" + dest.replace("_", "-"), getattr(args, dest), low, high, integer=True)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from memworld.train import TrainConfig, check_device, resume, train
+    from memworld.train import TrainConfig, check_device, check_seed, resume, train
 
-    check_flags(args, steps=(1, math.inf), n_envs=(1, math.inf), seed=(0, 2**32 - 1))
+    check_flags(args, steps=(1, math.inf), n_envs=(1, math.inf))
+    if args.seed is not None:
+        check_seed("--seed", args.seed)
     if args.device is not None:
         check_device("--device", args.device)
     if args.resume:

@@ -182,10 +182,10 @@ class SweepConfig:
 
     def check(self, source: str = "sweep") -> None:
         """Fail before any training: every trial must build a valid TrainConfig."""
-        from memworld.train import SEED_FIX, TrainConfig
+        from memworld.train import TrainConfig, check_seed
 
         for seed in self.seeds:
-            check_range(f"seeds in {source}", seed, 0, 2**32 - 1, integer=True, fix=SEED_FIX)
+            check_seed(f"seeds in {source}", seed)
         concurrent = 1 if self.max_concurrent is None else self.max_concurrent
         for name, value, low in (
             ("eval.every", self.eval_every, 1),

@@ -12,12 +12,12 @@ from typing import Any
 
 import yaml
 
+from memory.base import check_range
 from memworld.runs import package_versions, read_json, run_dir, write_json
 from memworld.tb import TrainCallback, memworld_logger
 
 ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn")
 DEVICES = "cpu, cuda, cuda:N (N: the GPU's index), mps or auto"
-SEED_FIX = "e.g. 0 (seeds are integers from 0 to 2**32 - 1)"
 SET_BY_CONFIG = {"seed", "device", "verbose"}  # TrainConfig fields, not hyperparams
 
 
@@ -61,13 +61,11 @@ class TrainConfig:
                 raise ValueError(
                     f"memory must be one of {memory.names()} for memoryppo, got {self.memory!r}"
                 )
-        from memory.base import check_range
-
         for name in ("steps", "n_envs", "checkpoint_every"):
             check_range(
                 name, getattr(self, name), 1, integer=True, fix="a whole number, e.g. 10000"
             )
-        check_range("seed", self.seed, 0, 2**32 - 1, integer=True, fix=SEED_FIX)
+        check_seed("seed", self.seed)
         check_device("device", self.device)
         import envs
 
@@ -138,6 +136,11 @@ class TrainConfig:
         check_keys(f"config keys in {path}", data, {f.name for f in dataclasses.fields(cls)})
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+
+def check_seed(name: str, seed: object) -> None:
+    """Refuse a seed numpy and torch cannot take: an integer in [0, 2**32 - 1]."""
+    check_range(name, seed, 0, 2**32 - 1, integer=True, fix="e.g. 0")
 
 
 def check_device(name: str, device: object) -> None:
@@ -253,8 +256,6 @@ def checkpoint(run: str | Path, which: str = "best") -> Path:
 
 def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> Path:
     """Continue a run from its latest checkpoint for ``steps`` more env steps."""
-    from memory.base import check_range
-
     config = load_config(run)
     steps = config.steps if steps is None else steps
     check_range("steps", steps, 1, integer=True, fix="the env steps to add, e.g. 10000")
@@ -272,8 +273,6 @@ def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> 
 def evaluate(run: str | Path, episodes: int = 20, deterministic: bool = True) -> dict:
     """Evaluate a run's best checkpoint; writes and returns eval.json's content."""
     from stable_baselines3.common.evaluation import evaluate_policy
-
-    from memory.base import check_range
 
     check_range("episodes", episodes, 1, integer=True, fix="e.g. 20")
     config = load_config(run)
