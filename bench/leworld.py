@@ -1,6 +1,8 @@
 """LeWorld throughput on CPU (or ``--device cuda``): training samples/s of the small and full presets, and the
 memory's write / hard read / soft read time per step, against a GRU world model of
-the same parameter count (the named peer) on the same batches.
+the same parameter count (the named peer) on the same batches. Also the no-memory
+baseline's update, batched (:func:`no_memory_loss`, as ``leworld train`` runs it) and
+stepped through the sequence with every read masked out (what it computes).
 
     python bench/leworld.py [--updates 3] [--num-envs 8] [--seq-len 32] [--device cpu|cuda]
 
@@ -18,9 +20,9 @@ import torch
 from timing import sync
 
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
-from world_models.leworld.baselines import GRUWorldModel
+from world_models.leworld.baselines import GRUWorldModel, no_memory_loss
 from world_models.leworld.data import RolloutSource
-from world_models.leworld.rollout import masked_mean
+from world_models.leworld.rollout import masked_mean, run_sequence
 from world_models.leworld.training import LeWorldTrainer
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
@@ -34,6 +36,43 @@ def time_updates(trainer: LeWorldTrainer, phase: int, updates: int) -> float:
     for _ in range(updates):
         trainer.update()
     return (time.perf_counter() - start) / updates
+
+
+def time_loss(loss_fn, model: torch.nn.Module, updates: int, device) -> float:
+    """Seconds per Adam update of ``model`` on ``loss_fn()`` (after one warm-up update)."""
+    opt = torch.optim.Adam(model.parameters())
+    for i in range(updates + 1):
+        if i == 1:
+            sync(device)
+            start = time.perf_counter()
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync(device)
+    return (time.perf_counter() - start) / updates
+
+
+def peer_rows(name: str, params: int, source: RolloutSource, updates: int, device) -> dict:
+    """Samples/s of the GRU world model of ``params`` parameters and of the no-memory
+    baseline (batched, and stepped with every read masked out), on one batch."""
+    batch = source.batch().to(device)
+    samples = batch.valid.numel()
+    gru = GRUWorldModel.matching(source.obs_dim, source.state_dim, params).to(device)
+    blind = LeWorldSystem(preset(name), source.obs_dim, source.state_dim).to(device)
+    off = torch.zeros(batch.valid.shape[1], blind.num_slms, device=device)
+    runs = {
+        "gru": (gru, lambda: masked_mean(gru.step_loss(batch), batch.valid)),
+        "no_memory": (blind, lambda: masked_mean(no_memory_loss(blind, batch), batch.valid)),
+        "no_memory_stepped": (
+            blind,
+            lambda: run_sequence(blind, batch, "soft", mask_override=off).mean_loss(),
+        ),
+    }
+    return {
+        f"{label}_samples_per_s": samples / time_loss(loss_fn, model, updates, device)
+        for label, (model, loss_fn) in runs.items()
+    }
 
 
 def memory_ops(system: LeWorldSystem, batch_size: int, repeats: int = 50) -> dict[str, float]:
@@ -85,18 +124,7 @@ def main() -> None:
         row = {"preset": name, "params": params}
         for phase, label in enumerate(("pretrain", "joint", "refine")):
             row[f"{label}_samples_per_s"] = samples / time_updates(trainer, phase, args.updates)
-        gru = GRUWorldModel.matching(source.obs_dim, source.state_dim, params).to(device)
-        opt = torch.optim.Adam(gru.parameters())
-        batch = source.batch().to(device)
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(args.updates):
-            loss = masked_mean(gru.step_loss(batch), batch.valid)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sync(device)
-        row["gru_samples_per_s"] = samples * args.updates / (time.perf_counter() - start)
+        row.update(peer_rows(name, params, source, args.updates, device))
         row.update(memory_ops(system, args.num_envs))
         rows.append(row)
     keys = list(rows[0])
@@ -107,6 +135,17 @@ def main() -> None:
                 f"{row[k]:>22}" if isinstance(row[k], str | int) else f"{row[k]:22.2f}"
                 for k in keys
             )
+        )
+    for row in rows:
+        gru = row["gru_samples_per_s"]
+        ratios = ", ".join(
+            f"{label} {row[f'{label}_samples_per_s'] / gru:.2f}x"
+            for label in ("pretrain", "joint", "refine", "no_memory")
+        )
+        speedup = row["no_memory_samples_per_s"] / row["no_memory_stepped_samples_per_s"]
+        print(
+            f"{row['preset']}: samples/s over the GRU's: {ratios}; no-memory baseline batched "
+            f"over stepped: {speedup:.1f}x"
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

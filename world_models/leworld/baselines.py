@@ -1,7 +1,7 @@
 """Baselines LeWorld is compared with, on the same batches.
 
 - ``no_memory``: a LeWorld system trained and evaluated with every read masked
-  out, so its BLM sees only the current observation;
+  out, so its BLM sees only the current observation (:func:`no_memory_loss`);
 - ``gru``: a GRU world model (observation -> GRU -> next world state) whose
   parameter count matches the LeWorld system's;
 - ``random_addresses`` / ``oracle_addresses``: the trained LeWorld system with
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from world_models.leworld.data import Batch, RolloutSource
-from world_models.leworld.rollout import masked_mean, run_sequence
+from world_models.leworld.rollout import masked_mean, step_loss
 from world_models.leworld.system import LeWorldSystem
 
 
@@ -47,8 +47,21 @@ class GRUWorldModel(nn.Module):
         return (self(batch.obs) - batch.target).pow(2).mean(-1)
 
 
-def no_memory_mask(batch: Batch, num_slms: int) -> Tensor:
-    return torch.zeros(batch.valid.shape[1], num_slms, device=batch.obs.device)
+def no_memory_loss(system: LeWorldSystem, batch: Batch) -> Tensor:
+    """``(T, B)`` next-state MSE of ``system`` with every read masked out.
+
+    A masked read reaches the BLM's trunk as ``read * 0 * gate``, so each step's
+    prediction depends on its observation alone (the request only moves reads
+    nobody sees): one BLM call over all ``T * B`` steps gives what
+    ``run_sequence`` with a mask override of zeros gives, and
+    the same gradients (zero for the SLMs, the router and the codec), without
+    stepping the memory and the SLMs through the sequence.
+    """
+    obs = batch.obs.flatten(0, 1)
+    off = obs.new_zeros(obs.shape[0], system.num_slms)
+    reads = obs.new_zeros(obs.shape[0], system.num_slms, system.blm.read_dim)
+    prediction, _, _ = system.blm(obs, reads, off, off)
+    return step_loss(prediction, batch.target.flatten(0, 1)).view(batch.valid.shape)
 
 
 def train_baselines(
@@ -71,9 +84,8 @@ def train_baselines(
     }
     for step in range(updates):
         batch = source.batch().to(device)
-        off = no_memory_mask(batch, no_memory.num_slms)
         losses = {
-            "no_memory": run_sequence(no_memory, batch, "soft", mask_override=off).mean_loss(),
+            "no_memory": masked_mean(no_memory_loss(no_memory, batch), batch.valid),
             "gru": masked_mean(gru.step_loss(batch), batch.valid),
         }
         for name, loss in losses.items():

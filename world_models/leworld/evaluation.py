@@ -19,7 +19,7 @@ import torch
 
 from world_models.leworld.baselines import (
     masked_mean,
-    no_memory_mask,
+    no_memory_loss,
     oracle_start,
     random_addresses,
 )
@@ -71,10 +71,7 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
         ).loss,
     }
     if baselines:
-        no_mem = baselines["no_memory"].eval()
-        losses["no_memory"] = run_sequence(
-            no_mem, batch, "hard", mask_override=no_memory_mask(batch, n)
-        ).loss
+        losses["no_memory"] = no_memory_loss(baselines["no_memory"].eval(), batch)
         losses["gru"] = baselines["gru"].eval().step_loss(batch)
     valid = batch.valid
     stats = routing_stats(main.masks, valid)

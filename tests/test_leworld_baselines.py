@@ -1,0 +1,50 @@
+"""LeWorld's no-memory baseline: one batched BLM call equals stepping the masked system."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from world_models.leworld import LeWorldSystem, preset
+from world_models.leworld.baselines import no_memory_loss
+from world_models.leworld.data import Batch
+from world_models.leworld.rollout import run_sequence
+
+
+def system_and_batch() -> tuple[LeWorldSystem, Batch]:
+    torch.manual_seed(0)
+    system = LeWorldSystem(preset("small"), obs_dim=12, state_dim=22)
+    valid = torch.ones(5, 3, dtype=torch.bool)
+    valid[3:, 1] = False  # one episode ends early: its padding is scored as in the sequence
+    batch = Batch(torch.rand(5, 3, 12), torch.rand(5, 3, 22), valid, torch.zeros(5, 3).long())
+    return system, batch
+
+
+@pytest.mark.parametrize("mode", ["soft", "hard"])
+def test_no_memory_loss_equals_the_sequence_with_every_read_masked_out(mode):
+    system, batch = system_and_batch()
+    off = torch.zeros(3, system.num_slms)
+    stepped = run_sequence(system, batch, mode, mask_override=off)
+    batched = no_memory_loss(system, batch)
+    assert batched.shape == (5, 3)
+    torch.testing.assert_close(batched, stepped.loss, rtol=1e-5, atol=1e-7)
+    # Reads do matter once they are routed on: the equality is not a property of any mask.
+    on = run_sequence(system, batch, mode, mask_override=torch.ones_like(off)).loss
+    assert (on - stepped.loss).abs().max() > 1e-4
+
+
+def test_no_memory_loss_gives_the_sequences_gradients():
+    system, batch = system_and_batch()
+    off = torch.zeros(3, system.num_slms)
+    run_sequence(system, batch, "soft", mask_override=off).mean_loss().backward()
+    stepped = {n: p.grad.clone() for n, p in system.named_parameters() if p.grad is not None}
+    system.zero_grad(set_to_none=True)
+    no_memory_loss(system, batch)[batch.valid].mean().backward()
+    batched = {n: p.grad for n, p in system.named_parameters() if p.grad is not None}
+    for name, grad in stepped.items():  # SLMs, router and codec: zero in the sequence
+        if name not in batched:
+            assert grad.abs().max() == 0, name
+    assert set(batched) <= set(stepped)
+    assert any(n.startswith("blm.trunk") for n in batched)
+    for name, grad in batched.items():
+        torch.testing.assert_close(grad, stepped[name], rtol=1e-4, atol=1e-7, msg=name)
