@@ -14,12 +14,20 @@ The system only calls :class:`LeWorldMemory`'s methods: ``initial_state``,
 
 Writes are in place: a step's word is stored once and every branch of that
 step (paired rewards) reads the same memory.
+
+Reads decode each word once: a write also decodes its word into the state's
+``decoded`` table and records the table row in ``slot`` (per address; 0 is the
+all-zero word of an unwritten address), and a read gathers rows of that table.
+The values and gradients are those of decoding every word read (``BitStore``'s
+reads, tested), but a step decodes ``B`` words instead of ``B x top_k^2 x
+range_len`` per SLM: the decoder was most of a training step.
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from memory.bit_store import BitStore
@@ -56,7 +64,12 @@ class LeWorldMemory(nn.Module):
         )
 
     def initial_state(self, batch_size: int, device="cpu") -> dict:
-        return self.store.initial_state(batch_size, device)
+        state = self.store.initial_state(batch_size, device)
+        state["slot"] = torch.zeros(
+            batch_size, self.config.num_words, dtype=torch.long, device=device
+        )
+        state["decoded"] = None  # (B, writes, word_dim): write s is table row s + 1
+        return state
 
     def encode(self, obs: Tensor) -> Tensor:
         """``(B, obs_dim)`` -> bits ``(B, word_bits)``: 0/1 forward, sigmoid gradient backward."""
@@ -65,7 +78,31 @@ class LeWorldMemory(nn.Module):
     def write(self, state: dict, bits: Tensor, address: Tensor) -> dict:
         """Store each row's word at its ``address`` ``(B,)`` (in place; returns ``state``)."""
         self.store.write(state, address, bits, inplace=True, wrap=True)  # the pointer rings
+        word = self.store.decode(bits.detach())[:, None]  # what a read of it decodes
+        done = 0 if state["decoded"] is None else state["decoded"].shape[1]
+        state["decoded"] = word if done == 0 else torch.cat([state["decoded"], word], dim=1)
+        index = torch.remainder(address, self.config.num_words)[:, None]
+        state["slot"].scatter_(1, index, done + 1)
         return state
+
+    def _read_decoded(self, state: dict, address: Tensor, weights: Tensor) -> Tensor:
+        """Weighted sum of the decoded ranges at candidate starts ``address`` ``(B, C)``,
+        weights ``(B, C)`` -> ``(B, range_len, word_dim)``.
+
+        The weights are summed per table row first (``(B, range_len, 1 + writes)``, tiny) and
+        then multiply the table: no ``(B, C, range_len, word_dim)`` tensor of decoded words.
+        """
+        index = self.store.range_index(address, wrap=True)  # (B, C, L)
+        batch, _, length = index.shape
+        slot = torch.gather(state["slot"], 1, index.flatten(1)).view(index.shape)
+        unwritten = self.store.decode(slot.new_zeros(1, self.config.word_bits).float())
+        table = unwritten.expand(batch, 1, self.word_dim)
+        if state["decoded"] is not None:
+            table = torch.cat([table, state["decoded"]], dim=1)  # (B, 1 + writes, V)
+        mix = weights.new_zeros(batch, length, table.shape[1]).scatter_add(
+            2, slot.transpose(1, 2), weights[:, None, :].expand(-1, length, -1)
+        )
+        return torch.bmm(mix, table)
 
     def range_bits(self, state: dict, address: Tensor) -> Tensor:
         """Bits of the ``range_len`` words from ``address`` ``(B, ...)`` -> ``(B, ..., L, bits)``."""
@@ -73,11 +110,13 @@ class LeWorldMemory(nn.Module):
 
     def read_hard(self, state: dict, address: Tensor) -> Tensor:
         """Decoded words of one range per row: ``(B,)`` -> ``(B, range_len, word_dim)``."""
-        return self.store.read_vectors(state, address, wrap=True)
+        ones = torch.ones(address.shape[0], 1, device=address.device)
+        return self._read_decoded(state, address[:, None], ones)
 
     def read_soft(self, state: dict, high_logits: Tensor, low_logits: Tensor) -> Tensor:
         """Differentiable top-k x top-k read: ``(B, 256), (B, 256)`` -> ``(B, range_len, word_dim)``."""
-        return self.store.read_soft(state, high_logits, low_logits)
+        addresses, weights = self.store.candidates(high_logits, low_logits)  # (B, C)
+        return self._read_decoded(state, addresses, weights)
 
     def reconstruction_loss(self, obs: Tensor) -> Tensor:
         """Autoencoder loss through the straight-through bits (trains the encoder)."""
