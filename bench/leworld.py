@@ -4,7 +4,7 @@ the same parameter count (the named peer) on the same batches. Also the no-memor
 baseline's update, batched (:func:`no_memory_loss`, as ``leworld train`` runs it) and
 stepped through the sequence with every read masked out (what it computes).
 
-    python bench/leworld.py [--updates 3] [--num-envs 8] [--seq-len 32] [--device cpu|cuda]
+    python bench/leworld.py [--updates 3] [--num-envs 8] [--seq-len 32] [--env ID] [--device cpu|cuda]
 
 Prints a table and writes runs/bench/leworld.json.
 """
@@ -104,12 +104,13 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=3)
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=32)
+    parser.add_argument("--env", default=ENV, help="a world-state task id or short name")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs/bench/leworld.json")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-    source = RolloutSource(ENV, args.num_envs, args.seq_len, seed=0)
+    source = RolloutSource(args.env, args.num_envs, args.seq_len, seed=0)
     samples = args.num_envs * args.seq_len
     rows = []
     for name in ("small", "full"):
@@ -117,7 +118,7 @@ def main() -> None:
         params = sum(p.numel() for p in system.parameters())
         trainer = LeWorldTrainer(
             system,
-            TrainingConfig(env_id=ENV, num_envs=args.num_envs, seq_len=args.seq_len),
+            TrainingConfig(env_id=source.env_id, num_envs=args.num_envs, seq_len=args.seq_len),
             source,
             device=device,
         )
@@ -152,7 +153,7 @@ def main() -> None:
     out.write_text(
         json.dumps(
             {
-                "env": ENV,
+                "env": source.env_id,
                 "num_envs": args.num_envs,
                 "seq_len": args.seq_len,
                 "threads": torch.get_num_threads(),

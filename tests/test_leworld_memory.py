@@ -32,7 +32,7 @@ def test_hard_reads_equal_decoding_the_stored_bits():
     assert got.shape == (2, CONFIG.range_len, 6)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
     # The overwritten word reads as its last write, not the first (the table keeps both).
-    assert state["decoded"].shape == (2, 4, 6)
+    assert state["decoded"].shape == (2, 5, 6)  # the unwritten word and four writes
     last, first = memory.store.decode(written[2][0]), memory.store.decode(written[0][0])
     torch.testing.assert_close(got[0, 1], last, rtol=1e-6, atol=1e-6)
     assert (got[0, 1] - first).abs().max() > 1e-3

@@ -68,7 +68,8 @@ class LeWorldMemory(nn.Module):
         state["slot"] = torch.zeros(
             batch_size, self.config.num_words, dtype=torch.long, device=device
         )
-        state["decoded"] = None  # (B, writes, word_dim): write s is table row s + 1
+        # (B, 1 + writes, word_dim) from the first write: row 0 the all-zero word, row s write s.
+        state["decoded"] = None
         return state
 
     def encode(self, obs: Tensor) -> Tensor:
@@ -79,15 +80,21 @@ class LeWorldMemory(nn.Module):
         """Store each row's word at its ``address`` ``(B,)`` (in place; returns ``state``)."""
         self.store.write(state, address, bits, inplace=True, wrap=True)  # the pointer rings
         word = self.store.decode(bits.detach())[:, None]  # what a read of it decodes
-        done = 0 if state["decoded"] is None else state["decoded"].shape[1]
-        state["decoded"] = word if done == 0 else torch.cat([state["decoded"], word], dim=1)
+        state["decoded"] = torch.cat([self._table(state, address.shape[0]), word], dim=1)
         index = torch.remainder(address, self.config.num_words)[:, None]
-        state["slot"].scatter_(1, index, done + 1)
+        state["slot"].scatter_(1, index, state["decoded"].shape[1] - 1)
         return state
 
-    def _read_decoded(self, state: dict, address: Tensor, weights: Tensor) -> Tensor:
-        """Weighted sum of the decoded ranges at candidate starts ``address`` ``(B, C)``,
-        weights ``(B, C)`` -> ``(B, range_len, word_dim)``.
+    def _table(self, state: dict, batch: int) -> Tensor:
+        """The decoded words ``(B, 1 + writes, word_dim)``, row 0 the unwritten (all-zero) word."""
+        if state["decoded"] is not None:
+            return state["decoded"]
+        zero = torch.zeros(1, 1, self.config.word_bits, device=state["slot"].device)
+        return self.store.decode(zero).expand(batch, 1, self.word_dim)
+
+    def _read_decoded(self, state: dict, address: Tensor, weights: Tensor | None) -> Tensor:
+        """Decoded ranges at candidate starts ``address`` ``(B, C)``, summed with ``weights``
+        ``(B, C)`` (``None``: one candidate) -> ``(B, range_len, word_dim)``.
 
         The weights are summed per table row first (``(B, range_len, 1 + writes)``, tiny) and
         then multiply the table: no ``(B, C, range_len, word_dim)`` tensor of decoded words.
@@ -95,10 +102,11 @@ class LeWorldMemory(nn.Module):
         index = self.store.range_index(address, wrap=True)  # (B, C, L)
         batch, _, length = index.shape
         slot = torch.gather(state["slot"], 1, index.flatten(1)).view(index.shape)
-        unwritten = self.store.decode(slot.new_zeros(1, self.config.word_bits).float())
-        table = unwritten.expand(batch, 1, self.word_dim)
-        if state["decoded"] is not None:
-            table = torch.cat([table, state["decoded"]], dim=1)  # (B, 1 + writes, V)
+        table = self._table(state, batch)
+        if weights is None:  # one range: pick its rows
+            offsets = torch.arange(batch, device=slot.device)[:, None] * table.shape[1]
+            rows = (slot[:, 0] + offsets).flatten()
+            return table.reshape(-1, self.word_dim).index_select(0, rows).view(batch, length, -1)
         mix = weights.new_zeros(batch, length, table.shape[1]).scatter_add(
             2, slot.transpose(1, 2), weights[:, None, :].expand(-1, length, -1)
         )
@@ -110,8 +118,7 @@ class LeWorldMemory(nn.Module):
 
     def read_hard(self, state: dict, address: Tensor) -> Tensor:
         """Decoded words of one range per row: ``(B,)`` -> ``(B, range_len, word_dim)``."""
-        ones = torch.ones(address.shape[0], 1, device=address.device)
-        return self._read_decoded(state, address[:, None], ones)
+        return self._read_decoded(state, address[:, None], None)
 
     def read_soft(self, state: dict, high_logits: Tensor, low_logits: Tensor) -> Tensor:
         """Differentiable top-k x top-k read: ``(B, 256), (B, 256)`` -> ``(B, range_len, word_dim)``."""
