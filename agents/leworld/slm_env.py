@@ -12,7 +12,7 @@ from gymnasium import spaces
 from memory.base import check_range
 from world_models.leworld.config import preset
 from world_models.leworld.data import RolloutSource
-from world_models.leworld.rollout import paired_branch_reward, step_loss
+from world_models.leworld.rollout import paired_branch_reward, slm_branch_losses
 from world_models.leworld.slm import pointer_features
 from world_models.leworld.system import LeWorldSystem
 
@@ -144,12 +144,10 @@ class SLMEnv(gym.Env):
         obs, target = self._batch.obs[self.t], self._batch.target[self.t]
         with torch.no_grad():
             out = self.system.think(self.state, obs, "hard", addresses, ranges=ranges)
-            with_read, without_read = out.mask.clone(), out.mask.clone()
-            with_read[:, self.slm_index], without_read[:, self.slm_index] = 1.0, 0.0
-            loss_with = step_loss(self.system.predict_with_mask(obs, out, with_read), target)
-            loss_without = step_loss(self.system.predict_with_mask(obs, out, without_read), target)
-            reward = float(paired_branch_reward(loss_without, loss_with)[0])
-            info = {"loss_with": float(loss_with[0]), "loss_without": float(loss_without[0])}
+            losses = slm_branch_losses(self.system, obs, out, target)
+            loss_with, loss_without = (x[0, self.slm_index] for x in losses)
+            reward = float(paired_branch_reward(loss_without, loss_with))
+            info = {"loss_with": float(loss_with), "loss_without": float(loss_without)}
             self.state = {
                 **self.state,
                 "past_obs": obs,

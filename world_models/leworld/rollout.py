@@ -30,16 +30,23 @@ def step_loss(prediction: Tensor, target: Tensor) -> Tensor:
     return (prediction - target).pow(2).mean(-1)
 
 
+def slm_branch_losses(
+    system: LeWorldSystem, obs: Tensor, out, target: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Next-state losses ``(B, N)`` with SLM ``i``'s read routed on, and masked out, the
+    other SLMs routed as the BLM chose, on the same reads: the ``2N`` branches in one BLM call."""
+    n = system.num_slms
+    eye = torch.eye(n, dtype=out.mask.dtype, device=out.mask.device)[:, None, :]  # (N, 1, N)
+    without_read = out.mask[None] * (1 - eye)  # (N, B, N): branch i has SLM i off
+    masks = torch.cat([without_read + eye, without_read])  # branches 0..N-1: SLM i on
+    losses = step_loss(system.predict_with_mask(obs, out, masks), target)  # (2N, B)
+    return losses[:n].T, losses[n:].T
+
+
 def slm_rewards(system: LeWorldSystem, obs: Tensor, out, target: Tensor) -> Tensor:
     """Paired-branch reward of every SLM's read: ``(B, N)``."""
-    rewards = []
-    for i in range(system.num_slms):
-        with_read, without_read = out.mask.clone(), out.mask.clone()
-        with_read[:, i], without_read[:, i] = 1.0, 0.0
-        loss_with = step_loss(system.predict_with_mask(obs, out, with_read), target)
-        loss_without = step_loss(system.predict_with_mask(obs, out, without_read), target)
-        rewards.append(paired_branch_reward(loss_without, loss_with))
-    return torch.stack(rewards, dim=1)
+    loss_with, loss_without = slm_branch_losses(system, obs, out, target)
+    return paired_branch_reward(loss_without, loss_with)
 
 
 @dataclass

@@ -220,6 +220,13 @@ class LeWorldSystem(nn.Module):
         )
 
     def predict_with_mask(self, obs: Tensor, out: StepOutput, mask: Tensor) -> Tensor:
-        """Re-run the BLM on the same reads with another mask (a paired branch); ``(B, state_dim)``."""
-        prediction, _, _ = self.blm(obs, out.reads, mask, out.probs)
-        return prediction
+        """Re-run the BLM on the same reads with another mask (a paired branch): ``mask``
+        ``(B, N)`` -> ``(B, state_dim)``, or ``K`` masks ``(K, B, N)`` in one call ->
+        ``(K, B, state_dim)``."""
+        if mask.dim() == 2:
+            return self.blm(obs, out.reads, mask, out.probs)[0]
+        k = mask.shape[0]
+        prediction, _, _ = self.blm(
+            obs.repeat(k, 1), out.reads.repeat(k, 1, 1), mask.flatten(0, 1), out.probs.repeat(k, 1)
+        )
+        return prediction.view(k, obs.shape[0], -1)

@@ -1,4 +1,5 @@
-"""LeWorld's no-memory baseline: one batched BLM call equals stepping the masked system."""
+"""LeWorld computations done in one batched call equal their stepped or looped versions:
+the no-memory baseline, the SLMs' paired branches."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import torch
 from world_models.leworld import LeWorldSystem, preset
 from world_models.leworld.baselines import no_memory_loss
 from world_models.leworld.data import Batch
-from world_models.leworld.rollout import run_sequence
+from world_models.leworld.rollout import paired_branch_reward, run_sequence, slm_rewards, step_loss
 
 
 def system_and_batch() -> tuple[LeWorldSystem, Batch]:
@@ -48,3 +49,29 @@ def test_no_memory_loss_gives_the_sequences_gradients():
     assert any(n.startswith("blm.trunk") for n in batched)
     for name, grad in batched.items():
         torch.testing.assert_close(grad, stepped[name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_slm_rewards_equal_one_branch_pair_per_slm():
+    system, batch = system_and_batch()
+    system.eval()
+    state = system.initial_state(3)
+    with torch.no_grad():
+        for t in range(3):  # a few words in memory, a request, a mask that is not all ones
+            state, _ = system.write(state, batch.obs[t])
+            out = system.think(state, batch.obs[t], "hard")
+            state = {**state, "request": out.request, "pointer": state["pointer"] + 1}
+        out.mask[0] = torch.tensor([1.0, 0.0, 1.0])
+        out.mask[1] = torch.tensor([0.0, 0.0, 0.0])
+        got = slm_rewards(system, batch.obs[2], out, batch.target[2])
+        for i in range(system.num_slms):
+            with_read, without_read = out.mask.clone(), out.mask.clone()
+            with_read[:, i], without_read[:, i] = 1.0, 0.0
+            loss_with = step_loss(
+                system.predict_with_mask(batch.obs[2], out, with_read), batch.target[2]
+            )
+            loss_without = step_loss(
+                system.predict_with_mask(batch.obs[2], out, without_read), batch.target[2]
+            )
+            want = paired_branch_reward(loss_without, loss_with)
+            torch.testing.assert_close(got[:, i], want, rtol=1e-4, atol=1e-6)
+    assert got.abs().max() > 1e-4  # the reads matter: the equality is not 0 == 0
