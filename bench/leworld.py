@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
-from timing import sync
+from timing import mean_seconds
 
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from world_models.leworld.baselines import GRUWorldModel, no_memory_loss
@@ -31,26 +30,20 @@ ENV = "memworld/OccludedDynamicsEasy-v0"
 def time_updates(trainer: LeWorldTrainer, phase: int, updates: int) -> float:
     trainer.phase = phase
     trainer.optimizer = trainer._make_optimizer()
-    trainer.update()  # warm-up
-    start = time.perf_counter()
-    for _ in range(updates):
-        trainer.update()
-    return (time.perf_counter() - start) / updates
+    return mean_seconds(trainer.update, trainer.device, updates)
 
 
 def time_loss(loss_fn, model: torch.nn.Module, updates: int, device) -> float:
     """Seconds per Adam update of ``model`` on ``loss_fn()`` (after one warm-up update)."""
     opt = torch.optim.Adam(model.parameters())
-    for i in range(updates + 1):
-        if i == 1:
-            sync(device)
-            start = time.perf_counter()
+
+    def update() -> None:
         loss = loss_fn()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    sync(device)
-    return (time.perf_counter() - start) / updates
+
+    return mean_seconds(update, device, updates)
 
 
 def peer_rows(name: str, params: int, source: RolloutSource, updates: int, device) -> dict:
@@ -89,13 +82,7 @@ def memory_ops(system: LeWorldSystem, batch_size: int, repeats: int = 50) -> dic
             "hard_read_ms": lambda: mem.read_hard(state, address()),
             "soft_read_ms": lambda: mem.read_soft(state, high, low),
         }.items():
-            fn()
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            sync(device)
-            out[name] = 1000 * (time.perf_counter() - start) / repeats
+            out[name] = 1000 * mean_seconds(fn, device, repeats)
     return out
 
 

@@ -38,6 +38,17 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def mean_seconds(fn: Callable[[], object], device: torch.device, calls: int) -> float:
+    """Mean wall time of ``fn`` over ``calls`` calls in a row, after one warm-up call."""
+    fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / calls
+
+
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
     return interleaved_medians({"fn": fn}, device, repeats)["fn"]
