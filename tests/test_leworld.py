@@ -108,8 +108,7 @@ def test_request_moved_counts_the_addresses_the_request_changed():
         assert float(moved[1:].mean()) > 0
         slm = system.config.slm
         start = 2 * slm.state_dim + slm.char_dim  # the request's columns in each SLM's input
-        for s in system.slms:
-            s.trunk[0].weight[:, start : start + system.config.blm.request_dim] = 0.0
+        system.slms.trunk[0].weight[:, :, start : start + system.config.blm.request_dim] = 0.0
         deaf = run_sequence(system, batch, "hard", with_request_reward=True).request_moved
     assert bool((deaf == 0).all())  # SLMs that ignore the request never move
 
@@ -316,11 +315,11 @@ def test_rollout_source_is_reproducible_from_its_seed(env_id):
 
 def test_sampled_address_entropy_is_that_of_uniform_heads(tmp_path):
     trainer = tiny_trainer(tmp_path)
-    for slm in trainer.system.slms:
-        for head in (slm.high_head, slm.low_head, slm.range_head):
-            torch.nn.init.zeros_(head.weight)
-            torch.nn.init.zeros_(head.bias)
-    mem, choices = trainer.system.config.memory, slm.range_head.out_features
+    slms = trainer.system.slms
+    for head in (slms.high_head, slms.low_head, slms.range_head):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    mem, choices = trainer.system.config.memory, slms.range_head.out_features
     batch = trainer.source.batch()
     result = run_sequence(trainer.system, batch, "sample", generator=trainer.generator)
     want = math.log(mem.num_high) + math.log(mem.num_low) + math.log(choices)
@@ -386,7 +385,7 @@ def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
     assert torch.allclose(result.loss, second.loss)
     assert extra["sampled_mse"] != pytest.approx(second.mean_loss().item())
     loss.backward()  # the sampled decisions still get their policy gradient
-    head = trainer.system.slms[0].high_head.weight.grad
+    head = trainer.system.slms.high_head.weight.grad[0]
     assert head is not None and head.abs().sum() > 0
     assert extra["pg_slm"] != 0.0 and extra["pg_request"] != 0.0
 

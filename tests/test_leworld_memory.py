@@ -60,3 +60,21 @@ def test_soft_reads_and_their_gradients_equal_bitstores():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     for g, w in zip(grads(memory.read_soft(state, high, low)), grads(want)):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_reads_of_several_slms_at_once_equal_one_slm_at_a_time():
+    """The system reads every SLM's range in one call, ``(B, N, ...)``: each SLM's words
+    must be those of reading its own addresses alone (hard and soft, with three SLMs whose
+    candidates hit the overwrite, the wrap and unwritten words)."""
+    memory, state, _ = written_memory()
+    gen = torch.Generator().manual_seed(2)
+    starts = torch.tensor([[4, 5, 250], [254, 0, 199]])  # (B=2, N=3)
+    hard = memory.read_hard(state, starts)
+    assert hard.shape == (2, 3, CONFIG.range_len, 6)
+    high, low = torch.randn(2, 2, 3, 16, generator=gen)
+    low[..., 4:7] += 2.0
+    soft = memory.read_soft(state, high, low)
+    for i in range(3):
+        torch.testing.assert_close(hard[:, i], memory.read_hard(state, starts[:, i]))
+        torch.testing.assert_close(soft[:, i], memory.read_soft(state, high[:, i], low[:, i]))
+    assert (soft[:, 0] - soft[:, 1]).abs().max() > 1e-3  # the SLMs read different words

@@ -1,8 +1,9 @@
 """The memory interface the LeWorld system uses, on top of ``memory.bit_store.BitStore``.
 
 The system only calls :class:`LeWorldMemory`'s methods: ``initial_state``,
-``encode``, ``write``, ``range_bits``, ``read_hard``, ``read_soft``,
-``reconstruction_loss``. Everything else is :class:`memory.bit_store.BitStore`:
+``encode``, ``write``, ``range_bits``, ``candidates``, ``read`` (and its
+shorthands ``read_hard``, ``read_soft``), ``reconstruction_loss``; a read takes
+every SLM's addresses at once, ``(B, N, ...)``. Everything else is :class:`memory.bit_store.BitStore`:
 
 - storage: ``num_words`` 32-bit words per batch row, packed as int32, plus
   written flags; unwritten words read as all-zero bits; addresses wrap (a ring);
@@ -92,38 +93,53 @@ class LeWorldMemory(nn.Module):
         zero = torch.zeros(1, 1, self.config.word_bits, device=state["slot"].device)
         return self.store.decode(zero).expand(batch, 1, self.word_dim)
 
-    def _read_decoded(self, state: dict, address: Tensor, weights: Tensor | None) -> Tensor:
-        """Decoded ranges at candidate starts ``address`` ``(B, C)``, summed with ``weights``
-        ``(B, C)`` (``None``: one candidate) -> ``(B, range_len, word_dim)``.
+    def read(self, state: dict, address: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Decoded ranges from start addresses ``(B, ..., C)``, summed over the last axis with
+        ``weights`` ``(B, ..., C)`` -> ``(B, ..., range_len, word_dim)``; without weights,
+        one range per start: ``(B, ...)`` -> ``(B, ..., range_len, word_dim)``.
 
-        The weights are summed per table row first (``(B, range_len, 1 + writes)``, tiny) and
-        then multiply the table: no ``(B, C, range_len, word_dim)`` tensor of decoded words.
+        The weights are summed per table row first (``(B, ..., range_len, 1 + writes)``,
+        tiny) and then multiply the table: no tensor of every candidate's decoded words.
         """
-        index = self.store.range_index(address, wrap=True)  # (B, C, L)
-        batch, _, length = index.shape
+        index = self.store.range_index(address, wrap=True)  # (B, ..., [C,] L)
+        batch, length = index.shape[0], index.shape[-1]
         slot = torch.gather(state["slot"], 1, index.flatten(1)).view(index.shape)
         table = self._table(state, batch)
-        if weights is None:  # one range: pick its rows
-            offsets = torch.arange(batch, device=slot.device)[:, None] * table.shape[1]
-            rows = (slot[:, 0] + offsets).flatten()
-            return table.reshape(-1, self.word_dim).index_select(0, rows).view(batch, length, -1)
-        mix = weights.new_zeros(batch, length, table.shape[1]).scatter_add(
-            2, slot.transpose(1, 2), weights[:, None, :].expand(-1, length, -1)
+        rows, width = table.shape[1], self.word_dim
+        if weights is None:  # one range per start: pick its rows
+            offsets = torch.arange(batch, device=slot.device) * rows
+            picked = slot + offsets.view(-1, *[1] * (slot.dim() - 1))
+            return table.reshape(-1, width).index_select(0, picked.flatten()).view(*slot.shape, -1)
+        lead, starts = weights.shape[:-1], weights.shape[-1]  # (B, ...), C
+        slot = slot.view(batch, -1, starts, length).transpose(2, 3)  # (B, R, L, C): R ranges
+        spread = weights.view(batch, -1, 1, starts).expand_as(slot)
+        mix = weights.new_zeros(batch, slot.shape[1] * length, rows).scatter_add(
+            2, slot.flatten(1, 2), spread.flatten(1, 2)
         )
-        return torch.bmm(mix, table)
+        return torch.bmm(mix, table).view(*lead, length, width)
 
     def range_bits(self, state: dict, address: Tensor) -> Tensor:
         """Bits of the ``range_len`` words from ``address`` ``(B, ...)`` -> ``(B, ..., L, bits)``."""
         return self.store.read(state, address, wrap=True)
 
     def read_hard(self, state: dict, address: Tensor) -> Tensor:
-        """Decoded words of one range per row: ``(B,)`` -> ``(B, range_len, word_dim)``."""
-        return self._read_decoded(state, address[:, None], None)
+        """Decoded words of one range per start: ``(B, ...)`` -> ``(B, ..., range_len, word_dim)``."""
+        return self.read(state, address)
+
+    def candidates(self, high_logits: Tensor, low_logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Top-k x top-k start addresses and their weights: ``(B, ..., 256)`` x2 -> ``(B, ...,
+        C)`` x2, best first (candidate 0 is the argmax address)."""
+        lead = high_logits.shape[:-1]
+        addresses, weights = self.store.candidates(
+            high_logits.reshape(-1, high_logits.shape[-1]),
+            low_logits.reshape(-1, low_logits.shape[-1]),
+        )
+        return addresses.view(*lead, -1), weights.view(*lead, -1)
 
     def read_soft(self, state: dict, high_logits: Tensor, low_logits: Tensor) -> Tensor:
-        """Differentiable top-k x top-k read: ``(B, 256), (B, 256)`` -> ``(B, range_len, word_dim)``."""
-        addresses, weights = self.store.candidates(high_logits, low_logits)  # (B, C)
-        return self._read_decoded(state, addresses, weights)
+        """Differentiable top-k x top-k read: ``(B, ..., 256)`` x2 -> ``(B, ..., range_len,
+        word_dim)``."""
+        return self.read(state, *self.candidates(high_logits, low_logits))
 
     def reconstruction_loss(self, obs: Tensor) -> Tensor:
         """Autoencoder loss through the straight-through bits (trains the encoder)."""

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from world_models.leworld.blm import BLM
 from world_models.leworld.config import REFERENCE_OBS_DIM, REFERENCE_STATE_DIM, LeWorldConfig
 from world_models.leworld.memory_iface import LeWorldMemory
-from world_models.leworld.slm import SLM, word_ages
+from world_models.leworld.slm import SLMBank, word_ages
 
 
 @dataclass
@@ -63,9 +63,8 @@ class LeWorldSystem(nn.Module):
         self.config = config = config or LeWorldConfig()
         self.obs_dim, self.state_dim = int(obs_dim), int(state_dim)
         self.memory = LeWorldMemory(obs_dim, config.memory)
-        self.slms = nn.ModuleList(
-            SLM(obs_dim, self.memory.word_dim, config.memory, config.slm, config.blm.request_dim)
-            for _ in range(config.slm.num_slms)
+        self.slms = SLMBank(
+            obs_dim, self.memory.word_dim, config.memory, config.slm, config.blm.request_dim
         )
         self.blm = BLM(obs_dim, state_dim, config.slm.read_dim, config.slm.num_slms, config.blm)
 
@@ -77,7 +76,8 @@ class LeWorldSystem(nn.Module):
         """(component, parameters) rows, as in the document's table, with the total."""
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         rows = [("Artificial Memory (bit enc/dec)", count(self.memory))]
-        rows += [(f"SLM-{i}", count(s)) for i, s in enumerate(self.slms)]
+        per_slm = count(self.slms) // self.num_slms  # every SLM has the same sizes
+        rows += [(f"SLM-{i}", per_slm) for i in range(self.num_slms)]
         rows += [("BLM", count(self.blm)), ("Total", count(self))]
         return rows
 
@@ -116,43 +116,38 @@ class LeWorldSystem(nn.Module):
         range, or the range-choice index in ``ranges`` ``(B, N)`` where given.
         """
         mem = self.config.memory
-        outs: dict[str, list[Tensor]] = {
-            k: [] for k in ("reads", "addr", "high", "low", "range", "choice")
-        }
-        for i, slm in enumerate(self.slms):
-            high, low, rng = slm.address_logits(state["past_obs"], obs, request, state["pointer"])
-            if mode == "sample":
-                g_high, g_low, g_rng = gumbel[:, i].split(
-                    [mem.num_high, mem.num_low, rng.shape[-1]], -1
-                )
-                pick_h, pick_l = (high + g_high).argmax(-1), (low + g_low).argmax(-1)
-                choice = (rng + g_rng).argmax(-1)
-            else:
-                pick_h, pick_l, choice = high.argmax(-1), low.argmax(-1), rng.argmax(-1)
-            address = pick_h * mem.num_low + pick_l
-            forced = addresses is not None and bool((addresses[:, i] >= 0).any())
-            if forced:
-                address = torch.where(addresses[:, i] >= 0, addresses[:, i], address)
-            if mode == "soft" and not forced:
-                words = self.memory.read_soft(state["memory"], high, low)
-                weights = slm.word_weights(rng, hard=False)
-            else:
-                words = self.memory.read_hard(state["memory"], address)
-                if forced:  # an outside address reads the full range unless a range is given
-                    full = torch.full_like(choice, rng.shape[-1] - 1)
-                    choice = (
-                        full
-                        if ranges is None
-                        else torch.where(ranges[:, i] >= 0, ranges[:, i], full)
-                    )
-                weights = slm.word_weights(rng, hard=True, choice=choice)
-            ages = word_ages(address, state["pointer"], mem)
-            outs["reads"].append(slm.summarise(words, weights, ages))
-            for key, value in zip(
-                ("addr", "high", "low", "range", "choice"), (address, high, low, rng, choice)
-            ):
-                outs[key].append(value)
-        return {k: torch.stack(v, dim=1) for k, v in outs.items()}
+        high, low, rng = self.slms.address_logits(state["past_obs"], obs, request, state["pointer"])
+        picks = (high, low, rng)
+        if mode == "sample":
+            noise = gumbel.split([mem.num_high, mem.num_low, rng.shape[-1]], -1)
+            picks = tuple(logits + g for logits, g in zip(picks, noise))
+        high_pick, low_pick, choice = (logits.argmax(-1) for logits in picks)
+        address = high_pick * mem.num_low + low_pick  # (B, N)
+        forced = torch.zeros(self.num_slms, dtype=torch.bool, device=obs.device)
+        if addresses is not None:  # an SLM with any address given reads like a hard read
+            forced = (addresses >= 0).any(0)
+            address = torch.where(addresses >= 0, addresses, address)
+            # An outside address reads the full range unless a range is given.
+            full = torch.full_like(choice, rng.shape[-1] - 1)
+            given = full if ranges is None else torch.where(ranges >= 0, ranges, full)
+            choice = torch.where(forced, given, choice)
+        weights = self.slms.word_weights(rng, hard=True, choice=choice)
+        if mode == "soft":
+            starts, mix = self.memory.candidates(high, low)  # (B, N, C)
+            if bool(forced.any()):  # forced SLMs: all weight on their one start
+                one = torch.zeros_like(mix)
+                one[..., 0] = 1.0
+                mix = torch.where(forced[:, None], one, mix)
+                first = torch.where(forced, address, starts[..., 0])
+                starts = torch.cat([first[..., None], starts[..., 1:]], -1)
+            words = self.memory.read(state["memory"], starts, mix)
+            soft = self.slms.word_weights(rng, hard=False)
+            weights = torch.where(forced[:, None], weights, soft)
+        else:
+            words = self.memory.read_hard(state["memory"], address)
+        ages = word_ages(address, state["pointer"], mem)
+        reads = self.slms.summarise(words, weights, ages)
+        return dict(reads=reads, addr=address, high=high, low=low, range=rng, choice=choice)
 
     def step(
         self,
