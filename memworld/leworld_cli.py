@@ -224,13 +224,27 @@ def plot_history(history: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
+def held_out_batches(training) -> list:
+    """The evaluation episodes of a run with ``TrainingConfig`` ``training``: ``EVAL_BATCHES``
+    batches from a stream seeded apart from the training batches'."""
+    from world_models.leworld.data import RolloutSource
+
+    held_out = RolloutSource(
+        training.env_id,
+        training.num_envs,
+        training.seq_len,
+        training.seed + 10_000,
+        training.oracle_prob,
+    )
+    return [held_out.batch() for _ in range(EVAL_BATCHES)]
+
+
 def evaluate_run(path: Path, show: bool = True) -> dict:
     """Evaluate one run folder against its baselines; writes eval.json and the plots."""
     import torch
 
     from memworld.runs import read_json, write_json
     from world_models.leworld.baselines import GRUWorldModel
-    from world_models.leworld.data import RolloutSource
     from world_models.leworld.evaluation import evaluate, plot, table
     from world_models.leworld.training import latest_checkpoint
 
@@ -252,18 +266,9 @@ def evaluate_run(path: Path, show: bool = True) -> dict:
         gru = GRUWorldModel(source.obs_dim, source.state_dim, hidden)
         gru.load_state_dict(saved["gru"])
         baselines = {"no_memory": no_memory, "gru": gru}
-    held_out = RolloutSource(
-        training.env_id,
-        training.num_envs,
-        training.seq_len,
-        training.seed + 10_000,
-        training.oracle_prob,
-    )
     episodes = EVAL_BATCHES * training.num_envs
     print(f"[eval     ] {path}: {episodes} held-out episodes", file=sys.stderr, flush=True)
-    result = evaluate(
-        system, [held_out.batch() for _ in range(EVAL_BATCHES)], baselines, training.seed
-    )
+    result = evaluate(system, held_out_batches(training), baselines, training.seed)
     results = {training.seed: result}
     write_json(
         path / "eval.json",

@@ -134,7 +134,7 @@ class LeWorldSystem(nn.Module):
         weights = self.slms.word_weights(rng, hard=True, choice=choice)
         if mode == "soft":
             starts, mix = self.memory.candidates(high, low)  # (B, N, C)
-            if bool(forced.any()):  # forced SLMs: all weight on their one start
+            if addresses is not None and bool(forced.any()):  # all weight on the given start
                 one = torch.zeros_like(mix)
                 one[..., 0] = 1.0
                 mix = torch.where(forced[:, None], one, mix)

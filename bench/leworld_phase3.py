@@ -1,0 +1,95 @@
+"""Re-run LeWorld's phase 3 from a run's phase-2 checkpoint with other settings.
+
+    python bench/leworld_phase3.py RUN [RUN ...] --set request_noise=0.03 [--set phase3_lr=1e-4]
+
+Each run folder (from ``memworld leworld train``) keeps ``checkpoints/phase2-joint.pt``
+with the batch stream and the sampling generator, so phase 3 restarts from the same state
+and sees the same batches; only the ``TrainingConfig`` fields given with ``--set`` differ.
+Without ``--set`` the run's own phase 3 is reproduced (its ``final.pt`` numbers). Prints
+the held-out MSE and the info-request gain (mean, z, fraction of addresses moved) on the
+episodes ``memworld leworld eval`` uses, before (phase 2) and after the re-run phase 3.
+The run folders are not written to; the results go to runs/bench/leworld_phase3.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+
+from memworld.leworld_cli import build, held_out_batches
+from memworld.runs import read_json
+from world_models.leworld.config import TrainingConfig
+from world_models.leworld.evaluation import evaluate, request_gain_z
+from world_models.leworld.training import LeWorldTrainer
+
+
+def setting(text: str) -> tuple[str, object]:
+    """``name=value`` -> (name, value), the value read as JSON where it parses."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"--set takes name=value, got {text!r}")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
+def summary(result: dict) -> dict:
+    return {
+        "mse": result["mse"]["leworld"],
+        "gain": result["info_request_gain"],
+        "z": request_gain_z(result),
+        "moves": result["request_moves_address"],
+    }
+
+
+def rerun(run: Path, overrides: dict) -> dict:
+    training, source, factory = build(run, read_json(run / "config.json"))
+    training = dataclasses.replace(training, **overrides)
+    torch.manual_seed(training.seed)
+    trainer = LeWorldTrainer(factory(), training, source=source)  # run_dir None: no writes
+    trainer.load(run / "checkpoints" / "phase2-joint.pt")
+    batches = held_out_batches(training)  # the episodes of `memworld leworld eval`
+    before = summary(evaluate(trainer.system, batches, None, training.seed))
+    trainer.train()
+    return {
+        "phase2": before,
+        "phase3": summary(evaluate(trainer.system, batches, None, training.seed)),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--set", dest="settings", type=setting, action="append", default=[])
+    parser.add_argument("--out", default="runs/bench/leworld_phase3.json")
+    args = parser.parse_args(argv)
+    overrides = dict(args.settings)
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        parser.error(f"--set {unknown}: not TrainingConfig fields; choose from {sorted(fields)}")
+    report = {}
+    print(f"{'run':32s} {'after':7s} {'mse':>7s} {'gain':>9s} {'z':>6s} {'moves':>6s}")
+    for run in args.runs:
+        report[str(run)] = rerun(run, overrides)
+        for phase, r in report[str(run)].items():
+            print(
+                f"{run.name:32s} {phase:7s} {r['mse']:7.4f} {r['gain']:+9.5f} {r['z']:+6.1f} "
+                f"{r['moves']:6.3f}"
+            )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"set": overrides, "runs": report}, indent=2))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
