@@ -3,7 +3,8 @@
 The system only calls :class:`LeWorldMemory`'s methods: ``initial_state``,
 ``encode``, ``write``, ``range_bits``, ``candidates``, ``read`` (and its
 shorthands ``read_hard``, ``read_soft``), ``reconstruction_loss``; a read takes
-every SLM's addresses at once, ``(B, N, ...)``. Everything else is :class:`memory.bit_store.BitStore`:
+every SLM's addresses at once, ``(B, N, ...)``. Everything else is
+:class:`memory.bit_store.BitStore`:
 
 - storage: ``num_words`` 32-bit words per batch row, packed as int32, plus
   written flags; unwritten words read as all-zero bits; addresses wrap (a ring);
