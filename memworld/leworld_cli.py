@@ -342,7 +342,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--refine-prediction",
         default=None,
         choices=["sample", "soft", "hard"],
-        help="the pass phase 3 trains the prediction on (default sample: the sampled decisions')",
+        help="the pass phase 3 trains the prediction on (default soft: a second pass with soft "
+        "reads; sample: the sampled decisions' pass, one pass fewer)",
     )
     train.add_argument(
         "--entropy-coef",

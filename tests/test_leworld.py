@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import types
 
 import numpy as np
@@ -13,13 +12,12 @@ from world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from world_models.leworld.data import Batch, RolloutSource
 from world_models.leworld.memory_iface import pack_bits, unpack_bits
 from world_models.leworld.rollout import (
-    masked_mean,
     paired_branch_reward,
     run_sequence,
     slm_rewards,
 )
 from world_models.leworld.routing import load_balance_loss, straight_through_mask
-from world_models.leworld.training import LeWorldTrainer, advantage, latest_checkpoint
+from world_models.leworld.training import LeWorldTrainer, latest_checkpoint
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
 
@@ -311,87 +309,3 @@ def test_rollout_source_is_reproducible_from_its_seed(env_id):
         a, b = first.batch(), second.batch()
         for name in ("obs", "target", "valid", "oracle_address"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
-
-
-def test_sampled_address_entropy_is_that_of_uniform_heads(tmp_path):
-    trainer = tiny_trainer(tmp_path)
-    slms = trainer.system.slms
-    for head in (slms.high_head, slms.low_head, slms.range_head):
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-    mem, choices = trainer.system.config.memory, slms.range_head.out_features
-    batch = trainer.source.batch()
-    result = run_sequence(trainer.system, batch, "sample", generator=trainer.generator)
-    want = math.log(mem.num_high) + math.log(mem.num_low) + math.log(choices)
-    assert torch.allclose(result.address_entropy, torch.full_like(result.address_entropy, want))
-
-
-def test_refine_entropy_bonus_lowers_the_loss_by_coef_times_entropy(tmp_path):
-    base = tiny_trainer(tmp_path / "a", entropy_coef=0.0)
-    bonus = tiny_trainer(tmp_path / "b", entropy_coef=0.5)
-    loss0, _, extra0 = base.refine_loss(base.source.batch())
-    loss1, _, extra1 = bonus.refine_loss(bonus.source.batch())
-    assert extra0["address_entropy"] == pytest.approx(extra1["address_entropy"])
-    assert extra0["address_entropy"] > 0
-    assert loss1.item() == pytest.approx(loss0.item() - 0.5 * extra0["address_entropy"], abs=1e-5)
-
-
-@pytest.mark.parametrize("judged_under", ["hard", "sample"])
-def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_alone(
-    tmp_path, judged_under
-):
-    trainer = tiny_trainer(tmp_path, request_addresses=judged_under)
-    batch, state = trainer.source.batch(), trainer.generator.get_state()
-    _, _, extra = trainer.refine_loss(batch)
-    trainer.generator.set_state(state)  # replay the same passes
-    noise = trainer.config.request_noise
-    sampled = run_sequence(
-        trainer.system,
-        batch,
-        "sample",
-        with_slm_rewards=True,
-        with_request_reward=judged_under == "sample",
-        request_noise=noise,
-        generator=trainer.generator,
-    )
-    if judged_under == "hard":  # the request judged under argmax addresses, as at inference
-        sampled = run_sequence(
-            trainer.system,
-            batch,
-            "hard",
-            with_request_reward=True,
-            request_noise=noise,
-            generator=trainer.generator,
-        )
-        assert sampled.address_logprob is None  # no address was sampled in this pass
-    adv = advantage(sampled.request_reward, batch.valid)
-    want = -(noise**2) * masked_mean(adv * sampled.request_logprob, batch.valid)
-    assert extra["pg_request"] == pytest.approx(want.item(), rel=1e-5)
-    blm = trainer.system.blm
-    shared = [*blm.trunk.parameters(), *blm.obs_in.parameters(), *blm.reads_in.parameters()]
-    grads = torch.autograd.grad(
-        want, [blm.request.weight, *shared, *trainer.system.slms.parameters()], allow_unused=True
-    )
-    assert grads[0].abs().sum() > 0  # the request head learns from its reward
-    assert all(g is None or not g.any() for g in grads[1:])  # the trunk and SLMs do not
-
-
-@pytest.mark.parametrize("path", ["soft", "hard"])
-def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
-    trainer = tiny_trainer(tmp_path, refine_prediction=path)
-    batch = trainer.source.batch()
-    loss, result, extra = trainer.refine_loss(batch)
-    second = run_sequence(trainer.system, batch, path)
-    assert torch.allclose(result.loss, second.loss)
-    assert extra["sampled_mse"] != pytest.approx(second.mean_loss().item())
-    loss.backward()  # the sampled decisions still get their policy gradient
-    head = trainer.system.slms.high_head.weight.grad[0]
-    assert head is not None and head.abs().sum() > 0
-    assert extra["pg_slm"] != 0.0 and extra["pg_request"] != 0.0
-
-
-def test_refine_prediction_names_its_choices():
-    with pytest.raises(ValueError, match="refine_prediction must be one of"):
-        TrainingConfig(refine_prediction="argmax")
-    with pytest.raises(ValueError, match="request_addresses must be one of"):
-        TrainingConfig(request_addresses="soft")

@@ -10,7 +10,8 @@
 3. **Info-request refinement**: addresses and ranges are sampled (Gumbel-max)
    and info requests drawn from ``N(r, noise^2)``; each decision gets its
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
-   REINFORCE with a batch-mean baseline, alongside the prediction loss. The
+   REINFORCE with a batch-mean baseline, alongside the prediction loss (by
+   default on a second pass with phase 2's soft reads, ``refine_prediction``). The
    request's policy gradient reaches only the BLM's request head (not the trunk
    that predicts) and is scaled by ``noise^2`` (natural gradient): unscaled
    through the trunk it was ~50x the prediction's gradient on KeyDoorEasy and
