@@ -12,6 +12,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time: `memworld --help` does not load torch
+    from world_models.leworld.config import TrainingConfig
+    from world_models.leworld.data import Batch
 
 # Held-out batches of num_envs episodes (128 episodes at the default 16): with 32, a
 # KeyDoorEasy seed's last per-step points averaged 2-5 episodes each.
@@ -224,7 +229,7 @@ def plot_history(history: list[dict], out: Path) -> None:
     plt.close(fig)
 
 
-def held_out_batches(training) -> list:
+def held_out_batches(training: TrainingConfig) -> list[Batch]:
     """The evaluation episodes of a run with ``TrainingConfig`` ``training``: ``EVAL_BATCHES``
     batches from a stream seeded apart from the training batches'."""
     from world_models.leworld.data import RolloutSource
