@@ -123,28 +123,29 @@ class LeWorldSystem(nn.Module):
             picks = tuple(logits + g for logits, g in zip(picks, noise))
         high_pick, low_pick, choice = (logits.argmax(-1) for logits in picks)
         address = high_pick * mem.num_low + low_pick  # (B, N)
-        forced = torch.zeros(self.num_slms, dtype=torch.bool, device=obs.device)
-        if addresses is not None:  # an SLM with any address given reads like a hard read
+        forced = None  # (N,) bool: the SLMs given an address, which read like a hard read
+        if addresses is not None:
             forced = (addresses >= 0).any(0)
             address = torch.where(addresses >= 0, addresses, address)
             # An outside address reads the full range unless a range is given.
             full = torch.full_like(choice, rng.shape[-1] - 1)
             given = full if ranges is None else torch.where(ranges >= 0, ranges, full)
             choice = torch.where(forced, given, choice)
-        weights = self.slms.word_weights(rng, hard=True, choice=choice)
         if mode == "soft":
             starts, mix = self.memory.candidates(high, low)  # (B, N, C)
-            if addresses is not None and bool(forced.any()):  # all weight on the given start
+            weights = self.slms.word_weights(rng, hard=False)
+            if forced is not None and bool(forced.any()):  # all weight on the given start
                 one = torch.zeros_like(mix)
                 one[..., 0] = 1.0
                 mix = torch.where(forced[:, None], one, mix)
                 first = torch.where(forced, address, starts[..., 0])
                 starts = torch.cat([first[..., None], starts[..., 1:]], -1)
+                hard = self.slms.word_weights(rng, hard=True, choice=choice)
+                weights = torch.where(forced[:, None], hard, weights)
             words = self.memory.read(state["memory"], starts, mix)
-            soft = self.slms.word_weights(rng, hard=False)
-            weights = torch.where(forced[:, None], weights, soft)
         else:
             words = self.memory.read_hard(state["memory"], address)
+            weights = self.slms.word_weights(rng, hard=True, choice=choice)
         ages = word_ages(address, state["pointer"], mem)
         reads = self.slms.summarise(words, weights, ages)
         return dict(reads=reads, addr=address, high=high, low=low, range=rng, choice=choice)
