@@ -219,7 +219,7 @@ class TrainingConfig:
     entropy_coef: float = 0.01
     """Entropy bonus of phase 3's address policy (high, low byte and range choice; nats).
     At 0.01 (0 before) KeyDoorEasy's starved SLMs came back into use; 0.03 did no better
-    (README, measured before phase 3's request gradient was confined to the request head)."""
+    (docs/leworld.md, measured before phase 3's request gradient was confined to the request head)."""
     refine_prediction: str = "soft"
     """Which pass phase 3 trains the prediction (BLM, router, read summaries) on:
     ``"soft"`` a second pass with phase 2's soft top-k reads, the sampled pass then only
@@ -228,13 +228,13 @@ class TrainingConfig:
     their reads, which taught them in phase 2 to follow the info request: trained on the
     sampled pass, where reads are hard, the request's gain eroded on 2 of 6
     OccludedDynamics seeds (z -0.0 and -6.3) and stays positive on all 6 with soft
-    (README: Easy +0.0005 MSE, Medium equal; about 1.5x the time of a run)."""
+    (docs/leworld.md: Easy +0.0005 MSE, Medium equal; about 1.5x the time of a run)."""
     request_addresses: str = "hard"
     """Under which addresses phase 3's paired branch judges the info request: ``"hard"``
     (a second pass with argmax addresses, as the system reads at inference; the request
     is the only sampled decision there) or ``"sample"`` (the pass of the sampled
     addresses, where the Gumbel noise of the SLMs' picks decides most of what a request
-    changes). See the README for the measured difference."""
+    changes). docs/leworld.md has the measured difference."""
     log_every: int = 10
     """Updates between metric logs."""
 
