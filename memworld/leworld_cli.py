@@ -139,12 +139,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                 writer.add_scalar(f"{metrics['phase']}/{key}", value, done)
         samples = (done - first["done"]) * training.num_envs * training.seq_len
         rate = samples / max(time.time() - start, 1e-9)
-        print(
-            f"\r[{metrics['phase']:9s}] {done:5d}/{total} updates  mse {metrics.get('mse', metrics.get('no_memory_mse', 0.0)):.4f}  "
-            f"{rate:7.0f} samples/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
+        mse = metrics.get("mse", metrics.get("no_memory_mse", 0.0))
+        progress(
+            f"[{metrics['phase']:9s}] {done:5d}/{total} updates  mse {mse:.4f}  {rate:7.0f} samples/s"
         )
 
     def baseline_progress(metrics: dict) -> None:
@@ -153,12 +150,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         for key in ("no_memory_mse", "gru_mse"):
             writer.add_scalar(f"baselines/{key}", metrics[key], done)
         if done % training.log_every == 0 or done == total:
-            print(
-                f"\r[baselines] {done:5d}/{total} updates  no memory mse "
-                f"{metrics['no_memory_mse']:.4f}  gru mse {metrics['gru_mse']:.4f}",
-                end="",
-                file=sys.stderr,
-                flush=True,
+            progress(
+                f"[baselines] {done:5d}/{total} updates  no memory mse "
+                f"{metrics['no_memory_mse']:.4f}  gru mse {metrics['gru_mse']:.4f}"
             )
 
     device = resolve_device(args.device)
@@ -172,13 +166,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     trainer.train()
     samples = (total - first["done"]) * training.num_envs * training.seq_len
     throughput = samples / (time.time() - start) if samples else None  # None: nothing left
-    print(file=sys.stderr)
+    progress(None)
     baselines_path = path / "baselines.pt"
     if not baselines_path.exists() and not args.no_baselines:
         baselines = train_baselines(
             factory, source, total, training.lr, log=baseline_progress, device=device
         )
-        print(file=sys.stderr)
+        progress(None)
         torch.save({k: m.state_dict() for k, m in baselines.items()}, baselines_path)
     write_json(
         path / "metrics.json", {"history": trainer.history, "train_samples_per_s": throughput}
@@ -187,6 +181,20 @@ def cmd_train(args: argparse.Namespace) -> None:
     writer.close()
     evaluate_run(path)
     print(f"run folder: {path}")
+
+
+def progress(line: str | None) -> None:
+    """Show a progress ``line`` on stderr: rewritten in place on a terminal, one line each
+    when stderr is a file or a pipe (a log keeps every line, not one ``\\r``-joined line).
+    ``None`` ends the in-place line."""
+    tty = sys.stderr.isatty()
+    if line is None:
+        if tty:
+            print(file=sys.stderr, flush=True)
+    elif tty:
+        print(f"\r{line}", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def resolve_device(name: str):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from memworld.leworld_cli import main
+from memworld.leworld_cli import main, progress
 
 TINY = ["--steps", "8", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
 
@@ -28,7 +30,11 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
                 str(tmp_path / f"s{seed}"),
             ]
         )
-    capsys.readouterr()
+    err = capsys.readouterr().err  # not a terminal: one progress line per log, no "\r"
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert sum(line.startswith("[refine   ]     4/4 updates") for line in lines) == 2
+    assert sum(line.startswith("[baselines]     4/4 updates") for line in lines) == 2
     main(["leworld", "eval", str(tmp_path / "s0"), str(tmp_path / "s1")])
     out = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split()}
@@ -89,3 +95,17 @@ def test_cli_offers_every_refine_prediction_and_request_addresses():
     for choice in REQUEST_ADDRESSES:
         args = parser.parse_args(["leworld", "train", "--request-addresses", choice])
         assert args.request_addresses == choice
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_rewrites_its_line_on_a_terminal_and_prints_lines_elsewhere(monkeypatch):
+    for stream, expected in ((_Terminal(), "\ra\rb\n"), (io.StringIO(), "a\nb\n")):
+        monkeypatch.setattr(sys, "stderr", stream)
+        progress("a")
+        progress("b")
+        progress(None)
+        assert stream.getvalue() == expected
