@@ -22,7 +22,11 @@ import numpy as np
 
 from world_models.leworld.data import RolloutSource
 
-TASKS = ["KeyDoorEasy", "KeyDoorMedium", "OccludedDynamicsEasy", "OccludedDynamicsMedium"]
+TASKS = [
+    f"{task}{level}"
+    for task in ("KeyDoor", "OccludedDynamics")
+    for level in ("Easy", "Medium", "Hard")
+]
 
 
 def address_stats(env_id: str, batches: int, range_len: int, seq_len: int) -> dict:

@@ -161,7 +161,11 @@ def test_keydoors_needed_observation_lies_in_the_episodes_first_range():
     """Why the info request has nothing to redirect on KeyDoor (README): the key is seen in
     the key room, within the first ``range_len`` words of every episode's memory."""
     range_len = preset("small").memory.range_len
-    for env_id, low, high in (("KeyDoorEasy", 0.95, 1.0), (ENV, 0.0, 0.5)):  # a short name too
+    for env_id, low, high in (
+        ("KeyDoorEasy", 0.95, 1.0),
+        ("KeyDoorHard", 0.95, 1.0),
+        (ENV, 0.0, 0.5),
+    ):
         batch = RolloutSource(env_id, num_envs=16, seq_len=48, seed=123).batch()
         first = (batch.oracle_address[batch.valid] < range_len).float().mean().item()
         assert low <= first <= high, (env_id, first)
