@@ -20,8 +20,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from memworld.leworld_cli import build, held_out_batches
-from memworld.runs import read_json
+from memworld.leworld_cli import LEWORLD_TRAIN, build, held_out_batches
+from memworld.runs import read_run_config
 from world_models.leworld.config import TrainingConfig
 from world_models.leworld.evaluation import evaluate, request_gain_z
 from world_models.leworld.training import LeWorldTrainer
@@ -48,7 +48,7 @@ def summary(result: dict) -> dict:
 
 
 def rerun(run: Path, overrides: dict) -> dict:
-    training, source, factory = build(run, read_json(run / "config.json"))
+    training, source, factory = build(run, read_run_config(run, "training", LEWORLD_TRAIN))
     training = dataclasses.replace(training, **overrides)
     trainer = LeWorldTrainer(factory(), training, source=source)  # run_dir None: no writes
     trainer.load(run / "checkpoints" / "phase2-joint.pt")

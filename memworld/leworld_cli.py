@@ -24,6 +24,7 @@ EVAL_BATCHES = 8
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
 MIN_STEPS = 4
+LEWORLD_TRAIN = "memworld leworld train"  # the command whose run folders this module reads
 
 
 def steps_arg(text: str) -> int:
@@ -73,14 +74,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
-    from memworld.runs import package_versions, read_json, run_dir, write_json
+    from memworld.runs import package_versions, read_run_config, run_dir, write_json
     from world_models.leworld.baselines import train_baselines
     from world_models.leworld.config import TrainingConfig, preset, to_dict
     from world_models.leworld.training import PHASES, LeWorldTrainer, latest_checkpoint
 
     if args.resume:
         path = Path(args.resume)
-        config = read_json(path / "config.json")
+        config = read_run_config(path, "training", LEWORLD_TRAIN)
     else:
         steps = args.steps
         optional = {
@@ -256,12 +257,12 @@ def evaluate_run(path: Path, show: bool = True) -> dict:
     """Evaluate one run folder against its baselines; writes eval.json and the plots."""
     import torch
 
-    from memworld.runs import read_json, write_json
+    from memworld.runs import read_run_config, write_json
     from world_models.leworld.baselines import GRUWorldModel
     from world_models.leworld.evaluation import evaluate, plot, table
     from world_models.leworld.training import latest_checkpoint
 
-    config = read_json(path / "config.json")
+    config = read_run_config(path, "training", LEWORLD_TRAIN)
     training, source, factory = build(path, config)
     system = factory()
     checkpoint = latest_checkpoint(path)
@@ -295,11 +296,11 @@ def evaluate_run(path: Path, show: bool = True) -> dict:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate one or more runs (e.g. one per seed) and print one table over all of them."""
-    from memworld.runs import read_json
+    from memworld.runs import read_run_config
     from world_models.leworld.evaluation import table
 
     paths = [Path(run) for run in args.run]
-    envs = {read_json(p / "config.json")["training"]["env_id"] for p in paths}
+    envs = {read_run_config(p, "training", LEWORLD_TRAIN)["training"]["env_id"] for p in paths}
     if len(envs) > 1:
         raise SystemExit(f"runs are on different tasks {sorted(envs)}; evaluate one task at a time")
     results: dict = {}

@@ -52,6 +52,25 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_run_config(run: str | Path, section: str, command: str) -> dict:
+    """``run``'s config.json, refused by name unless ``command`` wrote the folder: it must
+    hold a config.json with a ``section`` key (``"train"`` for ``memworld train``,
+    ``"training"`` for ``memworld leworld train``)."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise ValueError(
+            f"{str(run)!r} is not a run folder (no config.json); pass a folder written by "
+            f"`{command}`"
+        )
+    config = read_json(path)
+    if not isinstance(config, dict) or section not in config:
+        raise ValueError(
+            f"{str(run)!r} was not written by `{command}` (its config.json has no "
+            f"{section!r}); pass a folder written by `{command}`"
+        )
+    return config
+
+
 def _jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return dataclasses.asdict(obj)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from memory.base import check_range
-from memworld.runs import package_versions, read_json, run_dir, write_json
+from memworld.runs import package_versions, read_run_config, run_dir, write_json
 from memworld.tb import TrainCallback, memworld_logger
 
 ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn")
@@ -236,13 +236,7 @@ def train(
 
 
 def load_config(run: str | Path) -> TrainConfig:
-    path = Path(run) / "config.json"
-    if not path.exists():
-        raise ValueError(
-            f"{str(run)!r} is not a run folder (no config.json); pass a folder "
-            "written by `memworld train`"
-        )
-    return TrainConfig(**read_json(path)["train"])
+    return TrainConfig(**read_run_config(run, "train", "memworld train")["train"])
 
 
 def checkpoint(run: str | Path, which: str = "best") -> Path:

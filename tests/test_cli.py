@@ -158,6 +158,28 @@ def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
     assert expected in capsys.readouterr().err
 
 
+def test_a_folder_of_the_other_command_is_refused_by_name(tmp_path, capsys):
+    """A LeWorld run folder given to `memworld eval`, and a `memworld train` one given to
+    `memworld leworld eval`, name the command that wrote what each expects."""
+    leworld, train = tmp_path / "leworld", tmp_path / "train"
+    for folder, key in ((leworld, "training"), (train, "train")):
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({key: {}}))
+    for argv, command in (
+        (["eval", str(leworld)], "`memworld train`"),
+        (["record", str(leworld)], "`memworld train`"),
+        (["train", "--resume", str(leworld)], "`memworld train`"),
+        (["leworld", "eval", str(train)], "`memworld leworld train`"),
+        (["leworld", "train", "--resume", str(train)], "`memworld leworld train`"),
+        (["leworld", "eval", str(tmp_path / "missing")], "not a run folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code != 0
+        err = capsys.readouterr().err
+        assert command in err and "Traceback" not in err, (argv, err)
+
+
 @pytest.mark.parametrize(
     "name, env_id",
     [
