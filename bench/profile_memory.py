@@ -13,14 +13,11 @@ from __future__ import annotations
 import argparse
 
 import torch
+from memory_ops import WIDTH_KWARGS, chunk  # run as a script: bench/ is on sys.path
+from timing import sync
 from torch.profiler import ProfilerActivity, profile
 
 import memory
-
-try:
-    from bench.memory_ops import WIDTH_KWARGS, chunk, sync
-except ModuleNotFoundError:  # run as a script: bench/ is on sys.path
-    from memory_ops import WIDTH_KWARGS, chunk, sync
 
 
 def main(argv: list[str] | None = None) -> None:
