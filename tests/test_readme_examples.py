@@ -1,0 +1,35 @@
+"""The README's Python examples run as printed, with the training budgets cut.
+
+Each ```python block runs in its own interpreter in a scratch folder (the PMLL
+example writes under runs/), with ``.learn(N)`` turned into ``.learn(256)``.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_the_readme_has_its_four_examples():
+    assert len(BLOCKS) == 4, [block.splitlines()[0] for block in BLOCKS]
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_example_runs(index, tmp_path):
+    code = re.sub(r"\.learn\([\d_]+\)", ".learn(256)", BLOCKS[index])
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, f"README example {index}:\n{code}\n{done.stderr[-3000:]}"
