@@ -59,13 +59,13 @@ def check_flags(args: argparse.Namespace, **limits: tuple[float, float]) -> None
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from memworld.train import TrainConfig, check_device, check_seed, resume, train
+    from memworld.train import TrainConfig, check_seed, resolve_device, resume, train
 
     check_flags(args, steps=(1, math.inf), n_envs=(1, math.inf))
     if args.seed is not None:
         check_seed("--seed", args.seed)
     if args.device is not None:
-        check_device("--device", args.device)
+        resolve_device(args.device)
     if args.resume:
         path = resume(args.resume, steps=args.steps, progress=not args.quiet)
         print(f"resumed run: {path}")

@@ -75,10 +75,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     from memworld.runs import package_versions, read_run_config, run_dir, write_json
+    from memworld.train import resolve_device
     from world_models.leworld.baselines import train_baselines
     from world_models.leworld.config import TrainingConfig, preset, to_dict
     from world_models.leworld.training import PHASES, LeWorldTrainer, latest_checkpoint
 
+    device = resolve_device(args.device)  # before the run folder: a refused device makes none
     if args.resume:
         path = Path(args.resume)
         config = read_run_config(path, "training", LEWORLD_TRAIN)
@@ -156,7 +158,6 @@ def cmd_train(args: argparse.Namespace) -> None:
                 f"{metrics['no_memory_mse']:.4f}  gru mse {metrics['gru_mse']:.4f}"
             )
 
-    device = resolve_device(args.device)
     trainer = LeWorldTrainer(system, training, source, path, log, device)
     checkpoint = latest_checkpoint(path)
     if checkpoint is not None:
@@ -196,23 +197,6 @@ def progress(line: str | None) -> None:
         print(f"\r{line}", end="", file=sys.stderr, flush=True)
     else:
         print(line, file=sys.stderr, flush=True)
-
-
-def resolve_device(name: str):
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) -> a torch device."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SystemExit(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(
-            f"--device {name}: this torch build sees no CUDA device; use --device cpu or auto"
-        )
-    return device
 
 
 def plot_history(history: list[dict], out: Path) -> None:

@@ -149,6 +149,34 @@ def check_device(name: str, device: object) -> None:
         raise ValueError(f"{name} must be {DEVICES}, got {device!r}")
 
 
+def resolve_device(name: str, flag: str = "--device"):
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when there is one) -> a
+    ``torch.device`` this machine has. A device it lacks is refused by name: handed on to
+    SB3 it would quietly train on the CPU."""
+    import torch
+
+    check_device(flag, name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"{flag} {name!r}: this torch build sees no CUDA device; use cpu or auto instead"
+            )
+        if device.index is not None and device.index >= count:
+            raise ValueError(
+                f"{flag} {name!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                f"cuda:{count - 1}; use one of those, cpu or auto instead"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"{flag} 'mps': this torch build sees no MPS device; use cpu or auto instead"
+        )
+    return device
+
+
 def check_keys(what: str, given: dict, accepted: set[str]) -> None:
     """Refuse keys not in ``accepted``, naming each one's closest accepted key."""
     unknown = sorted(set(given) - accepted)
@@ -220,6 +248,7 @@ def train(
         if run is not None
         else run_dir(config.env, config.algo, config.memory_label, config.seed, root)
     )
+    resolve_device(config.device, "device")  # before the run folder, as is all checking
     env = make_env(config)
     model = build_model(config, env)  # before the run folder: bad hyperparameters make none
     path.mkdir(parents=True, exist_ok=True)

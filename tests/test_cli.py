@@ -8,6 +8,7 @@ import sys
 
 import imageio.v3 as iio
 import pytest
+import torch
 from stable_baselines3.common.save_util import load_from_zip_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -178,6 +179,20 @@ def test_a_folder_of_the_other_command_is_refused_by_name(tmp_path, capsys):
         assert exit_info.value.code != 0
         err = capsys.readouterr().err
         assert command in err and "Traceback" not in err, (argv, err)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 8, reason="needs a cuda:9 this machine lacks")
+@pytest.mark.parametrize("command", [["train"], ["leworld", "train"]])
+def test_a_device_this_machine_lacks_is_refused_before_any_run_folder(command, tmp_path, capsys):
+    """SB3 would quietly train on the CPU; LeWorld used to write config.json first."""
+    missing = "cuda:9" if torch.cuda.is_available() else "cuda"
+    argv = [*command, "--env", "RepeatPreviousEasy", "--steps", "8", "--seed", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--device", missing, "--root", str(tmp_path)])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert f"--device {missing!r}: this" in err and "cpu or auto instead" in err, err
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(
