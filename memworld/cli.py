@@ -83,6 +83,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = TrainConfig.from_file(args.config, **overrides)
     else:
         config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+    if args.memory is not None and config.algo != "memoryppo":
+        raise ValueError(
+            f"--memory {args.memory} chooses memoryppo's memory module; {config.algo} has its own "
+            f"policy ({config.memory_label}): drop --memory or pass --algo memoryppo"
+        )
     path = train(config, root=args.root, run=args.run_dir, progress=not args.quiet)
     print(f"run folder: {path}")
 

@@ -28,7 +28,8 @@ class TrainConfig:
     Args:
         env: a Gymnasium id (``memworld/...`` ids run batched).
         algo: one of ``memoryppo``, ``ppo``, ``recurrentppo``, ``a2c``, ``dqn``.
-        memory: memory module name for ``memoryppo`` (see ``memworld list memory``).
+        memory: memory module name for ``memoryppo`` (see ``memworld list memory``); the
+            other algorithms have none and record ``None``.
         steps: env steps to train.
         n_envs: envs in the batch.
         seed: seed of the envs and the algorithm.
@@ -61,6 +62,13 @@ class TrainConfig:
                 raise ValueError(
                     f"memory must be one of {memory.names()} for memoryppo, got {self.memory!r}"
                 )
+        else:  # the module is memoryppo's; record none (the default "gru" would mislead)
+            if self.memory_kwargs:
+                raise ValueError(
+                    f"memory_kwargs configure memoryppo's memory module; {self.algo} has "
+                    f"its own policy ({self.memory_label}): drop memory_kwargs or use algo memoryppo"
+                )
+            object.__setattr__(self, "memory", None)
         for name in ("steps", "n_envs", "checkpoint_every"):
             check_range(
                 name, getattr(self, name), 1, integer=True, fix="a whole number, e.g. 10000"

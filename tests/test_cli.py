@@ -218,6 +218,20 @@ def test_a_config_files_short_env_name_resolves_and_a_typo_is_refused(tmp_path):
         TrainConfig(env="KeyDoorEasyy")
 
 
+def test_memory_belongs_to_memoryppo_alone(capsys):
+    """An explicit --memory with another algorithm is refused; its config records none."""
+    from memworld.train import TrainConfig
+
+    for algo, label in (("recurrentppo", "lstm"), ("ppo", "mlp"), ("a2c", "mlp")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--algo", algo, "--memory", "slot", "--steps", "8"])
+        assert exit_info.value.code == 2
+        assert f"{algo} has its own policy ({label})" in capsys.readouterr().err
+        assert TrainConfig(algo=algo).memory is None  # not the memoryppo default, "gru"
+        assert TrainConfig(algo=algo, memory="gru").memory_label == label
+    assert TrainConfig(algo="memoryppo").memory == "gru"
+
+
 def test_config_file_with_unknown_key_is_refused(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("steps: 10\nlearning_rat: 0.1\n")
@@ -237,6 +251,8 @@ def test_config_file_with_unknown_key_is_refused(tmp_path):
         ("hyperparams: {gamma: 1.5}\n", "hyperparams.gamma must be a number in [0, 1]"),
         ("n_envs: 2\nhyperparams: {n_steps: 8, batch_size: 64}\n", "larger than the rollout"),
         ("steps: [1\n", "not valid YAML"),
+        ("algo: ppo\nmemory_kwargs: {hidden_dim: 8}\n", "ppo has its own policy (mlp)"),
+        ("device: cuda:9\n", "device 'cuda:9': this"),
     ],
 )
 def test_config_file_problems_are_one_line_errors_naming_the_key(tmp_path, text, expected, capsys):
