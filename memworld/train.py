@@ -206,8 +206,19 @@ def make_env(config: TrainConfig):
     )
 
 
-def build_model(config: TrainConfig, env, tensorboard: str | None = None):
-    """The algorithm of ``config`` on ``env``."""
+def build_model(config: TrainConfig, env):
+    """The algorithm of ``config`` on ``env``; what SB3 asserts of the pair (an action
+    space the algorithm cannot act in) is refused as a ValueError naming both."""
+    try:
+        return _build_model(config, env)
+    except AssertionError as err:
+        raise ValueError(
+            f"algo {config.algo} cannot train on {config.env}: {err} (memoryppo, ppo, "
+            "recurrentppo and a2c act in every memworld task; dqn needs a Discrete action space)"
+        ) from None
+
+
+def _build_model(config: TrainConfig, env):
     common = dict(seed=config.seed, device=config.device, verbose=0, **config.hyperparams)
     if config.algo == "memoryppo":
         from agents import MemoryPPO

@@ -150,6 +150,10 @@ def test_resume_continues_step_counter(tmp_path):
         (["train", "--seed", "-1"], "--seed must be an integer in [0"),
         (["train", "--steps", "0"], "--steps must be an integer in [1"),
         (["train", "--device", "gpu"], "--device must be cpu, cuda, cuda:N"),
+        (
+            ["train", "--env", "OccludedDynamicsEasy", "--algo", "dqn", "--steps", "8"],
+            "algo dqn cannot train on memworld/OccludedDynamicsEasy-v0: The algorithm only",
+        ),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
