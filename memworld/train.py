@@ -262,14 +262,14 @@ def train(
     ``callbacks`` are extra SB3 callbacks run after the logging one (e.g. the
     periodic evaluation of a sweep trial).
     """
+    resolve_device(config.device, "device")  # every check before the run folder is made
+    env = make_env(config)
+    model = build_model(config, env)  # bad hyperparameters or spaces make no folder either
     path = (
         Path(run)
         if run is not None
         else run_dir(config.env, config.algo, config.memory_label, config.seed, root)
     )
-    resolve_device(config.device, "device")  # before the run folder, as is all checking
-    env = make_env(config)
-    model = build_model(config, env)  # before the run folder: bad hyperparameters make none
     path.mkdir(parents=True, exist_ok=True)
     write_json(
         path / "config.json", {"train": dataclasses.asdict(config), "versions": package_versions()}

@@ -150,10 +150,6 @@ def test_resume_continues_step_counter(tmp_path):
         (["train", "--seed", "-1"], "--seed must be an integer in [0"),
         (["train", "--steps", "0"], "--steps must be an integer in [1"),
         (["train", "--device", "gpu"], "--device must be cpu, cuda, cuda:N"),
-        (
-            ["train", "--env", "OccludedDynamicsEasy", "--algo", "dqn", "--steps", "8"],
-            "algo dqn cannot train on memworld/OccludedDynamicsEasy-v0: The algorithm only",
-        ),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
@@ -220,6 +216,18 @@ def test_a_config_files_short_env_name_resolves_and_a_typo_is_refused(tmp_path):
     assert TrainConfig.from_file(cfg).env == "memworld/KeyDoorEasy-v0"
     with pytest.raises(ValueError, match="did you mean memworld/KeyDoorEasy-v0"):
         TrainConfig(env="KeyDoorEasyy")
+
+
+def test_an_algorithm_that_cannot_act_in_the_task_is_refused_before_any_run_folder(
+    tmp_path, capsys
+):
+    argv = ["train", "--env", "OccludedDynamicsEasy", "--algo", "dqn", "--steps", "8"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--root", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "algo dqn cannot train on memworld/OccludedDynamicsEasy-v0: The algorithm only" in err
+    assert not any(tmp_path.iterdir())  # run_dir used to make the folder before the check
 
 
 def test_memory_belongs_to_memoryppo_alone(capsys):
