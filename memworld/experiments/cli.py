@@ -1,4 +1,4 @@
-"""``memworld experiment distance|continual|forgetting``."""
+"""``memworld experiment distance|continual|forgetting|worldmodel``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ EXPERIMENTS = {
     "distance": ("memworld.experiments.distance", "DistanceConfig"),
     "continual": ("memworld.experiments.continual", "ContinualConfig"),
     "forgetting": ("memworld.experiments.forgetting", "ForgettingConfig"),
+    "worldmodel": ("memworld.experiments.worldmodel", "WorldModelConfig"),
 }
 # A few-second configuration of each experiment (tests, smoke runs).
 TINY = {
@@ -37,6 +38,14 @@ TINY = {
         probe_steps=40,
         memory_kwargs={"num_slots": 8, "controller": "mlp"},
     ),
+    "worldmodel": dict(
+        env="OccludedDynamicsEasy",
+        modules=("none", "gru"),
+        steps=3,
+        num_envs=4,
+        seq_len=12,
+        eval_batches=1,
+    ),
 }
 
 
@@ -50,6 +59,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         return
     if args.distances and args.name != "distance":
         raise SystemExit(f"--distances is an option of the distance experiment, not {args.name!r}")
+    if args.env and args.name != "worldmodel":
+        raise SystemExit(f"--env is an option of the worldmodel experiment, not {args.name!r}")
     kwargs = dict(TINY[args.name]) if args.tiny else {}
     if args.steps is not None:
         key = "steps_per_task" if args.name == "continual" else "steps"
@@ -72,6 +83,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
             kwargs["seeds"] = tuple(args.seeds)
     if args.distances:
         kwargs["distances"] = tuple(args.distances)
+    if args.env:
+        kwargs["env"] = args.env
     _report(module.run(getattr(module, config_name)(**kwargs), root=args.root))
 
 
@@ -84,10 +97,19 @@ def _report(out) -> None:
 def add_subparser(sub) -> None:
     p = sub.add_parser("experiment", help="the memory experiments (PNG plots + JSON table)")
     p.add_argument("name", choices=sorted(EXPERIMENTS))
-    p.add_argument("--steps", type=int, help="env steps per run (per task for continual)")
-    p.add_argument("--modules", nargs="+", help="memory modules ('mlp' = no memory)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="env steps per run (per task for continual; updates for worldmodel)",
+    )
+    p.add_argument(
+        "--modules", nargs="+", help="memory modules ('mlp' = no memory; worldmodel: 'none')"
+    )
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--distances", nargs="+", type=int, help="recall distances (distance only)")
+    p.add_argument(
+        "--env", help="worldmodel only: a task with a world state (default OccludedDynamicsMedium)"
+    )
     p.add_argument(
         "--merge",
         nargs="+",
