@@ -42,6 +42,12 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
     per_seed = [float(rows[s][1]) for s in ("0", "1")]  # the LeWorld MSE column
     assert float(rows["mean"][1]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
     assert "beats no_memory:" in out and "/2" in out
+    result = json.loads((tmp_path / "s0" / "eval.json").read_text())["seeds"]["0"]
+    counts = result["distance_counts"]  # the bins hold every valid step, once
+    for method, mse in result["mse"].items():
+        by_distance = result["mse_by_distance"][method]
+        weighted = sum(c * v for c, v in zip(counts, by_distance) if v is not None)
+        assert weighted / sum(counts) == pytest.approx(mse, rel=1e-5), method
     config = json.loads((tmp_path / "s0" / "config.json").read_text())
     assert config["training"]["codec_steps"] == 5
     assert config["training"]["load_balance_coef"] == 0.05

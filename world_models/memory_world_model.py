@@ -128,6 +128,23 @@ def distance_bins(distance: Tensor) -> Tensor:
     return torch.bucketize(distance, edges, right=True) - 1
 
 
+def distance_sums(loss: Tensor, valid: Tensor, oracle_address: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum of ``loss`` ``(T, B)`` and the number of valid steps in each recall-distance bin
+    (distance ``t - oracle_address``): two ``(len(DISTANCE_EDGES),)`` tensors."""
+    steps = torch.arange(loss.shape[0], device=loss.device)[:, None].expand_as(oracle_address)
+    bins = distance_bins(steps - oracle_address)[valid]
+    total = torch.zeros(len(DISTANCE_EDGES), device=loss.device).index_add_(0, bins, loss[valid])
+    count = torch.zeros(len(DISTANCE_EDGES), device=loss.device).index_add_(
+        0, bins, torch.ones_like(loss[valid])
+    )
+    return total, count
+
+
+def ratios(total: Tensor, count: Tensor) -> list[float | None]:
+    """``total / count`` per entry, ``None`` where ``count`` is 0 (no data, not a 0 error)."""
+    return [float(s / n) if n > 0 else None for s, n in zip(total.tolist(), count.tolist())]
+
+
 def bin_labels() -> list[str]:
     """``"0"``, ``"1"``, ``"2-3"``, ..., ``"64+"``: the recall distances of each bin."""
     labels = []
@@ -158,19 +175,14 @@ def evaluate_world_model(model: MemoryWorldModel, batches: list[Batch]) -> dict:
         t = loss.shape[0]
         step_sum[:t] += (loss * valid).sum(1)
         step_n[:t] += valid.sum(1)
-        steps = torch.arange(t)[:, None].expand_as(batch.oracle_address)
-        bins = distance_bins(steps - batch.oracle_address)[batch.valid]
-        bin_sum.index_add_(0, bins, loss[batch.valid])
-        bin_n.index_add_(0, bins, torch.ones_like(bins, dtype=torch.float))
+        total, count = distance_sums(loss, batch.valid, batch.oracle_address)
+        bin_sum += total
+        bin_n += count
     model.train(was_training)
-
-    def ratio(total: Tensor, count: Tensor) -> list[float | None]:
-        return [float(s / n) if n > 0 else None for s, n in zip(total, count)]
-
     return {
         "mse": float(step_sum.sum() / step_n.sum().clamp_min(1)),
-        "per_step": ratio(step_sum, step_n),
-        "by_distance": ratio(bin_sum, bin_n),
+        "per_step": ratios(step_sum, step_n),
+        "by_distance": ratios(bin_sum, bin_n),
         "distance_counts": [int(n) for n in bin_n],
         "distance_bins": bin_labels(),
     }

@@ -1,7 +1,8 @@
 """Evaluate LeWorld against its baselines on the same held-out batches.
 
-Per method: the next-state MSE (mean over valid steps) and the per-step MSE
-over the episode. For LeWorld itself: SLM usage fractions, routing entropy
+Per method: the next-state MSE (mean over valid steps), the per-step MSE
+over the episode and the MSE against recall distance (steps since the needed
+observation was written, as :mod:`world_models.memory_world_model` bins it). For LeWorld itself: SLM usage fractions, routing entropy
 (nats over the 2**N masks), the five most frequent routing patterns, and the
 info-request gain: the paired-branch loss difference (zero request minus the
 BLM's request), as the mean per step and summed over an episode with its
@@ -26,6 +27,7 @@ from world_models.leworld.baselines import (
 from world_models.leworld.data import Batch
 from world_models.leworld.rollout import run_sequence
 from world_models.leworld.routing import routing_stats
+from world_models.memory_world_model import bin_labels, distance_sums, ratios
 
 METHODS = ("leworld", "no_memory", "gru", "random_addresses", "oracle_addresses")
 
@@ -83,6 +85,14 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
     return {
         "mse": {k: masked_mean(v, valid).item() for k, v in losses.items()},
         "per_step_mse": {k: per_step(v, valid) for k, v in losses.items()},
+        # Against recall distance: steps since the observation a step needs was written.
+        "mse_by_distance": {
+            k: ratios(*distance_sums(v, valid, batch.oracle_address)) for k, v in losses.items()
+        },
+        "distance_bins": bin_labels(),
+        "distance_counts": [
+            int(c) for c in distance_sums(main.loss, valid, batch.oracle_address)[1]
+        ],
         "usage": stats["usage"],
         "routing_entropy": stats["entropy"],
         "top_patterns": stats["top_patterns"],
@@ -186,7 +196,8 @@ def table(results: dict) -> str:
 
 
 def plot(results: dict, folder: str | Path) -> list[Path]:
-    """Per-step MSE of every method and routing over time, one PNG each per seed."""
+    """Per-step MSE of every method, routing over time and MSE against recall distance,
+    one PNG per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,7 +207,7 @@ def plot(results: dict, folder: str | Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for seed, r in results.items():
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
         for method, curve in r["per_step_mse"].items():
             ax1.plot(curve, label=method)
         ax1.set(
@@ -212,6 +223,15 @@ def plot(results: dict, folder: str | Path) -> list[Path]:
             title="routing",
         )
         ax2.legend(fontsize=8)
+        labels = r["distance_bins"]
+        for method, values in r["mse_by_distance"].items():
+            points = [(i, v) for i, v in enumerate(values) if v is not None]
+            ax3.plot([i for i, _ in points], [v for _, v in points], marker="o", label=method)
+        ax3.set_xticks(range(len(labels)), labels)
+        ax3.set(
+            xlabel="recall distance (steps)", ylabel="next-state MSE", title="by recall distance"
+        )
+        ax3.legend(fontsize=8)
         fig.tight_layout()
         path = folder / f"eval-seed{seed}.png"
         fig.savefig(path, dpi=90)
