@@ -126,3 +126,21 @@ def test_distance_merge_pools_runs_into_one_table_and_plot(tmp_path, capsys):
     assert "differs from" in err and "in ['steps']" in err
     with pytest.raises(SystemExit, match="--merge combines distance runs only"):
         main(["experiment", "continual", "--merge", str(a)])
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["distance", "--modules", "nope"], "memory must be one of"),
+        (["distance", "--distances", "0"], "delay must be an integer in [1"),
+        (["continual", "--modules", "nope"], "memory must be one of"),
+        (["forgetting", "--modules", "nope"], "memory must be one of"),
+    ],
+)
+def test_a_refused_experiment_leaves_no_empty_folder(argv, expected, tmp_path, capsys):
+    """The experiment folder is made before the first run checks its module or task
+    parameters; a run refused there takes the (still empty) folder away again."""
+    with pytest.raises(SystemExit):
+        main(["experiment", *argv, "--tiny", "--root", str(tmp_path)])
+    assert expected in capsys.readouterr().err
+    assert [p for p in tmp_path.rglob("*") if p.is_dir() and p.parent != tmp_path] == []

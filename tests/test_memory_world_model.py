@@ -109,3 +109,12 @@ def test_experiment_writes_a_table_and_plots_for_every_module(tmp_path, capsys):
 def test_env_is_an_option_of_the_worldmodel_experiment_only(capsys):
     with pytest.raises(SystemExit, match="--env is an option of the worldmodel experiment"):
         main(["experiment", "distance", "--tiny", "--env", "KeyDoorEasy"])
+
+
+def test_a_task_without_a_world_state_is_refused_before_any_folder(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(
+            ["experiment", "worldmodel", "--tiny", "--env", "CartPole-v1", "--root", str(tmp_path)]
+        )
+    assert "CartPole-v1 gives no info['world_state']" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,20 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from memworld.monitor import MemoryMonitor
+
+
+@contextlib.contextmanager
+def experiment_folder(name: str, root: str | Path = "runs/experiments") -> Iterator[Path]:
+    """:func:`experiment_dir` for the body of an experiment; if the body fails before any
+    file is written under the folder (a module name or a task parameter refused at the
+    first run), the empty folder is removed again. A folder with results stays."""
+    path = experiment_dir(name, root)
+    try:
+        yield path
+    except BaseException:
+        if not any(p.is_file() for p in path.rglob("*")):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def experiment_dir(name: str, root: str | Path = "runs/experiments") -> Path:

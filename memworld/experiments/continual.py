@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memworld.experiments.common import experiment_dir, pyplot, savefig
+from memworld.experiments.common import experiment_folder, pyplot, savefig
 from memworld.runs import write_json
 from memworld.train import TrainConfig, build_model, make_env
 
@@ -67,44 +67,44 @@ def _evaluate(model, config: ContinualConfig, task_id: int, seed: int) -> float:
 
 def run(config: ContinualConfig, root: str | Path = "runs/experiments") -> Path:
     """Train every module through the task sequence; write results.json and forgetting.png."""
-    out = experiment_dir("continual", root)
-    curves = {}
-    for module in config.modules:
-        for seed in config.seeds:
-            returns = np.zeros((config.num_tasks, config.num_tasks))  # [stage, task]
-            model = None
-            for stage in range(config.num_tasks):
-                train_config = TrainConfig(
-                    env=SHIFT_ID,
-                    memory=module,
-                    seed=seed,
-                    n_envs=config.n_envs,
-                    steps=config.steps_per_task,
-                    env_kwargs=_env_kwargs(config, stage),
-                    hyperparams=config.hyperparams,
-                )
-                env = make_env(train_config)
-                if model is None:
-                    model = build_model(train_config, env)
-                else:
-                    model.set_env(env)
-                model.learn(config.steps_per_task, reset_num_timesteps=False)
-                env.close()
-                for task_id in range(config.num_tasks):
-                    returns[stage, task_id] = _evaluate(model, config, task_id, seed)
-            curves.setdefault(module, []).append(returns)
-    table = {}
-    for module, runs in curves.items():
-        mean = np.mean(runs, axis=0)
-        forgetting = [float(mean[:, j].max() - mean[-1, j]) for j in range(config.num_tasks)]
-        table[module] = {
-            "returns_stage_by_task": mean.tolist(),
-            "forgetting": forgetting,
-            "mean_forgetting": float(np.mean(forgetting[:-1])) if config.num_tasks > 1 else 0.0,
-        }
-    write_json(out / "results.json", {"config": config, "table": table})
-    plot(table, config, out / "forgetting.png")
-    return out
+    with experiment_folder("continual", root) as out:
+        curves = {}
+        for module in config.modules:
+            for seed in config.seeds:
+                returns = np.zeros((config.num_tasks, config.num_tasks))  # [stage, task]
+                model = None
+                for stage in range(config.num_tasks):
+                    train_config = TrainConfig(
+                        env=SHIFT_ID,
+                        memory=module,
+                        seed=seed,
+                        n_envs=config.n_envs,
+                        steps=config.steps_per_task,
+                        env_kwargs=_env_kwargs(config, stage),
+                        hyperparams=config.hyperparams,
+                    )
+                    env = make_env(train_config)
+                    if model is None:
+                        model = build_model(train_config, env)
+                    else:
+                        model.set_env(env)
+                    model.learn(config.steps_per_task, reset_num_timesteps=False)
+                    env.close()
+                    for task_id in range(config.num_tasks):
+                        returns[stage, task_id] = _evaluate(model, config, task_id, seed)
+                curves.setdefault(module, []).append(returns)
+        table = {}
+        for module, runs in curves.items():
+            mean = np.mean(runs, axis=0)
+            forgetting = [float(mean[:, j].max() - mean[-1, j]) for j in range(config.num_tasks)]
+            table[module] = {
+                "returns_stage_by_task": mean.tolist(),
+                "forgetting": forgetting,
+                "mean_forgetting": float(np.mean(forgetting[:-1])) if config.num_tasks > 1 else 0.0,
+            }
+        write_json(out / "results.json", {"config": config, "table": table})
+        plot(table, config, out / "forgetting.png")
+        return out
 
 
 def plot(table: dict, config: ContinualConfig, path: Path) -> Path:

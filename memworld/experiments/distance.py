@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from memworld.experiments.common import experiment_dir, pyplot, savefig
+from memworld.experiments.common import experiment_dir, experiment_folder, pyplot, savefig
 from memworld.runs import write_json
 from memworld.train import TrainConfig, evaluate, train
 
@@ -60,36 +60,36 @@ class DistanceConfig:
 
 def run(config: DistanceConfig, root: str | Path = "runs/experiments") -> Path:
     """Train every (module, distance, seed); write results.json and accuracy_vs_distance.png."""
-    out = experiment_dir("distance", root)
-    rows = []
-    for module in config.modules:
-        for distance in config.distances:
-            for seed in config.seeds:
-                env_kwargs = {DISTANCE_PARAM[config.task]: distance, **config.extra_env_kwargs}
-                if config.task == "RepeatPrevious":
-                    env_kwargs.setdefault("episode_length", max(52, 2 * distance + 8))
-                train_config = TrainConfig(
-                    env=f"memworld/{config.task}-v0",
-                    algo="ppo" if module == "mlp" else "memoryppo",
-                    memory=None if module == "mlp" else module,
-                    steps=config.steps,
-                    n_envs=config.n_envs,
-                    seed=seed,
-                    env_kwargs=env_kwargs,
-                )
-                run_path = train(train_config, root=out / "runs", progress=False)
-                result = evaluate(run_path, episodes=config.episodes)
-                rows.append(
-                    {
-                        "module": module,
-                        "distance": distance,
-                        "seed": seed,
-                        "return": result["mean_return"],
-                        "accuracy": (result["mean_return"] + 1) / 2,
-                        "run": str(run_path),
-                    }
-                )
-    return _write_results(out, config, rows)
+    with experiment_folder("distance", root) as out:
+        rows = []
+        for module in config.modules:
+            for distance in config.distances:
+                for seed in config.seeds:
+                    env_kwargs = {DISTANCE_PARAM[config.task]: distance, **config.extra_env_kwargs}
+                    if config.task == "RepeatPrevious":
+                        env_kwargs.setdefault("episode_length", max(52, 2 * distance + 8))
+                    train_config = TrainConfig(
+                        env=f"memworld/{config.task}-v0",
+                        algo="ppo" if module == "mlp" else "memoryppo",
+                        memory=None if module == "mlp" else module,
+                        steps=config.steps,
+                        n_envs=config.n_envs,
+                        seed=seed,
+                        env_kwargs=env_kwargs,
+                    )
+                    run_path = train(train_config, root=out / "runs", progress=False)
+                    result = evaluate(run_path, episodes=config.episodes)
+                    rows.append(
+                        {
+                            "module": module,
+                            "distance": distance,
+                            "seed": seed,
+                            "return": result["mean_return"],
+                            "accuracy": (result["mean_return"] + 1) / 2,
+                            "run": str(run_path),
+                        }
+                    )
+        return _write_results(out, config, rows)
 
 
 def merge(folders: list[str | Path], root: str | Path = "runs/experiments") -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 
 from memworld.experiments.common import (
     DiagnosticsProbe,
-    experiment_dir,
+    experiment_folder,
     pyplot,
     rollout_states,
     savefig,
@@ -120,58 +120,58 @@ def run(config: ForgettingConfig, root: str | Path = "runs/experiments") -> Path
     from memworld.tb import memworld_logger
     from memworld.train import TrainConfig, build_model, make_env
 
-    out = experiment_dir("forgetting", root)
-    train_config = TrainConfig(
-        env=config.env,
-        algo="memoryppo",
-        memory=config.memory,
-        steps=config.steps,
-        n_envs=config.n_envs,
-        seed=config.seed,
-        memory_kwargs=config.memory_kwargs,
-        env_kwargs=config.env_kwargs,
-        hyperparams=config.hyperparams,
-    )
-    env = make_env(train_config)
-    model = build_model(train_config, env)
-    model.set_logger(memworld_logger(out))
-    monitor = MemoryMonitor(config.memory)
-    model.learn(config.steps, callback=DiagnosticsProbe(monitor, config.env, config.env_kwargs))
-    env.close()
-    model.save(out / "model.zip")
-    monitor.to_json(out / "diagnostics.json")
-    monitor.plot(
-        out / "diagnostics_over_training.png", f"{config.memory}: diagnostics over training"
-    )
+    with experiment_folder("forgetting", root) as out:
+        train_config = TrainConfig(
+            env=config.env,
+            algo="memoryppo",
+            memory=config.memory,
+            steps=config.steps,
+            n_envs=config.n_envs,
+            seed=config.seed,
+            memory_kwargs=config.memory_kwargs,
+            env_kwargs=config.env_kwargs,
+            hyperparams=config.hyperparams,
+        )
+        env = make_env(train_config)
+        model = build_model(train_config, env)
+        model.set_logger(memworld_logger(out))
+        monitor = MemoryMonitor(config.memory)
+        model.learn(config.steps, callback=DiagnosticsProbe(monitor, config.env, config.env_kwargs))
+        env.close()
+        model.save(out / "model.zip")
+        monitor.to_json(out / "diagnostics.json")
+        monitor.plot(
+            out / "diagnostics_over_training.png", f"{config.memory}: diagnostics over training"
+        )
 
-    states, starts = rollout_states(
-        model,
-        config.env,
-        config.env_kwargs,
-        config.probe_envs,
-        config.probe_steps,
-        seed=config.seed + 1,
-    )
-    if "memory" not in states[0]:
-        raise ValueError(f"memory {config.memory!r} has no slot bank ('memory' in its state)")
-    memories = np.stack([s["memory"] for s in states])  # (T, B, N, D)
-    durations, observed, writes = write_events(
-        memories, starts, config.write_threshold, config.survival_cosine, config.survival_norm
-    )
-    times, survival = kaplan_meier(durations, observed) if writes else (np.zeros(1), np.ones(1))
-    result = {
-        "config": config,
-        "writes": writes,
-        "write_frequency_per_step_per_env": writes / (config.probe_steps * config.probe_envs),
-        "mean_observed_lifetime": float(durations[observed].mean()) if observed.any() else None,
-        "median_survival_steps": _median(times, survival),
-        "survival": {"t": times.tolist(), "S": survival.tolist()},
-        "diagnostics_summary": monitor.summary(),
-    }
-    write_json(out / "results.json", result)
-    _plot_heatmap(memories[:, 0], out / "memory_heatmap.png")
-    _plot_survival(times, survival, out / "slot_survival.png")
-    return out
+        states, starts = rollout_states(
+            model,
+            config.env,
+            config.env_kwargs,
+            config.probe_envs,
+            config.probe_steps,
+            seed=config.seed + 1,
+        )
+        if "memory" not in states[0]:
+            raise ValueError(f"memory {config.memory!r} has no slot bank ('memory' in its state)")
+        memories = np.stack([s["memory"] for s in states])  # (T, B, N, D)
+        durations, observed, writes = write_events(
+            memories, starts, config.write_threshold, config.survival_cosine, config.survival_norm
+        )
+        times, survival = kaplan_meier(durations, observed) if writes else (np.zeros(1), np.ones(1))
+        result = {
+            "config": config,
+            "writes": writes,
+            "write_frequency_per_step_per_env": writes / (config.probe_steps * config.probe_envs),
+            "mean_observed_lifetime": float(durations[observed].mean()) if observed.any() else None,
+            "median_survival_steps": _median(times, survival),
+            "survival": {"t": times.tolist(), "S": survival.tolist()},
+            "diagnostics_summary": monitor.summary(),
+        }
+        write_json(out / "results.json", result)
+        _plot_heatmap(memories[:, 0], out / "memory_heatmap.png")
+        _plot_survival(times, survival, out / "slot_survival.png")
+        return out
 
 
 def _median(times: np.ndarray, survival: np.ndarray) -> float | None:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from memory.base import check_range
-from memworld.experiments.common import experiment_dir, pyplot, savefig
+from memworld.experiments.common import experiment_folder, pyplot, savefig
 from memworld.runs import write_json
 
 HELD_OUT_SEED = 10_000  # held-out episodes: the stream of seed + this, as `leworld eval` has
@@ -56,6 +56,8 @@ class WorldModelConfig:
         for name in ("steps", "num_envs", "seq_len", "eval_batches"):
             check_range(name, getattr(self, name), 1, integer=True)
         check_range("lr", self.lr, 0, open_low=True)
+        if not self.seeds:
+            raise ValueError("seeds is empty; give at least one, e.g. (0,)")
         for seed in self.seeds:
             check_range("seeds", seed, 0, 2**31 - 1 - HELD_OUT_SEED, integer=True)
 
@@ -72,37 +74,38 @@ def run(config: WorldModelConfig, root: str | Path = "runs/experiments") -> Path
     def source(seed: int) -> RolloutSource:
         return RolloutSource(config.env, config.num_envs, config.seq_len, seed)
 
-    out = experiment_dir("worldmodel", root)
-    rows = []
-    for seed in config.seeds:
-        held_out = source(seed + HELD_OUT_SEED)
-        batches = [held_out.batch() for _ in range(config.eval_batches)]
-        for module in config.modules:
-            train = source(seed)  # the same batches for every module of this seed
-            torch.manual_seed(seed)
-            model = MemoryWorldModel(train.obs_dim, train.state_dim, module)
-            start = time.perf_counter()
-            history = train_world_model(model, train, config.steps, lr=config.lr)
-            seconds = time.perf_counter() - start
-            result = evaluate_world_model(model, batches)
-            params = sum(p.numel() for p in model.parameters())
-            rows.append(
-                {"module": module, "seed": seed, "params": params, "train_seconds": seconds}
-                | result
-                | {"train_mse_last10": float(np.mean(history[-10:]))}
-            )
-            print(
-                f"{module:17s} seed {seed}  held-out MSE {result['mse']:.4f}  "
-                f"({params:,} params, {seconds:.0f} s)",
-                flush=True,
-            )
-    table = summarise(rows)
-    write_json(
-        out / "results.json", {"config": config, "env": train.env_id, "runs": rows, "table": table}
-    )
-    plot(table, rows, train.env_id, out)
-    print(format_table(table, rows[0]["distance_bins"]))
-    return out
+    held_out = {seed: source(seed + HELD_OUT_SEED) for seed in config.seeds}  # checks env
+    with experiment_folder("worldmodel", root) as out:
+        rows = []
+        for seed in config.seeds:
+            batches = [held_out[seed].batch() for _ in range(config.eval_batches)]
+            for module in config.modules:
+                train = source(seed)  # the same batches for every module of this seed
+                torch.manual_seed(seed)
+                model = MemoryWorldModel(train.obs_dim, train.state_dim, module)
+                start = time.perf_counter()
+                history = train_world_model(model, train, config.steps, lr=config.lr)
+                seconds = time.perf_counter() - start
+                result = evaluate_world_model(model, batches)
+                params = sum(p.numel() for p in model.parameters())
+                rows.append(
+                    {"module": module, "seed": seed, "params": params, "train_seconds": seconds}
+                    | result
+                    | {"train_mse_last10": float(np.mean(history[-10:]))}
+                )
+                print(
+                    f"{module:17s} seed {seed}  held-out MSE {result['mse']:.4f}  "
+                    f"({params:,} params, {seconds:.0f} s)",
+                    flush=True,
+                )
+        table = summarise(rows)
+        write_json(
+            out / "results.json",
+            {"config": config, "env": train.env_id, "runs": rows, "table": table},
+        )
+        plot(table, rows, train.env_id, out)
+        print(format_table(table, rows[0]["distance_bins"]))
+        return out
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:

@@ -70,7 +70,7 @@ class RolloutSource:
         obs, info = self.env.reset(seed=seed)
         if "world_state" not in info:
             raise ValueError(
-                f"{env_id} gives no info['world_state']; LeWorld predicts world states, "
+                f"{env_id} gives no info['world_state']; a world model predicts world states, "
                 "so pick a task that exposes one (OccludedDynamics, KeyDoor, ...)"
             )
         self.obs_dim = int(np.prod(obs.shape[1:]))
