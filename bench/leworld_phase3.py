@@ -48,7 +48,7 @@ def summary(result: dict) -> dict:
 
 
 def rerun(run: Path, overrides: dict) -> dict:
-    training, source, factory = build(run, read_run_config(run, "training", LEWORLD_TRAIN))
+    training, source, factory = build(read_run_config(run, "training", LEWORLD_TRAIN))
     training = dataclasses.replace(training, **overrides)
     trainer = LeWorldTrainer(factory(), training, source=source)  # run_dir None: no writes
     trainer.load(run / "checkpoints" / "phase2-joint.pt")

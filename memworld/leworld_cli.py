@@ -53,7 +53,9 @@ def cmd_params(args: argparse.Namespace) -> None:
             print(f"  {component:34s} {count:12,d}")
 
 
-def build(run: Path, config: dict):
+def build(config: dict):
+    """A run's ``TrainingConfig``, its ``RolloutSource`` (which refuses a task without a
+    world state) and a factory of fresh systems, from its config.json contents."""
     from world_models.leworld import LeWorldSystem
     from world_models.leworld.config import from_dict, training_from_dict
     from world_models.leworld.data import RolloutSource
@@ -105,21 +107,23 @@ def cmd_train(args: argparse.Namespace) -> None:
             phase3_steps=steps - steps // 4 - steps // 2,
             log_every=max(1, steps // 40),
         )
-        path = (
-            Path(args.run_dir)
-            if args.run_dir
-            else run_dir(args.env, "leworld", args.preset, args.seed, args.root)
-        )
-        path.mkdir(parents=True, exist_ok=True)
         config = {
             "preset": args.preset,
             "system": to_dict(preset(args.preset)),
             "training": to_dict(training),
             "versions": package_versions(),
         }
-        write_json(path / "config.json", config)
+        path = None  # made once the task is known to fit
     torch.manual_seed(config["training"]["seed"])
-    training, source, factory = build(path, config)
+    training, source, factory = build(config)
+    if path is None:
+        path = (
+            Path(args.run_dir)
+            if args.run_dir
+            else run_dir(args.env, "leworld", args.preset, args.seed, args.root)
+        )
+        path.mkdir(parents=True, exist_ok=True)
+        write_json(path / "config.json", config)
     system = factory()
     writer = SummaryWriter(str(path / "tensorboard"))
     total = training.phase1_steps + training.phase2_steps + training.phase3_steps
@@ -247,7 +251,7 @@ def evaluate_run(path: Path, show: bool = True) -> dict:
     from world_models.leworld.training import latest_checkpoint
 
     config = read_run_config(path, "training", LEWORLD_TRAIN)
-    training, source, factory = build(path, config)
+    training, source, factory = build(config)
     system = factory()
     checkpoint = latest_checkpoint(path)
     if checkpoint is None:

@@ -111,10 +111,12 @@ def test_env_is_an_option_of_the_worldmodel_experiment_only(capsys):
         main(["experiment", "distance", "--tiny", "--env", "KeyDoorEasy"])
 
 
-def test_a_task_without_a_world_state_is_refused_before_any_folder(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "argv",
+    [["experiment", "worldmodel", "--tiny"], ["leworld", "train", "--steps", "4"]],
+)
+def test_a_task_without_a_world_state_is_refused_before_any_folder(argv, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        main(
-            ["experiment", "worldmodel", "--tiny", "--env", "CartPole-v1", "--root", str(tmp_path)]
-        )
+        main([*argv, "--env", "CartPole-v1", "--root", str(tmp_path)])
     assert "CartPole-v1 gives no info['world_state']" in capsys.readouterr().err
-    assert not any(tmp_path.iterdir())
+    assert not any(tmp_path.iterdir())  # leworld train wrote config.json first
