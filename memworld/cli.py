@@ -67,6 +67,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.device is not None:
         resolve_device(args.device)
     if args.resume:
+        fixed = ("env", "algo", "memory", "n_envs", "seed", "device", "config", "run_dir")
+        given = [f"--{k.replace('_', '-')}" for k in fixed if getattr(args, k) is not None]
+        if given:
+            raise ValueError(
+                f"--resume continues {args.resume} with its own config.json, so "
+                f"{', '.join(given)} cannot change it: drop {'them' if len(given) > 1 else 'it'}"
+                " (--steps adds steps), or start a new run"
+            )
         path = resume(args.resume, steps=args.steps, progress=not args.quiet)
         print(f"resumed run: {path}")
         return

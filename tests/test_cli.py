@@ -150,6 +150,8 @@ def test_resume_continues_step_counter(tmp_path):
         (["train", "--seed", "-1"], "--seed must be an integer in [0"),
         (["train", "--steps", "0"], "--steps must be an integer in [1"),
         (["train", "--device", "gpu"], "--device must be cpu, cuda, cuda:N"),
+        (["train", "--resume", "/r", "--algo", "ppo"], "so --algo cannot change it: drop it"),
+        (["train", "--resume", "/r", "--env", "TMazeEasy", "--seed", "1"], "--env, --seed cannot"),
     ],
 )
 def test_bad_arguments_exit_nonzero_with_choices(argv, expected, capsys):
