@@ -24,7 +24,22 @@ EVAL_BATCHES = 8
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
 MIN_STEPS = 4
-LEWORLD_TRAIN = "memworld leworld train"  # the command whose run folders this module reads
+LEWORLD_TRAIN = "memworld leworld train"
+# `leworld train` options a resumed run takes from its config.json instead.
+RESUME_FIXED = (
+    "env",
+    "preset",
+    "steps",
+    "seed",
+    "codec_steps",
+    "load_balance_coef",
+    "refine_prediction",
+    "entropy_coef",
+    "request_addresses",
+    "num_envs",
+    "seq_len",
+    "run_dir",
+)  # the command whose run folders this module reads
 
 
 def steps_arg(text: str) -> int:
@@ -84,6 +99,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)  # before the run folder: a refused device makes none
     if args.resume:
+        changed = [
+            "--" + dest.replace("_", "-")
+            for dest in RESUME_FIXED
+            if getattr(args, dest) != args.train_parser.get_default(dest)
+        ]
+        if changed:
+            raise ValueError(
+                f"--resume continues {args.resume} with its own config.json, so "
+                f"{', '.join(changed)} cannot change it: drop {'them' if len(changed) > 1 else 'it'}"
+                " (--device and --no-baselines still apply), or start a new run"
+            )
         path = Path(args.resume)
         config = read_run_config(path, "training", LEWORLD_TRAIN)
     else:
@@ -371,7 +397,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     train.add_argument(
         "--device", default="cpu", help="cpu, cuda, cuda:N or auto (evaluation runs on CPU)"
     )
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(func=cmd_train, train_parser=train)  # its defaults: see RESUME_FIXED
     ev = sub.add_parser("eval", help="evaluate runs against the baselines and print the table")
     ev.add_argument("run", nargs="+", help="run folders (several: one table with the mean)")
     ev.set_defaults(func=cmd_eval)

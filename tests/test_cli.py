@@ -151,6 +151,8 @@ def test_resume_continues_step_counter(tmp_path):
         (["train", "--steps", "0"], "--steps must be an integer in [1"),
         (["train", "--device", "gpu"], "--device must be cpu, cuda, cuda:N"),
         (["train", "--resume", "/r", "--algo", "ppo"], "so --algo cannot change it: drop it"),
+        (["leworld", "train", "--resume", "/r", "--preset", "full"], "so --preset cannot"),
+        (["leworld", "train", "--resume", "/r", "--steps", "8", "--seed", "3"], "--steps, --seed"),
         (["train", "--resume", "/r", "--env", "TMazeEasy", "--seed", "1"], "--env, --seed cannot"),
     ],
 )
