@@ -24,7 +24,7 @@ EVAL_BATCHES = 8
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
 MIN_STEPS = 4
-LEWORLD_TRAIN = "memworld leworld train"
+LEWORLD_TRAIN = "memworld leworld train"  # the command whose run folders this module reads
 # `leworld train` options a resumed run takes from its config.json instead.
 RESUME_FIXED = (
     "env",
@@ -39,7 +39,7 @@ RESUME_FIXED = (
     "num_envs",
     "seq_len",
     "run_dir",
-)  # the command whose run folders this module reads
+)
 
 
 def steps_arg(text: str) -> int:
