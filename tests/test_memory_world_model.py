@@ -94,11 +94,13 @@ def test_bad_memory_arguments_are_refused_by_name(kwargs, expected):
 
 def test_experiment_writes_a_table_and_plots_for_every_module(tmp_path, capsys):
     main(
-        ["experiment", "worldmodel", "--tiny", "--modules", "none", "slot", "--root", str(tmp_path)]
+        ["experiment", "worldmodel", "--tiny", "--modules", "none", "slot", "--seq-len", "10"]
+        + ["--root", str(tmp_path)]
     )
     (out,) = (tmp_path / "worldmodel").iterdir()
     results = json.loads((out / "results.json").read_text())
     assert [r["module"] for r in results["runs"]] == ["none", "slot"]
+    assert results["config"]["seq_len"] == 10 and len(results["runs"][0]["per_step"]) == 10
     assert results["env"] == "memworld/OccludedDynamicsEasy-v0"
     assert set(results["table"]) == {"none", "slot"}
     for png in ("per_step_mse.png", "mse_vs_distance.png"):
@@ -106,9 +108,10 @@ def test_experiment_writes_a_table_and_plots_for_every_module(tmp_path, capsys):
     assert "| slot |" in capsys.readouterr().out
 
 
-def test_env_is_an_option_of_the_worldmodel_experiment_only(capsys):
-    with pytest.raises(SystemExit, match="--env is an option of the worldmodel experiment"):
-        main(["experiment", "distance", "--tiny", "--env", "KeyDoorEasy"])
+@pytest.mark.parametrize("flag, value", [("--env", "KeyDoorEasy"), ("--seq-len", "48")])
+def test_env_and_seq_len_are_options_of_the_worldmodel_experiment_only(flag, value):
+    with pytest.raises(SystemExit, match=f"{flag} is an option of the worldmodel experiment"):
+        main(["experiment", "distance", "--tiny", flag, value])
 
 
 @pytest.mark.parametrize(

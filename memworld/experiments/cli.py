@@ -59,8 +59,9 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         return
     if args.distances and args.name != "distance":
         raise SystemExit(f"--distances is an option of the distance experiment, not {args.name!r}")
-    if args.env and args.name != "worldmodel":
-        raise SystemExit(f"--env is an option of the worldmodel experiment, not {args.name!r}")
+    for flag, value in (("--env", args.env), ("--seq-len", args.seq_len)):
+        if value is not None and args.name != "worldmodel":
+            raise SystemExit(f"{flag} is an option of the worldmodel experiment, not {args.name!r}")
     kwargs = dict(TINY[args.name]) if args.tiny else {}
     if args.steps is not None:
         key = "steps_per_task" if args.name == "continual" else "steps"
@@ -85,6 +86,8 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         kwargs["distances"] = tuple(args.distances)
     if args.env:
         kwargs["env"] = args.env
+    if args.seq_len is not None:
+        kwargs["seq_len"] = args.seq_len
     _report(module.run(getattr(module, config_name)(**kwargs), root=args.root))
 
 
@@ -109,6 +112,9 @@ def add_subparser(sub) -> None:
     p.add_argument("--distances", nargs="+", type=int, help="recall distances (distance only)")
     p.add_argument(
         "--env", help="worldmodel only: a task with a world state (default OccludedDynamicsMedium)"
+    )
+    p.add_argument(
+        "--seq-len", type=int, dest="seq_len", help="worldmodel only: steps per episode (64)"
     )
     p.add_argument(
         "--merge",
