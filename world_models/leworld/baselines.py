@@ -1,4 +1,5 @@
-"""Baselines LeWorld is compared with, on the same batches.
+"""Baselines LeWorld is compared with: trained on as many batches of the run's rollout stream
+(the batches after LeWorld's), evaluated on the same held-out episodes.
 
 - ``no_memory``: a LeWorld system trained and evaluated with every read masked
   out, so its BLM sees only the current observation (:func:`no_memory_loss`);
