@@ -159,30 +159,22 @@ def bin_labels() -> list[str]:
 
 @torch.no_grad()
 def evaluate_world_model(model: MemoryWorldModel, batches: list[Batch]) -> dict:
-    """Held-out next-state MSE of ``model`` on ``batches``: overall, per step of the episode
-    (``None`` where no episode is still running) and per recall-distance bin (with the
-    number of steps in each bin; ``None`` for an empty bin)."""
+    """Held-out next-state MSE of ``model`` on ``batches`` (rows of one source, same
+    steps): overall, per step of the episode (``None`` where no episode is still running)
+    and per recall-distance bin (with the number of steps in each bin; ``None`` for an
+    empty bin)."""
     was_training = model.training
     model.eval()
-    device = model.head[0].weight.device
-    t_len = max(b.valid.shape[0] for b in batches)
-    nbins = len(DISTANCE_EDGES)
-    step_sum, step_n = torch.zeros(t_len), torch.zeros(t_len)
-    bin_sum, bin_n = torch.zeros(nbins), torch.zeros(nbins)
-    for batch in batches:
-        loss = model.step_loss(batch.to(device)).cpu()
-        valid = batch.valid.float()
-        t = loss.shape[0]
-        step_sum[:t] += (loss * valid).sum(1)
-        step_n[:t] += valid.sum(1)
-        total, count = distance_sums(loss, batch.valid, batch.oracle_address)
-        bin_sum += total
-        bin_n += count
+    batch = Batch.cat(batches)
+    loss = model.step_loss(batch.to(model.head[0].weight.device)).cpu()
     model.train(was_training)
+    valid = batch.valid
+    weight = valid.float()
+    total, count = distance_sums(loss, valid, batch.oracle_address)
     return {
-        "mse": float(step_sum.sum() / step_n.sum().clamp_min(1)),
-        "per_step": ratios(step_sum, step_n),
-        "by_distance": ratios(bin_sum, bin_n),
-        "distance_counts": [int(n) for n in bin_n],
+        "mse": masked_mean(loss, valid).item(),
+        "per_step": ratios((loss * weight).sum(1), weight.sum(1)),
+        "by_distance": ratios(total, count),
+        "distance_counts": [int(n) for n in count],
         "distance_bins": bin_labels(),
     }

@@ -33,6 +33,12 @@ class Batch:
             *(x.to(device) for x in (self.obs, self.target, self.valid, self.oracle_address))
         )
 
+    @staticmethod
+    def cat(batches: list[Batch]) -> Batch:
+        """One batch of every row of ``batches`` (same number of steps), in order."""
+        fields = ("obs", "target", "valid", "oracle_address")
+        return Batch(*(torch.cat([getattr(b, k) for b in batches], dim=1) for k in fields))
+
 
 class RolloutSource:
     """Makes :class:`Batch` es from one registered task id.

@@ -53,12 +53,7 @@ def episode_sums_mean_se(values: torch.Tensor, valid: torch.Tensor) -> tuple[flo
 @torch.no_grad()
 def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: int = 0) -> dict:
     """Metrics of every method on ``batches`` (concatenated along the batch axis)."""
-    batch = Batch(
-        *(
-            torch.cat([getattr(b, k) for b in batches], dim=1)
-            for k in ("obs", "target", "valid", "oracle_address")
-        )
-    )
+    batch = Batch.cat(batches)
     system.eval()
     generator = torch.Generator().manual_seed(seed)
     n, range_len = system.num_slms, system.config.memory.range_len
@@ -76,6 +71,7 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
         losses["no_memory"] = no_memory_loss(baselines["no_memory"].eval(), batch)
         losses["gru"] = baselines["gru"].eval().step_loss(batch)
     valid = batch.valid
+    by_distance = {k: distance_sums(v, valid, batch.oracle_address) for k, v in losses.items()}
     stats = routing_stats(main.masks, valid)
     gain = main.request_reward
     gain_per_episode, gain_se = episode_sums_mean_se(gain, valid)
@@ -86,13 +82,9 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
         "mse": {k: masked_mean(v, valid).item() for k, v in losses.items()},
         "per_step_mse": {k: per_step(v, valid) for k, v in losses.items()},
         # Against recall distance: steps since the observation a step needs was written.
-        "mse_by_distance": {
-            k: ratios(*distance_sums(v, valid, batch.oracle_address)) for k, v in losses.items()
-        },
+        "mse_by_distance": {k: ratios(*s) for k, s in by_distance.items()},
         "distance_bins": bin_labels(),
-        "distance_counts": [
-            int(c) for c in distance_sums(main.loss, valid, batch.oracle_address)[1]
-        ],
+        "distance_counts": [int(c) for c in by_distance["leworld"][1]],  # the same for all
         "usage": stats["usage"],
         "routing_entropy": stats["entropy"],
         "top_patterns": stats["top_patterns"],
