@@ -20,7 +20,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from memworld.leworld_cli import LEWORLD_TRAIN, build, held_out_batches
+from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
 from memworld.runs import read_run_config
 from world_models.leworld.config import TrainingConfig
 from world_models.leworld.evaluation import evaluate, request_gain_z

@@ -12,19 +12,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported lazily at run time: `memworld --help` does not load torch
-    from world_models.leworld.config import TrainingConfig
-    from world_models.leworld.data import Batch
+from memworld.leworld_runs import LEWORLD_TRAIN, build, evaluate_run
 
-# Held-out batches of num_envs episodes (128 episodes at the default 16): with 32, a
-# KeyDoorEasy seed's last per-step points averaged 2-5 episodes each.
-EVAL_BATCHES = 8
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
 MIN_STEPS = 4
-LEWORLD_TRAIN = "memworld leworld train"  # the command whose run folders this module reads
 # `leworld train` options a resumed run takes from its config.json instead.
 RESUME_FIXED = (
     "env",
@@ -66,25 +59,6 @@ def cmd_params(args: argparse.Namespace) -> None:
         print(f"  {'component':34s} {'parameters':>12s}")
         for component, count in LeWorldSystem(preset(name)).parameter_table():
             print(f"  {component:34s} {count:12,d}")
-
-
-def build(config: dict):
-    """A run's ``TrainingConfig``, its ``RolloutSource`` (which refuses a task without a
-    world state) and a factory of fresh systems, from its config.json contents."""
-    from world_models.leworld import LeWorldSystem
-    from world_models.leworld.config import from_dict, training_from_dict
-    from world_models.leworld.data import RolloutSource
-
-    training = training_from_dict(config["training"])
-    source = RolloutSource(
-        training.env_id, training.num_envs, training.seq_len, training.seed, training.oracle_prob
-    )
-    system_config = from_dict(config["system"])
-
-    def factory():
-        return LeWorldSystem(system_config, source.obs_dim, source.state_dim)
-
-    return training, source, factory
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -250,62 +224,6 @@ def plot_history(history: list[dict], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
-
-
-def held_out_batches(training: TrainingConfig) -> list[Batch]:
-    """The evaluation episodes of a run with ``TrainingConfig`` ``training``: ``EVAL_BATCHES``
-    batches from a stream seeded apart from the training batches'."""
-    from world_models.leworld.data import RolloutSource
-
-    held_out = RolloutSource(
-        training.env_id,
-        training.num_envs,
-        training.seq_len,
-        training.seed + 10_000,
-        training.oracle_prob,
-    )
-    return [held_out.batch() for _ in range(EVAL_BATCHES)]
-
-
-def evaluate_run(path: Path, show: bool = True) -> dict:
-    """Evaluate one run folder against its baselines; writes eval.json and the plots."""
-    import torch
-
-    from memworld.runs import read_run_config, write_json
-    from world_models.leworld.baselines import GRUWorldModel
-    from world_models.leworld.evaluation import evaluate, plot, table
-    from world_models.leworld.training import latest_checkpoint
-
-    config = read_run_config(path, "training", LEWORLD_TRAIN)
-    training, source, factory = build(config)
-    system = factory()
-    checkpoint = latest_checkpoint(path)
-    if checkpoint is None:
-        raise SystemExit(
-            f"{path} has no checkpoints/; train it first with `memworld leworld train`"
-        )
-    system.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["system"])
-    baselines = None
-    if (path / "baselines.pt").exists():
-        saved = torch.load(path / "baselines.pt", map_location="cpu", weights_only=False)
-        no_memory = factory()
-        no_memory.load_state_dict(saved["no_memory"])
-        hidden = saved["gru"]["gru.weight_hh_l0"].shape[1]
-        gru = GRUWorldModel(source.obs_dim, source.state_dim, hidden)
-        gru.load_state_dict(saved["gru"])
-        baselines = {"no_memory": no_memory, "gru": gru}
-    episodes = EVAL_BATCHES * training.num_envs
-    print(f"[eval     ] {path}: {episodes} held-out episodes", file=sys.stderr, flush=True)
-    result = evaluate(system, held_out_batches(training), baselines, training.seed)
-    results = {training.seed: result}
-    write_json(
-        path / "eval.json",
-        {"env": training.env_id, "checkpoint": checkpoint.name, "seeds": results},
-    )
-    plot(results, path)
-    if show:
-        print(table(results))
-    return results
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -19,9 +19,8 @@ import torch
 
 from memory.base import check_range
 from memworld.experiments.common import experiment_folder, pyplot, savefig
+from memworld.leworld_runs import EVAL_BATCHES, HELD_OUT_SEED  # `leworld eval`'s episodes
 from memworld.runs import write_json
-
-HELD_OUT_SEED = 10_000  # held-out episodes: the stream of seed + this, as `leworld eval` has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +43,7 @@ class WorldModelConfig:
     num_envs: int = 16
     seq_len: int = 64
     lr: float = 1e-3
-    eval_batches: int = 8
+    eval_batches: int = EVAL_BATCHES
 
     def __post_init__(self) -> None:
         import memory
