@@ -187,6 +187,26 @@ def test_keydoor_vector_view_in_an_empty_corridor():
     assert cells[..., 1:].sum() == 0, "no key, door, ball or colour in an empty corridor"
 
 
+def test_keydoor_agent_start_anywhere_covers_every_floor_cell_but_the_key():
+    vec = KeyDoorVec(num_envs=512, corridor_length=4, num_colors=2, agent_start="anywhere")
+    vec.reset(seed=0)
+    o = vec.offset
+    starts = set(zip((vec.agent_y - o).tolist(), (vec.agent_x - o).tolist(), strict=True))
+    floor = {tuple(cell) for cell in vec._floor.tolist()}
+    # 3x3 key room + 4 corridor cells + 3x2 door room.
+    assert len(floor) == 9 + 4 + 6 and starts == floor
+    assert not ((vec.agent_y == vec.key_y) & (vec.agent_x == vec.key_x)).any()
+    assert (vec.grid[np.arange(512), vec.agent_y, vec.agent_x] != 1).all(), "never in a wall"
+    # The default start draws what it drew before the option existed (values of that
+    # commit): agents in the key room, the same doors and balls.
+    default = KeyDoorVec(num_envs=8, corridor_length=4, num_colors=2)
+    default.reset(seed=0)
+    assert default.agent_y.tolist() == [5, 4, 4, 4, 4, 3, 5, 3]
+    assert default.agent_x.tolist() == [3, 4, 5, 5, 4, 3, 3, 3]
+    assert default.door_colors[:, 0].tolist() == [1, 0, 0, 1, 1, 0, 1, 1]
+    assert default.ball_cells[:, 0].tolist() == [0, 1, 1, 0, 1, 0, 0, 0]
+
+
 def test_keydoor_pixels_are_channel_last_uint8_images():
     env = KeyDoor(obs_mode="pixels", view_size=5, cell_pixels=8)
     obs, _ = env.reset(seed=0)

@@ -30,6 +30,10 @@ class KeyDoorParams(TaskParams):
     view_size: side of the square egocentric view, centred on the agent (3, 5 or 7).
     obs_mode: ``"vector"`` (a flat float32 encoding of the view) or ``"pixels"``
         (a uint8 image of the view).
+    agent_start: ``"key_room"`` (the agent starts in the key room and sees the key
+        at once) or ``"anywhere"`` (on a uniformly random floor cell of the key
+        room, corridor or door room: the key is first seen after a walk of
+        varying length, so where it lies in an episode's history varies).
     cell_pixels: pixels per cell side in ``obs_mode="pixels"`` (2-16).
     max_episode_steps: the time limit (truncation); ``None`` means
         ``2 * (corridor_length + 3 * rows + 10)``, twice the longest oracle path
@@ -42,6 +46,7 @@ class KeyDoorParams(TaskParams):
     view_size: int = 5
     obs_mode: str = "vector"
     cell_pixels: int = 8
+    agent_start: str = "key_room"
 
     RANGES = {
         "corridor_length": (1, 1000),
@@ -49,7 +54,11 @@ class KeyDoorParams(TaskParams):
         "num_distractors": (0, 1000),
         "cell_pixels": (2, 16),
     }
-    CHOICES = {"view_size": (3, 5, 7), "obs_mode": ("vector", "pixels")}
+    CHOICES = {
+        "view_size": (3, 5, 7),
+        "obs_mode": ("vector", "pixels"),
+        "agent_start": ("key_room", "anywhere"),
+    }
 
     def __post_init__(self) -> None:
         if self.max_episode_steps is None and isinstance(self.corridor_length, int):
@@ -71,8 +80,9 @@ class KeyDoorVec(VecTask):
 
     **Description.** A top-down gridworld of three parts along one row of
     rooms: a key room (3 columns x ``rows`` rows, ``rows = max(3,
-    num_colors)``) where the agent starts on a random cell and a key of a
-    random colour lies on another; a one-wide
+    num_colors)``) where the agent starts on a random cell (anywhere on the
+    floor with ``agent_start="anywhere"``) and a key of a random colour lies
+    on another; a one-wide
     corridor of ``corridor_length`` cells on the middle row, with
     ``num_distractors`` coloured balls on random cells; and a door room (2
     columns) whose east wall holds one door of each colour on rows
@@ -111,7 +121,8 @@ class KeyDoorVec(VecTask):
 
     **Arguments.** See :class:`KeyDoorParams`.
 
-    **Version history.** v0: first release.
+    **Version history.** v0: first release; ``agent_start`` added later (its
+    default draws the same episodes as before).
     """
 
     Params = KeyDoorParams
@@ -144,6 +155,12 @@ class KeyDoorVec(VecTask):
         self.template[o : o + self.rows, o : o + ROOM_WIDTH] = FLOOR
         self.template[o + self.corridor_row, o : o + self.door_column] = FLOOR
         self.template[o : o + self.rows, o + self.door_room : o + self.door_column] = FLOOR
+        # Floor cells as interior (row, column), the key room's first in the order of
+        # its cell index r * ROOM_WIDTH + c: the agent's start cells under "anywhere".
+        room = [(r, c) for r in range(self.rows) for c in range(ROOM_WIDTH)]
+        corridor = [(self.corridor_row, c) for c in range(self.corridor_start, self.door_room)]
+        doors = [(r, c) for r in range(self.rows) for c in range(self.door_room, self.door_column)]
+        self._floor = np.array(room + corridor + doors, dtype=np.int64)
         self.grid = np.empty((n, *shape), dtype=np.uint8)
         self.agent_y = np.zeros(n, dtype=np.int64)  # grid coordinates
         self.agent_x = np.zeros(n, dtype=np.int64)
@@ -180,6 +197,11 @@ class KeyDoorVec(VecTask):
         self.key_y[idx] = o + cells[:, 1] // ROOM_WIDTH
         self.key_x[idx] = o + cells[:, 1] % ROOM_WIDTH
         self.key_color[idx] = self.rng.integers(idx, k)
+        if p.agent_start == "anywhere":  # any floor cell but the key's
+            start = self.rng.integers(idx, len(self._floor) - 1)
+            start = start + (start >= cells[:, 1])
+            self.agent_y[idx] = o + self._floor[start, 0]
+            self.agent_x[idx] = o + self._floor[start, 1]
         self.has_key[idx] = False
         self.grid[idx, self.key_y[idx], self.key_x[idx]] = 2 + self.key_color[idx]
         self.door_colors[idx] = self.rng.permutations(idx, k)
@@ -288,4 +310,7 @@ PRESETS = {
     "Easy": dict(corridor_length=4, num_colors=2, num_distractors=1),
     "Medium": dict(corridor_length=16, num_colors=3, num_distractors=4),
     "Hard": dict(corridor_length=48, num_colors=4, num_distractors=16),
+    "MediumRandomStart": dict(
+        corridor_length=16, num_colors=3, num_distractors=4, agent_start="anywhere"
+    ),
 }

@@ -137,6 +137,23 @@ class RolloutSource:
         )
 
 
+def _key_in_view(obs: np.ndarray, num_colors: int) -> np.ndarray:
+    """(T, B) bool from KeyDoor's vector observations ``(T, B, obs_dim)``."""
+    t_len, n, _ = obs.shape
+    return obs.reshape(t_len, n, -1, 4 + num_colors)[..., 1].max(-1) > 0.5
+
+
+def sighted(task: str, obs: np.ndarray, core) -> np.ndarray:
+    """(T, B) bool: whether the observation step t needs has been seen by step t.
+
+    KeyDoor: the key has been in view at or before ``t`` (before that the oracle
+    address is 0 and nothing in memory tells the key's colour); other tasks: always.
+    """
+    if task != "KeyDoor":
+        return np.ones(obs.shape[:2], bool)
+    return np.maximum.accumulate(_key_in_view(obs, core.params.num_colors), axis=0)
+
+
 def oracle_addresses(task: str, obs: np.ndarray, core) -> np.ndarray:
     """Address (= step, as the memory is written in order) of the past observation step t needs.
 
@@ -158,8 +175,7 @@ def oracle_addresses(task: str, obs: np.ndarray, core) -> np.ndarray:
             out[t] = last[np.arange(n), query[t]]
         return out
     if task == "KeyDoor":
-        features = 4 + core.params.num_colors
-        key_in_view = obs.reshape(t_len, n, -1, features)[..., 1].max(-1) > 0.5  # (T, B)
+        key_in_view = _key_in_view(obs, core.params.num_colors)
         out = np.zeros((t_len, n), np.int64)
         last = np.zeros(n, np.int64)
         for t in range(t_len):
