@@ -30,11 +30,11 @@ class KeyDoorParams(TaskParams):
     view_size: side of the square egocentric view, centred on the agent (3, 5 or 7).
     obs_mode: ``"vector"`` (a flat float32 encoding of the view) or ``"pixels"``
         (a uint8 image of the view).
-    agent_start: ``"key_room"`` (the agent starts in the key room and sees the key
-        at once) or ``"anywhere"`` (on a uniformly random floor cell of the key
+    cell_pixels: pixels per cell side in ``obs_mode="pixels"`` (2-16).
+    agent_start: ``"key_room"`` (the agent starts in the key room, with the key)
+        or ``"anywhere"`` (on a uniformly random floor cell of the key
         room, corridor or door room: the key is first seen after a walk of
         varying length, so where it lies in an episode's history varies).
-    cell_pixels: pixels per cell side in ``obs_mode="pixels"`` (2-16).
     max_episode_steps: the time limit (truncation); ``None`` means
         ``2 * (corridor_length + 3 * rows + 10)``, twice the longest oracle path
         bound, where ``rows = max(3, num_colors)``.
