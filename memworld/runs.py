@@ -7,6 +7,7 @@ import datetime as _dt
 import importlib.metadata
 import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,45 @@ from typing import Any
 PACKAGES = ("memworld", "torch", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy")
 
 
-def package_versions() -> dict[str, str]:
-    """Installed versions of the packages a run depends on (``None`` if absent)."""
+def package_versions() -> dict[str, Any]:
+    """What a run's numbers depend on besides its config: the installed versions of the
+    packages it uses (``None`` if absent), torch's CPU thread count (another count sums
+    floats in another order, enough to flip a thin-margin result) and the memworld
+    source commit (``None`` outside a git checkout; ``+dirty`` with uncommitted changes)."""
+    import torch
+
     versions: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    versions["torch_threads"] = torch.get_num_threads()
+    versions["memworld_commit"] = source_commit()
     return versions
+
+
+def source_commit() -> str | None:
+    """The git commit of the memworld source tree, ``+dirty`` if tracked files differ."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() != root:  # not a checkout of memworld itself
+        return None
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + ("+dirty" if dirty else "")
 
 
 def run_dir(

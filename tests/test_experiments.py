@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from memworld.cli import main
 from memworld.experiments import forgetting as forgetting_experiment
@@ -63,6 +64,7 @@ def test_experiment_tiny_writes_png_and_json(name, pngs, tmp_path, capsys, monke
     for png in pngs:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     result = json.loads((out / "results.json").read_text())
+    assert result["versions"]["torch_threads"] == torch.get_num_threads()
     if name == "distance":
         assert set(result["table"]) == {"gru", "mlp"}
         assert set(result["table"]["gru"]) == {"1", "4"}

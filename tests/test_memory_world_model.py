@@ -102,6 +102,7 @@ def test_experiment_writes_a_table_and_plots_for_every_module(tmp_path, capsys):
     assert [r["module"] for r in results["runs"]] == ["none", "slot"]
     assert results["config"]["seq_len"] == 10 and len(results["runs"][0]["per_step"]) == 10
     assert results["env"] == "memworld/OccludedDynamicsEasy-v0"
+    assert results["versions"]["torch_threads"] == torch.get_num_threads()
     assert set(results["table"]) == {"none", "slot"}
     for png in ("per_step_mse.png", "mse_vs_distance.png"):
         assert (out / png).stat().st_size > 0

@@ -1,7 +1,11 @@
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from memworld.monitor import MemoryMonitor
 from memworld.runs import package_versions, run_dir, write_json
@@ -38,5 +42,15 @@ def test_run_dir_layout_and_versions(tmp_path):
     assert a.name.endswith("-s3")
     versions = package_versions()
     assert versions["torch"] and versions["gymnasium"]
+    assert versions["torch_threads"] == torch.get_num_threads()
+    commit = versions["memworld_commit"]
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():  # a checkout (CI's fresh clone): its HEAD
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit) and commit.startswith(head)
+    else:
+        assert commit is None
     write_json(a / "config.json", {"versions": versions, "x": np.float32(1.5)})
     assert json.loads((a / "config.json").read_text())["x"] == 1.5
