@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
+from memworld.runs import package_versions
 
 POPGYM_PEERS = {
     "RepeatPrevious": "RepeatPreviousEasy",
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps({**report, "versions": package_versions()}, indent=2))
     print(f"wrote {out}")
     return report
 

@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import memory
 from agents import MemoryPPO, make_vec_env
+from memworld.runs import package_versions
 
 OUT_DIR = Path("runs/bench")
 N_ENVS, N_STEPS = 8, 128
@@ -260,7 +261,9 @@ def main() -> None:
         "skipped": skipped,
     }
     name = "learning_quick" if args.quick else "learning"
-    (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"{name}.json").write_text(
+        json.dumps({**report, "versions": package_versions()}, indent=2)
+    )
     plot(results, args.out / f"{name}.png")
     print(f"\nwrote {args.out / f'{name}.json'} and {args.out / f'{name}.png'}")
 

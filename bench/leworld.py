@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from timing import mean_seconds
 
+from memworld.runs import package_versions
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from world_models.leworld.baselines import GRUWorldModel, no_memory_loss
 from world_models.leworld.data import RolloutSource
@@ -146,6 +147,7 @@ def main() -> None:
                 "threads": torch.get_num_threads(),
                 "device": str(device),
                 "rows": rows,
+                "versions": package_versions(),
             },
             indent=2,
         )

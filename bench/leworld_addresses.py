@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memworld.runs import package_versions
 from world_models.leworld.data import RolloutSource, sighted
 
 TASKS = [
@@ -78,7 +79,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": vars(args), "tasks": report}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"config": vars(args), "tasks": report, "versions": package_versions()}, indent=2
+        )
+    )
     print(f"wrote {out}")
     return report
 

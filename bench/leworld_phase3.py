@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
-from memworld.runs import read_run_config
+from memworld.runs import package_versions, read_run_config
 from world_models.leworld.config import TrainingConfig
 from world_models.leworld.evaluation import evaluate, request_gain_z
 from world_models.leworld.training import LeWorldTrainer
@@ -85,7 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"set": overrides, "runs": report}, indent=2))
+    out.write_text(
+        json.dumps({"set": overrides, "runs": report, "versions": package_versions()}, indent=2)
+    )
     print(f"wrote {out}")
     return report
 

@@ -32,6 +32,7 @@ from torch import nn
 
 import memory
 from memory.slot_bank import SlotBank
+from memworld.runs import package_versions
 
 WIDTH = 64
 # Keyword arguments that give a module the benchmark's width (64); others use defaults.
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps({**report, "versions": package_versions()}, indent=2))
     print(f"wrote {out}")
     return report
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from memory.persistent import PersistentStore, StoreConfig
 from memory.persistent.index import ExactIndex, normalise
+from memworld.runs import package_versions
 
 INDEXES = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 BACKENDS = ("jsonl", "lmdb", "duckdb")
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["load_avg_after"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps({**report, "versions": package_versions()}, indent=2))
     print_tables(report)
     print(f"\nwrote {out}")
     return report

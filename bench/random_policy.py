@@ -17,6 +17,7 @@ import numpy as np
 from env_throughput import _actions
 
 from agents import make_vec_env
+from memworld.runs import package_versions
 
 SWEEP_TASKS = [
     "RepeatPreviousEasy",
@@ -67,7 +68,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{task:<24}" + "".join(f"{row[k]:>8.3f}" for k in row))
     out = Path("runs/bench/random_policy.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(dict(episodes=args.episodes, results=results), indent=2))
+    out.write_text(
+        json.dumps(
+            dict(episodes=args.episodes, results=results, versions=package_versions()), indent=2
+        )
+    )
     print(f"wrote {out}")
     return results
 
