@@ -12,12 +12,14 @@ Everything else - constructor arguments, logging, callbacks, ``learn``,
 
 from __future__ import annotations
 
+import sys
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -366,6 +368,21 @@ class MemoryPPO(OnPolicyAlgorithm):
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
+
+    def _setup_learn(self, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
+        # Without tensorboard_log, SB3's default logger makes an empty folder
+        # $TMPDIR/SB3-<date-time> at every learn() call (it prints to stdout only, so
+        # nothing is ever written there); a folder-less logger does the same printing
+        # and writes nothing. A logger from set_logger() and tensorboard_log are untouched.
+        custom = self._custom_logger
+        if self.tensorboard_log is None and not custom:
+            outputs = [HumanOutputFormat(sys.stdout)] if self.verbose >= 1 else []
+            self._logger = Logger(folder=None, output_formats=outputs)
+            self._custom_logger = True  # keeps super() from configuring its own
+        try:
+            return super()._setup_learn(*args, **kwargs)
+        finally:
+            self._custom_logger = custom
 
     def learn(
         self: SelfMemoryPPO,
