@@ -41,6 +41,12 @@ from memory.base import State
 SelfMemoryPPO = TypeVar("SelfMemoryPPO", bound="MemoryPPO")
 
 
+def stdout_logger(verbose: int) -> Logger:
+    """An SB3 logger that prints its table to stdout (``verbose >= 1``) or nothing, and
+    has no folder: SB3's default one makes ``$TMPDIR/SB3-<date-time>`` at every learn()."""
+    return Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose else [])
+
+
 class MemoryPPO(OnPolicyAlgorithm):
     """PPO (clip) with a memory policy trained by replaying stored sequences.
 
@@ -376,8 +382,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         # and writes nothing. A logger from set_logger() and tensorboard_log are untouched.
         custom = self._custom_logger
         if self.tensorboard_log is None and not custom:
-            outputs = [HumanOutputFormat(sys.stdout)] if self.verbose >= 1 else []
-            self._logger = Logger(folder=None, output_formats=outputs)
+            self._logger = stdout_logger(self.verbose)
             self._custom_logger = True  # keeps super() from configuring its own
         try:
             return super()._setup_learn(*args, **kwargs)

@@ -232,6 +232,23 @@ def test_slm_env_passes_check_env():
     assert reward == pytest.approx(info["loss_without"] - info["loss_with"])
 
 
+def test_train_slm_policy_trains_ppo_against_the_frozen_system(tmp_path, monkeypatch):
+    import tempfile
+
+    from agents.leworld import SLMEnv, train_slm_policy
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3 would make a folder
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
+    system = SLMEnv(env_id=ENV, seq_len=4).system
+    before = {k: v.clone() for k, v in system.state_dict().items()}
+    model = train_slm_policy(system, ENV, 1, total_timesteps=16, seq_len=4, n_steps=8, batch_size=8)
+    assert model.num_timesteps == 16 and model.env.action_space.nvec.tolist() == [256, 256, 4]
+    assert model.env.get_attr("slm_index") == [1]
+    for key, value in system.state_dict().items():
+        assert torch.equal(value, before[key]), f"{key}: the BLM, SLMs and memory stay frozen"
+    assert list(tmp_path.glob("SB3-*")) == []
+
+
 def tiny_trainer(tmp_path, steps=(1, 1, 1), **training) -> LeWorldTrainer:
     torch.manual_seed(0)
     config = TrainingConfig(
