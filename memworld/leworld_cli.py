@@ -232,7 +232,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from world_models.leworld.evaluation import table
 
     paths = [Path(run) for run in args.run]
-    envs = {read_run_config(p, "training", LEWORLD_TRAIN)["training"]["env_id"] for p in paths}
+    configs = [read_run_config(p, "training", LEWORLD_TRAIN) for p in paths]
+    envs = {config["training"]["env_id"] for config in configs}
     if len(envs) > 1:
         raise SystemExit(f"runs are on different tasks {sorted(envs)}; evaluate one task at a time")
     results: dict = {}
@@ -240,8 +241,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
         for seed, result in evaluate_run(path, show=len(paths) == 1).items():
             results[seed if seed not in results else f"{seed}:{path.name}"] = result
     if len(paths) > 1:
-        print(f"{envs.pop()}, {len(paths)} runs")
+        print(f"{envs.pop()}, {len(paths)} runs ({trained_with(configs)})")
         print(table(results))
+
+
+def trained_with(configs: list[dict]) -> str:
+    """The torch thread counts and memworld commits the runs were trained with (floats, and
+    with them a thin-margin seed's pass or fail, depend on both); "?" where a run predates
+    their recording."""
+
+    def values(key: str) -> str:
+        found = {str(c.get("versions", {}).get(key) or "?") for c in configs}
+        if key == "memworld_commit":  # short hashes, keeping "+dirty"
+            found = {v[:7] + v[40:] if len(v) >= 40 else v for v in found}
+        return ", ".join(sorted(found))
+
+    return (
+        f"trained with torch threads {values('torch_threads')}; commit {values('memworld_commit')}"
+    )
 
 
 def add_subparser(subparsers) -> argparse.ArgumentParser:

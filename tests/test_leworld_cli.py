@@ -8,9 +8,10 @@ import shutil
 import sys
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from memworld.leworld_cli import main, progress
+from memworld.leworld_cli import main, progress, trained_with
 
 TINY = ["--steps", "8", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
 
@@ -42,6 +43,14 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
     per_seed = [float(rows[s][1]) for s in ("0", "1")]  # the LeWorld MSE column
     assert float(rows["mean"][1]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
     assert "beats no_memory:" in out and "/2" in out
+    head = f"2 runs (trained with torch threads {torch.get_num_threads()}; commit "
+    assert head in out
+    assert trained_with([{}, {"versions": {"torch_threads": 1, "memworld_commit": "a" * 40}}]) == (
+        "trained with torch threads 1, ?; commit ?, aaaaaaa"
+    )
+    assert "commit 0123456+dirty" in trained_with(
+        [{"versions": {"memworld_commit": "0123456789" * 4 + "+dirty"}}]
+    )
     result = json.loads((tmp_path / "s0" / "eval.json").read_text())["seeds"]["0"]
     counts = result["distance_counts"]  # the bins hold every valid step, once
     for method, mse in result["mse"].items():
