@@ -12,14 +12,12 @@ Everything else - constructor arguments, logging, callbacks, ``learn``,
 
 from __future__ import annotations
 
-import sys
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import HumanOutputFormat, Logger
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -35,16 +33,11 @@ from agents.policies import (
 )
 from agents.ppo_checks import RULES, check_hyperparams, sequences_per_batch
 from agents.ppo_loss import UpdateStats, ppo_losses
+from agents.sb3_logging import stdout_logger
 from agents.time_limits import bootstrap_time_limits
 from memory.base import State
 
 SelfMemoryPPO = TypeVar("SelfMemoryPPO", bound="MemoryPPO")
-
-
-def stdout_logger(verbose: int) -> Logger:
-    """An SB3 logger that prints its table to stdout (``verbose >= 1``) or nothing, and
-    has no folder: SB3's default one makes ``$TMPDIR/SB3-<date-time>`` at every learn()."""
-    return Logger(folder=None, output_formats=[HumanOutputFormat(sys.stdout)] if verbose else [])
 
 
 class MemoryPPO(OnPolicyAlgorithm):
@@ -376,10 +369,8 @@ class MemoryPPO(OnPolicyAlgorithm):
             self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def _setup_learn(self, *args: Any, **kwargs: Any) -> tuple[int, BaseCallback]:
-        # Without tensorboard_log, SB3's default logger makes an empty folder
-        # $TMPDIR/SB3-<date-time> at every learn() call (it prints to stdout only, so
-        # nothing is ever written there); a folder-less logger does the same printing
-        # and writes nothing. A logger from set_logger() and tensorboard_log are untouched.
+        # Without tensorboard_log, print as SB3 does but make no $TMPDIR/SB3-* folder
+        # (agents.sb3_logging); tensorboard_log and a set_logger() logger are untouched.
         custom = self._custom_logger
         if self.tensorboard_log is None and not custom:
             self._logger = stdout_logger(self.verbose)

@@ -24,7 +24,7 @@ def train_slm_policy(
     from stable_baselines3 import PPO
 
     from agents.leworld.slm_env import SLMEnv
-    from agents.memory_ppo import stdout_logger
+    from agents.sb3_logging import stdout_logger
 
     env = SLMEnv(system, env_id, slm_index, seq_len, seed=seed)
     kwargs = dict(n_steps=256, batch_size=64, verbose=0, seed=seed)
