@@ -237,8 +237,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if len(envs) > 1:
         raise SystemExit(f"runs are on different tasks {sorted(envs)}; evaluate one task at a time")
     results: dict = {}
-    for path in paths:
-        for seed, result in evaluate_run(path, show=len(paths) == 1).items():
+    for path, config in zip(paths, configs):
+        for seed, result in evaluate_run(path, len(paths) == 1, config).items():
             results[seed if seed not in results else f"{seed}:{path.name}"] = result
     if len(paths) > 1:
         print(f"{envs.pop()}, {len(paths)} runs ({trained_with(configs)})")

@@ -57,8 +57,12 @@ def held_out_batches(training: TrainingConfig) -> list[Batch]:
     return [held_out.batch() for _ in range(EVAL_BATCHES)]
 
 
-def evaluate_run(path: Path, show: bool = True) -> dict:
-    """Evaluate one run folder against its baselines; writes eval.json and the plots."""
+def evaluate_run(path: Path, show: bool = True, config: dict | None = None) -> dict:
+    """Evaluate one run folder against its baselines; writes eval.json and the plots.
+
+    ``config``: the run's config.json as :func:`memworld.runs.read_run_config` returns it,
+    where the caller has read it already.
+    """
     import torch
 
     from memworld.runs import read_run_config, write_json
@@ -66,7 +70,8 @@ def evaluate_run(path: Path, show: bool = True) -> dict:
     from world_models.leworld.evaluation import evaluate, plot, table
     from world_models.leworld.training import latest_checkpoint
 
-    config = read_run_config(path, "training", LEWORLD_TRAIN)
+    if config is None:
+        config = read_run_config(path, "training", LEWORLD_TRAIN)
     training, source, factory = build(config)
     system = factory()
     checkpoint = latest_checkpoint(path)
