@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from memworld.leworld_runs import LEWORLD_TRAIN, build, evaluate_run, saved_evaluation
+from memworld.leworld_runs import LEWORLD_TRAIN, build, evaluate_run
 
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
@@ -238,17 +238,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise SystemExit(f"runs are on different tasks {sorted(envs)}; evaluate one task at a time")
     results: dict = {}
     for path, config in zip(paths, configs):
-        run_results = saved_evaluation(path) if args.reuse else None
-        if run_results is None:
-            run_results = evaluate_run(path, False, config)
-        else:
-            print(f"[eval     ] {path}: eval.json of its latest checkpoint", file=sys.stderr)
-        for seed, result in run_results.items():
-            key = str(seed)
-            results[key if key not in results else f"{key}:{path.name}"] = result
+        for seed, result in evaluate_run(path, len(paths) == 1, config).items():
+            results[seed if seed not in results else f"{seed}:{path.name}"] = result
     if len(paths) > 1:
         print(f"{envs.pop()}, {len(paths)} runs ({trained_with(configs)})")
-    print(table(results))
+        print(table(results))
 
 
 def trained_with(configs: list[dict]) -> str:
@@ -341,12 +335,6 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train, train_parser=train)  # its defaults: see RESUME_FIXED
     ev = sub.add_parser("eval", help="evaluate runs against the baselines and print the table")
     ev.add_argument("run", nargs="+", help="run folders (several: one table with the mean)")
-    ev.add_argument(
-        "--reuse",
-        action="store_true",
-        help="take a run's results from its eval.json where that was written from the run's "
-        "latest checkpoint (as `leworld train` leaves it); evaluate the other runs",
-    )
     ev.set_defaults(func=cmd_eval)
     return parser
 

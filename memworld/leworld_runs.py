@@ -7,7 +7,6 @@ read it, or draw the same held-out episodes, through this module.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,21 +55,6 @@ def held_out_batches(training: TrainingConfig) -> list[Batch]:
         training.oracle_prob,
     )
     return [held_out.batch() for _ in range(EVAL_BATCHES)]
-
-
-def saved_evaluation(path: Path) -> dict | None:
-    """The per-seed results of a run's eval.json when they are those of its latest checkpoint
-    (written from it, and after it was saved); ``None`` otherwise (no eval.json, a resumed or
-    retrained run, an older checkpoint)."""
-    from world_models.leworld.training import latest_checkpoint
-
-    saved, checkpoint = path / "eval.json", latest_checkpoint(path)
-    if checkpoint is None or not saved.exists():
-        return None
-    if saved.stat().st_mtime < checkpoint.stat().st_mtime:
-        return None
-    data = json.loads(saved.read_text())
-    return data["seeds"] if data.get("checkpoint") == checkpoint.name else None
 
 
 def evaluate_run(path: Path, show: bool = True, config: dict | None = None) -> dict:
