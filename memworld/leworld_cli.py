@@ -29,6 +29,7 @@ RESUME_FIXED = (
     "refine_prediction",
     "entropy_coef",
     "request_addresses",
+    "request_estimator",
     "num_envs",
     "seq_len",
     "run_dir",
@@ -94,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             "refine_prediction": args.refine_prediction,
             "entropy_coef": args.entropy_coef,
             "request_addresses": args.request_addresses,
+            "request_estimator": args.request_estimator,
         }
         given = {k: v for k, v in optional.items() if v is not None}  # else the config default
         training = TrainingConfig(
@@ -320,6 +322,13 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         choices=["hard", "sample"],
         help="addresses phase 3 judges the info request under (default hard: argmax, "
         "as at inference)",
+    )
+    train.add_argument(
+        "--request-estimator",
+        default=None,
+        choices=["antithetic", "batch"],
+        help="how phase 3 scores a sampled info request (default antithetic: against its "
+        "mirrored sample at the same step; batch: against the batch mean)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -12,6 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from memworld.leworld_cli import main, progress, trained_with
+from world_models.leworld import TrainingConfig
 
 TINY = ["--steps", "8", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
 
@@ -99,17 +101,29 @@ def test_a_resumed_run_logs_at_the_uninterrupted_runs_update_numbers(tmp_path):
     assert metrics["train_samples_per_s"] is not None
 
 
-def test_cli_offers_every_refine_prediction_and_request_addresses():
+def test_cli_offers_every_choice_of_the_phase_3_settings():
     from memworld.cli import build_parser
-    from world_models.leworld.config import REFINE_PREDICTIONS, REQUEST_ADDRESSES
+    from world_models.leworld.config import (
+        REFINE_PREDICTIONS,
+        REQUEST_ADDRESSES,
+        REQUEST_ESTIMATORS,
+        training_from_dict,
+    )
 
     parser = build_parser()
-    for choice in REFINE_PREDICTIONS:
-        args = parser.parse_args(["leworld", "train", "--refine-prediction", choice])
-        assert args.refine_prediction == choice
-    for choice in REQUEST_ADDRESSES:
-        args = parser.parse_args(["leworld", "train", "--request-addresses", choice])
-        assert args.request_addresses == choice
+    for flag, choices in (
+        ("refine_prediction", REFINE_PREDICTIONS),
+        ("request_addresses", REQUEST_ADDRESSES),
+        ("request_estimator", REQUEST_ESTIMATORS),
+    ):
+        for choice in choices:
+            args = parser.parse_args(["leworld", "train", f"--{flag.replace('_', '-')}", choice])
+            assert getattr(args, flag) == choice
+    # A run folder from before request_estimator scored its requests against the batch mean.
+    old = dataclasses.asdict(TrainingConfig())
+    del old["request_estimator"]
+    assert TrainingConfig().request_estimator == "antithetic"
+    assert training_from_dict(old).request_estimator == "batch"
 
 
 class _Terminal(io.StringIO):

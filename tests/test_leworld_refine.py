@@ -37,11 +37,13 @@ def test_refine_entropy_bonus_lowers_the_loss_by_coef_times_entropy(tmp_path):
     assert loss1.item() == pytest.approx(loss0.item() - 0.5 * extra0["address_entropy"], abs=1e-5)
 
 
-@pytest.mark.parametrize("judged_under", ["hard", "sample"])
+@pytest.mark.parametrize(
+    "judged_under, estimator", [("hard", "batch"), ("sample", "batch"), ("hard", "antithetic")]
+)
 def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_alone(
-    tmp_path, judged_under
+    tmp_path, judged_under, estimator
 ):
-    trainer = tiny_trainer(tmp_path, request_addresses=judged_under)
+    trainer = tiny_trainer(tmp_path, request_addresses=judged_under, request_estimator=estimator)
     batch, state = trainer.source.batch(), trainer.generator.get_state()
     _, _, extra = trainer.refine_loss(batch)
     trainer.generator.set_state(state)  # replay the same passes
@@ -63,9 +65,11 @@ def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_
             with_request_reward=True,
             request_noise=noise,
             generator=trainer.generator,
+            antithetic=estimator == "antithetic",
         )
         assert sampled.address_logprob is None  # no address was sampled in this pass
-    adv = advantage(sampled.request_reward, batch.valid)
+    score = sampled.request_antithetic if estimator == "antithetic" else sampled.request_reward
+    adv = advantage(score, batch.valid)
     want = -(noise**2) * masked_mean(adv * sampled.request_logprob, batch.valid)
     assert extra["pg_request"] == pytest.approx(want.item(), rel=1e-5)
     blm = trainer.system.blm
@@ -110,3 +114,46 @@ def test_refine_prediction_names_its_choices():
         TrainingConfig(refine_prediction="argmax")
     with pytest.raises(ValueError, match="request_addresses must be one of"):
         TrainingConfig(request_addresses="soft")
+    with pytest.raises(ValueError, match=r"request_estimator must be one of \('batch', 'antith"):
+        TrainingConfig(request_estimator="mirror")
+
+
+def test_antithetic_score_is_half_the_loss_difference_of_the_mirrored_request_a_step_later(
+    tmp_path,
+):
+    trainer = tiny_trainer(tmp_path)
+    system, batch, noise = trainer.system, trainer.source.batch(), 0.3
+    batch.valid[-2:, 0] = False  # a row that ends early
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        result = run_sequence(
+            system,
+            batch,
+            "hard",
+            with_request_reward=True,
+            request_noise=noise,
+            generator=gen,
+            antithetic=True,
+        )
+    gen.manual_seed(5)  # the same noise, stepped by hand
+    state, mirror, losses = system.initial_state(batch.valid.shape[1]), None, []
+    with torch.no_grad():
+        for t in range(batch.valid.shape[0]):
+            written, _ = system.write(state, batch.obs[t])
+            out = system.think(written, batch.obs[t], "hard")
+            loss = (out.prediction - batch.target[t]).pow(2).mean(-1)
+            if mirror is not None:
+                flipped = system.think(written, batch.obs[t], "hard", request_override=mirror)
+                losses.append(((flipped.prediction - batch.target[t]).pow(2).mean(-1) - loss) / 2)
+            eps = noise * torch.randn(out.request.shape, generator=gen)
+            mirror = out.request - eps
+            state = {
+                **written,
+                "past_obs": batch.obs[t],
+                "request": out.request + eps,
+                "pointer": state["pointer"] + 1,
+            }
+    want = torch.stack(losses) * batch.valid[1:]  # r_t's score is measured at t + 1
+    torch.testing.assert_close(result.request_antithetic[:-1], want)
+    assert not result.request_antithetic[-1].any()  # the last request has no next step
+    assert want.abs().sum() > 0

@@ -64,6 +64,7 @@ class SequenceResult:
     request_logprob: Tensor | None = None  # (T, B) log pi(r_t) when sampled
     request_reward: Tensor | None = None  # (T, B) reward of r_t (measured at t + 1)
     request_moved: Tensor | None = None  # (T, B) fraction of SLMs whose address r_{t-1} changed
+    request_antithetic: Tensor | None = None  # (T, B) (loss(mirrored r_t) - loss(r_t)) / 2 at t+1
     logits: dict = field(default_factory=dict)  # "high"/"low": (T, B, N, 256) when kept
 
     def mean_loss(self) -> Tensor:
@@ -91,6 +92,7 @@ def run_sequence(
     keep_logits: bool = False,
     generator: torch.Generator | None = None,
     track_graph: bool = True,
+    antithetic: bool = False,
 ) -> SequenceResult:
     """Run ``system`` over ``batch`` from an empty memory.
 
@@ -103,6 +105,9 @@ def run_sequence(
     request branch every step. ``track_graph=False`` records no autograd graph but the
     request's log-probability (the request head on the detached trunk output): a pass that
     only judges the request, at a fraction of the memory and backward time.
+    ``antithetic`` (with ``request_noise > 0`` and ``with_request_reward``) also runs each
+    step under the mirrored request ``mu - noise * eps`` of the sampled ``mu + noise * eps``
+    and records half the loss difference of the pair (``request_antithetic``).
     """
     if not track_graph and mode == "sample":
         raise ValueError(
@@ -127,11 +132,13 @@ def run_sequence(
             "rlp",
             "rloss",
             "zloss",
+            "mloss",
             "moved",
             "high",
             "low",
         )
     }
+    mirror = None  # the mirrored request r_{t-1} (antithetic)
     for t in range(t_len):
         obs, target = batch.obs[t], batch.target[t]
         gumbel = None
@@ -159,6 +166,13 @@ def run_sequence(
                 moved = (out_zero.addresses != out.addresses).float().mean(-1)
                 cols["moved"].append(moved)
                 cols["rloss"].append(loss.detach())
+                if antithetic and mirror is not None:
+                    out_mirror = system.think(
+                        written, obs, mode, step_addr, overrides, mirror, gumbel
+                    )
+                    cols["mloss"].append(step_loss(out_mirror.prediction, target))
+                elif antithetic:  # step 0 follows no request
+                    cols["mloss"].append(loss.detach())
         if mode == "sample":
             picks = {
                 "high": (out.high_logits, out.addresses // mem.num_low),
@@ -177,10 +191,11 @@ def run_sequence(
                 cols["rew"].append(slm_rewards(system, obs, out, target))
         request = out.request
         if request_noise > 0:
-            sampled = (
-                request
-                + request_noise * torch.randn(request.shape, generator=generator, device=obs.device)
-            ).detach()
+            noise = request_noise * torch.randn(
+                request.shape, generator=generator, device=obs.device
+            )
+            sampled = (request + noise).detach()
+            mirror = (request - noise).detach()
             # The decision's log-probability trains the request head alone: through the
             # shared trunk its score (~1/noise per unit) would swamp the prediction's gradient.
             with torch.set_grad_enabled(grad_on):
@@ -220,6 +235,11 @@ def run_sequence(
         next_valid = torch.cat([batch.valid[1:], torch.zeros_like(batch.valid[:1])]).float()
         result.request_reward = torch.cat([gain[1:], torch.zeros_like(gain[:1])]) * next_valid
         result.request_moved = torch.stack(cols["moved"])
+        if cols["mloss"]:
+            half = 0.5 * paired_branch_reward(
+                torch.stack(cols["mloss"]), torch.stack(cols["rloss"])
+            )
+            result.request_antithetic = torch.cat([half[1:], half[:1] * 0]) * next_valid
     if keep_logits:
         result.logits = {"high": torch.stack(cols["high"]), "low": torch.stack(cols["low"])}
     return result

@@ -10,7 +10,8 @@
 3. **Info-request refinement**: addresses and ranges are sampled (Gumbel-max)
    and info requests drawn from ``N(r, noise^2)``; each decision gets its
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
-   REINFORCE with a batch-mean baseline, alongside the prediction loss (by
+   REINFORCE (the addresses with a batch-mean baseline, the request against its mirrored
+   sample, ``request_estimator``), alongside the prediction loss (by
    default on a second pass with phase 2's soft reads, ``refine_prediction``). The
    request's policy gradient reaches only the BLM's request head (not the trunk
    that predicts) and is scaled by ``noise^2`` (natural gradient): unscaled
@@ -152,6 +153,7 @@ class LeWorldTrainer:
         """
         c = self.config
         judge_request_here = c.request_addresses == "sample"
+        antithetic = c.request_estimator == "antithetic"
         sampled = run_sequence(
             self.system,
             batch,
@@ -160,6 +162,7 @@ class LeWorldTrainer:
             with_request_reward=judge_request_here,
             request_noise=c.request_noise,
             generator=self.generator,
+            antithetic=antithetic and judge_request_here,
         )
         requested = sampled
         if not judge_request_here:  # the request under argmax addresses, as at inference
@@ -171,10 +174,12 @@ class LeWorldTrainer:
                 request_noise=c.request_noise,
                 generator=self.generator,
                 track_graph=False,  # only the request's log-probability is trained on it
+                antithetic=antithetic,
             )
         valid = batch.valid
         slm_adv = advantage(sampled.slm_reward, valid)
-        req_adv = advantage(requested.request_reward, valid)
+        score = requested.request_antithetic if antithetic else requested.request_reward
+        req_adv = advantage(score, valid)
         pg_slm = -masked_mean(slm_adv * sampled.address_logprob, valid)
         # Natural gradient of the Gaussian request policy: its Fisher information for the
         # mean is 1 / noise^2, so the score is scaled by noise^2 (a step of ~noise per unit).
