@@ -157,3 +157,6 @@ def test_antithetic_score_is_half_the_loss_difference_of_the_mirrored_request_a_
     torch.testing.assert_close(result.request_antithetic[:-1], want)
     assert not result.request_antithetic[-1].any()  # the last request has no next step
     assert want.abs().sum() > 0
+    for kwargs in ({"request_noise": noise}, {"with_request_reward": True}):
+        with pytest.raises(ValueError, match="with_request_reward=True and request_noise > 0"):
+            run_sequence(system, batch, "hard", antithetic=True, **kwargs)

@@ -114,6 +114,12 @@ def run_sequence(
             "track_graph=False keeps no graph for the sampled addresses' log-probabilities; "
             "use it with mode='soft' or 'hard', or leave track_graph=True"
         )
+    if antithetic and not (with_request_reward and request_noise > 0):
+        raise ValueError(
+            "antithetic=True scores a sampled info request against its mirror: it needs "
+            f"with_request_reward=True and request_noise > 0 (got {with_request_reward} and "
+            f"{request_noise}); pass both, or leave antithetic=False"
+        )
     grad_on = torch.is_grad_enabled()
     t_len, batch_size = batch.valid.shape
     state = system.initial_state(batch_size, batch.obs.device)
