@@ -242,7 +242,7 @@ class TrainingConfig:
     the loss difference between it and its mirror ``mu - noise * eps`` at the same step (one
     more branch per step; the part of the reward that does not depend on ``eps`` cancels
     within the pair), or ``"batch"`` its paired-branch reward against the batch mean
-    (REINFORCE with a mean baseline; the default before 2026-11-29, and what a run folder
+    (REINFORCE with a mean baseline; the default before commit 49974c7, and what a run folder
     without this field used). On KeyDoorMediumRandomStart seeds 10-14 the antithetic score
     raised the request's gain on all five (z 0.2-6.6 -> 2.2-9.4) at the same MSE
     (docs/leworld.md)."""
