@@ -11,7 +11,6 @@ POPGym's single env and writes runs/bench/env_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from memworld.runs import package_versions
+from memworld.runs import write_results
 
 POPGYM_PEERS = {
     "RepeatPrevious": "RepeatPreviousEasy",
@@ -120,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**report, "versions": package_versions()}, indent=2))
+    write_results(out, report)
     print(f"wrote {out}")
     return report
 

@@ -19,7 +19,6 @@ runs/bench/learning.json and runs/bench/learning.png.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 import memory
 from agents import MemoryPPO, make_vec_env
-from memworld.runs import package_versions
+from memworld.runs import write_results
 
 OUT_DIR = Path("runs/bench")
 N_ENVS, N_STEPS = 8, 128
@@ -261,9 +260,7 @@ def main() -> None:
         "skipped": skipped,
     }
     name = "learning_quick" if args.quick else "learning"
-    (args.out / f"{name}.json").write_text(
-        json.dumps({**report, "versions": package_versions()}, indent=2)
-    )
+    write_results(args.out / f"{name}.json", report)
     plot(results, args.out / f"{name}.png")
     print(f"\nwrote {args.out / f'{name}.json'} and {args.out / f'{name}.png'}")
 

@@ -12,13 +12,12 @@ Prints a table and writes runs/bench/leworld.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from timing import mean_seconds
 
-from memworld.runs import package_versions
+from memworld.runs import write_results
 from world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from world_models.leworld.baselines import GRUWorldModel, no_memory_loss
 from world_models.leworld.data import RolloutSource
@@ -137,20 +136,16 @@ def main() -> None:
             f"over stepped: {speedup:.1f}x"
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "env": source.env_id,
-                "num_envs": args.num_envs,
-                "seq_len": args.seq_len,
-                "threads": torch.get_num_threads(),
-                "device": str(device),
-                "rows": rows,
-                "versions": package_versions(),
-            },
-            indent=2,
-        )
+    write_results(
+        out,
+        {
+            "env": source.env_id,
+            "num_envs": args.num_envs,
+            "seq_len": args.seq_len,
+            "threads": torch.get_num_threads(),
+            "device": str(device),
+            "rows": rows,
+        },
     )
     print(f"wrote {out}")
 

@@ -17,12 +17,11 @@ is reported on its own.  Writes runs/bench/leworld_addresses.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from memworld.runs import package_versions
+from memworld.runs import write_results
 from world_models.leworld.data import RolloutSource, sighted
 
 TASKS = [
@@ -78,12 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"{stats['lag_at_least_range']:13.3f} {stats['before_first_sight']:7.3f}"
         )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"config": vars(args), "tasks": report, "versions": package_versions()}, indent=2
-        )
-    )
+    write_results(out, {"config": vars(args), "tasks": report})
     print(f"wrote {out}")
     return report
 

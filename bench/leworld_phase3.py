@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
-from memworld.runs import package_versions, read_run_config
+from memworld.runs import read_run_config, write_results
 from world_models.leworld.config import TrainingConfig
 from world_models.leworld.evaluation import evaluate, request_gain_z
 from world_models.leworld.training import LeWorldTrainer
@@ -84,10 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{r['moves']:6.3f}"
             )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps({"set": overrides, "runs": report, "versions": package_versions()}, indent=2)
-    )
+    write_results(out, {"set": overrides, "runs": report})
     print(f"wrote {out}")
     return report
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import platform
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch import nn
 
 import memory
 from memory.slot_bank import SlotBank
-from memworld.runs import package_versions
+from memworld.runs import write_results
 
 WIDTH = 64
 # Keyword arguments that give a module the benchmark's width (64); others use defaults.
@@ -376,8 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
         report["bit_memory"] = bench_bit(args, device)
 
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**report, "versions": package_versions()}, indent=2))
+    write_results(out, report)
     print(f"wrote {out}")
     return report
 

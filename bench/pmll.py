@@ -26,7 +26,6 @@ JSONL usable at 10^6 lines.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -38,7 +37,7 @@ import numpy as np
 
 from memory.persistent import PersistentStore, StoreConfig
 from memory.persistent.index import ExactIndex, normalise
-from memworld.runs import package_versions
+from memworld.runs import write_results
 
 INDEXES = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 BACKENDS = ("jsonl", "lmdb", "duckdb")
@@ -302,8 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
     report["load_avg_after"] = os.getloadavg()
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**report, "versions": package_versions()}, indent=2))
+    write_results(out, report)
     print_tables(report)
     print(f"\nwrote {out}")
     return report

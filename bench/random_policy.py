@@ -10,14 +10,13 @@ return is positive, negative and zero, and writes runs/bench/random_policy.json.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from env_throughput import _actions
 
 from agents import make_vec_env
-from memworld.runs import package_versions
+from memworld.runs import write_results
 
 SWEEP_TASKS = [
     "RepeatPreviousEasy",
@@ -67,12 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[task] = row
         print(f"{task:<24}" + "".join(f"{row[k]:>8.3f}" for k in row))
     out = Path("runs/bench/random_policy.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            dict(episodes=args.episodes, results=results, versions=package_versions()), indent=2
-        )
-    )
+    write_results(out, dict(episodes=args.episodes, results=results))
     print(f"wrote {out}")
     return results
 

@@ -79,6 +79,12 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
+def write_results(path: str | Path, data: dict) -> Path:
+    """:func:`write_json` of a result file (an experiment's results.json, a bench's JSON)
+    with :func:`package_versions` added under ``"versions"``."""
+    return write_json(path, {**data, "versions": package_versions()})
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 

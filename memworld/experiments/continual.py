@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from memworld.experiments.common import experiment_folder, pyplot, savefig
-from memworld.runs import package_versions, write_json
+from memworld.runs import write_results
 from memworld.train import TrainConfig, build_model, make_env
 
 SHIFT_ID = "memworld/DistributionShift-v0"
@@ -102,9 +102,7 @@ def run(config: ContinualConfig, root: str | Path = "runs/experiments") -> Path:
                 "forgetting": forgetting,
                 "mean_forgetting": float(np.mean(forgetting[:-1])) if config.num_tasks > 1 else 0.0,
             }
-        write_json(
-            out / "results.json", {"config": config, "table": table, "versions": package_versions()}
-        )
+        write_results(out / "results.json", {"config": config, "table": table})
         plot(table, config, out / "forgetting.png")
         return out
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from memworld.experiments.common import experiment_dir, experiment_folder, pyplot, savefig
-from memworld.runs import package_versions, write_json
+from memworld.runs import write_results
 from memworld.train import TrainConfig, evaluate, train
 
 DISTANCE_PARAM = {"RepeatPrevious": "delay", "MemoryLength": "memory_length"}
@@ -126,10 +126,7 @@ def merge(folders: list[str | Path], root: str | Path = "runs/experiments") -> P
 def _write_results(out: Path, config: DistanceConfig, rows: list[dict], **extra) -> Path:
     """results.json (config, rows, table and ``extra``) and the plot under ``out``."""
     table = summarise(rows)
-    write_json(
-        out / "results.json",
-        {"config": config, "runs": rows, "table": table, **extra, "versions": package_versions()},
-    )
+    write_results(out / "results.json", {"config": config, "runs": rows, "table": table, **extra})
     plot(table, config, out / "accuracy_vs_distance.png")
     return out
 

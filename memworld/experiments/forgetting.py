@@ -28,7 +28,7 @@ from memworld.experiments.common import (
     savefig,
 )
 from memworld.monitor import MemoryMonitor
-from memworld.runs import package_versions, write_json
+from memworld.runs import write_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,9 +167,8 @@ def run(config: ForgettingConfig, root: str | Path = "runs/experiments") -> Path
             "median_survival_steps": _median(times, survival),
             "survival": {"t": times.tolist(), "S": survival.tolist()},
             "diagnostics_summary": monitor.summary(),
-            "versions": package_versions(),
         }
-        write_json(out / "results.json", result)
+        write_results(out / "results.json", result)
         _plot_heatmap(memories[:, 0], out / "memory_heatmap.png")
         _plot_survival(times, survival, out / "slot_survival.png")
         return out

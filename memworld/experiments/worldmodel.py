@@ -20,7 +20,7 @@ import torch
 from memory.base import check_range
 from memworld.experiments.common import experiment_folder, pyplot, savefig
 from memworld.leworld_runs import EVAL_BATCHES, HELD_OUT_SEED  # `leworld eval`'s episodes
-from memworld.runs import package_versions, write_json
+from memworld.runs import write_results
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,15 +98,9 @@ def run(config: WorldModelConfig, root: str | Path = "runs/experiments") -> Path
                     flush=True,
                 )
         table = summarise(rows)
-        write_json(
+        write_results(
             out / "results.json",
-            {
-                "config": config,
-                "env": train.env_id,
-                "runs": rows,
-                "table": table,
-                "versions": package_versions(),
-            },
+            {"config": config, "env": train.env_id, "runs": rows, "table": table},
         )
         plot(table, rows, train.env_id, out)
         print(format_table(table, rows[0]["distance_bins"]))
