@@ -237,15 +237,17 @@ def run_sequence(
         result.request_logprob = torch.stack(cols["rlp"])
     if cols["zloss"]:
         # r_t is judged at t + 1; the last request of the sequence has no next step (reward 0).
-        gain = paired_branch_reward(torch.stack(cols["zloss"]), torch.stack(cols["rloss"]))
-        next_valid = torch.cat([batch.valid[1:], torch.zeros_like(batch.valid[:1])]).float()
-        result.request_reward = torch.cat([gain[1:], torch.zeros_like(gain[:1])]) * next_valid
+        def judged_at_next_step(x: Tensor) -> Tensor:
+            return torch.cat([x[1:], torch.zeros_like(x[:1])])
+
+        next_valid = judged_at_next_step(batch.valid).float()
+        rloss = torch.stack(cols["rloss"])
+        gain = paired_branch_reward(torch.stack(cols["zloss"]), rloss)
+        result.request_reward = judged_at_next_step(gain) * next_valid
         result.request_moved = torch.stack(cols["moved"])
         if cols["mloss"]:
-            half = 0.5 * paired_branch_reward(
-                torch.stack(cols["mloss"]), torch.stack(cols["rloss"])
-            )
-            result.request_antithetic = torch.cat([half[1:], half[:1] * 0]) * next_valid
+            half = 0.5 * paired_branch_reward(torch.stack(cols["mloss"]), rloss)
+            result.request_antithetic = judged_at_next_step(half) * next_valid
     if keep_logits:
         result.logits = {"high": torch.stack(cols["high"]), "low": torch.stack(cols["low"])}
     return result
