@@ -190,6 +190,22 @@ def test_memory_reads_the_word_written_two_steps_ago():
     assert got[0, 3:].sum() == 0  # past the write pointer: unwritten, zero bits
 
 
+def test_straight_through_read_predicts_like_argmax_and_trains_the_addresses_like_soft():
+    torch.manual_seed(0)
+    source = RolloutSource(ENV, 4, 8, seed=0)
+    system = LeWorldSystem(preset("small"), source.obs_dim, source.state_dim)
+    batch = source.batch()
+    straight, hard = (run_sequence(system, batch, mode) for mode in ("straight", "hard"))
+    assert torch.equal(straight.addresses, hard.addresses)
+    torch.testing.assert_close(straight.loss, hard.loss)  # the forward pass reads the argmax
+    assert not torch.allclose(straight.loss, run_sequence(system, batch, "soft").loss)
+    heads = [system.slms.high_head.weight, system.slms.low_head.weight]
+    grads = torch.autograd.grad(straight.mean_loss(), heads)
+    assert all(g.abs().sum() > 0 for g in grads)  # the soft read's gradient reaches the addresses
+    grads = torch.autograd.grad(hard.mean_loss(), heads, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)  # an argmax read alone has none
+
+
 def test_word_ages_count_steps_behind_the_pointer_and_flag_unwritten_words():
     from world_models.leworld.config import MemoryConfig
     from world_models.leworld.slm import word_ages

@@ -96,7 +96,8 @@ def run_sequence(
 ) -> SequenceResult:
     """Run ``system`` over ``batch`` from an empty memory.
 
-    ``mode``: ``"soft"``, ``"hard"`` or ``"sample"`` (Gumbel-max sampling of
+    ``mode``: ``"soft"``, ``"hard"``, ``"straight"`` (argmax reads with the soft read's
+    gradient) or ``"sample"`` (Gumbel-max sampling of
     every SLM's address and range, with log-probabilities for policy gradient).
     ``addresses`` ``(T, B, N)``: outside start addresses (``-1`` keeps the
     SLM's). ``mask_override`` ``(B, N)`` or ``(T, B, N)``: fixed routing

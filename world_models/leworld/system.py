@@ -109,7 +109,8 @@ class LeWorldSystem(nn.Module):
         """Every SLM picks a range and reads it.
 
         ``mode``: ``"soft"`` (top-k product read, differentiable), ``"hard"``
-        (argmax), ``"sample"`` (argmax of logits + ``gumbel`` noise ``(B, N,
+        (argmax), ``"straight"`` (the argmax read forward, the soft read's gradient
+        backward), ``"sample"`` (argmax of logits + ``gumbel`` noise ``(B, N,
         num_high + num_low + choices)``, for policy gradient). ``addresses``
         ``(B, N)`` long overrides the start address of every SLM (entries
         ``< 0`` keep the SLM's own choice); such a read covers the longest
@@ -131,7 +132,7 @@ class LeWorldSystem(nn.Module):
             full = torch.full_like(choice, rng.shape[-1] - 1)
             given = full if ranges is None else torch.where(ranges >= 0, ranges, full)
             choice = torch.where(forced, given, choice)
-        if mode == "soft":
+        if mode in ("soft", "straight"):
             starts, mix = self.memory.candidates(high, low)  # (B, N, C)
             weights = self.slms.word_weights(rng, hard=False)
             if forced is not None and bool(forced.any()):  # all weight on the given start
@@ -143,6 +144,11 @@ class LeWorldSystem(nn.Module):
                 hard = self.slms.word_weights(rng, hard=True, choice=choice)
                 weights = torch.where(forced[:, None], hard, weights)
             words = self.memory.read(state["memory"], starts, mix)
+            if mode == "straight":  # forward: the argmax read; backward: the soft read's gradient
+                hard_words = self.memory.read_hard(state["memory"], address)
+                hard_weights = self.slms.word_weights(rng, hard=True, choice=choice)
+                words = hard_words + words - words.detach()
+                weights = hard_weights + weights - weights.detach()
         else:
             words = self.memory.read_hard(state["memory"], address)
             weights = self.slms.word_weights(rng, hard=True, choice=choice)

@@ -12,7 +12,8 @@
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
    REINFORCE (the addresses with a batch-mean baseline, the request against its mirrored
    sample, ``request_estimator``), alongside the prediction loss (by
-   default on a second pass with phase 2's soft reads, ``refine_prediction``). The
+   default on a second pass whose reads are the argmax range forward and phase 2's soft
+   read backward, straight-through, ``refine_prediction``). The
    request's policy gradient reaches only the BLM's request head (not the trunk
    that predicts) and is scaled by ``noise^2`` (natural gradient): unscaled
    through the trunk it was ~50x the prediction's gradient on KeyDoorEasy and
@@ -147,8 +148,8 @@ class LeWorldTrainer:
         """Phase 3: REINFORCE on sampled decisions, with the prediction trained alongside.
 
         With ``refine_prediction="sample"`` the prediction loss and load balance
-        are those of the sampled pass; with ``"soft"``/``"hard"`` they are
-        :meth:`joint_loss` on a second pass with soft or argmax reads and the
+        are those of the sampled pass; with ``"straight"``/``"soft"``/``"hard"`` they are
+        :meth:`joint_loss` on a second pass with straight-through, soft or argmax reads and the
         sampled pass trains only the decisions.
         """
         c = self.config
