@@ -306,10 +306,10 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     train.add_argument(
         "--refine-prediction",
         default=None,
-        choices=["straight", "soft", "hard", "sample"],
-        help="the pass phase 3 trains the prediction on (default straight: a second pass "
-        "reading the argmax range with the soft read's gradient; soft: soft reads; hard: "
-        "argmax reads; sample: the sampled decisions' pass, one pass fewer)",
+        choices=["soft", "straight", "hard", "sample"],
+        help="the pass phase 3 trains the prediction on (default soft: a second pass with "
+        "soft reads; straight: argmax reads with the soft read's gradient; hard: argmax "
+        "reads; sample: the sampled decisions' pass, one pass fewer)",
     )
     train.add_argument(
         "--entropy-coef",

@@ -222,20 +222,19 @@ class TrainingConfig:
     """Entropy bonus of phase 3's address policy (high, low byte and range choice; nats).
     At 0.01 (0 before) KeyDoorEasy's starved SLMs came back into use; 0.03 did no better
     (docs/leworld.md, measured before phase 3's request gradient was confined to the request head)."""
-    refine_prediction: str = "straight"
+    refine_prediction: str = "soft"
     """Which pass phase 3 trains the prediction (BLM, router, read summaries) on:
-    ``"straight"`` a second pass with straight-through reads (forward the argmax read, as
-    at inference; backward the gradient of phase 2's soft top-k read), the sampled pass
-    then only training the decisions; ``"soft"`` the same with soft reads, ``"hard"`` with
-    argmax reads (no gradient to the addresses); ``"sample"`` the pass of the sampled
-    decisions (one pass fewer). The soft read's gradient keeps teaching the SLMs to follow
-    the info request: trained on the sampled pass, where reads are hard, the request's gain
-    eroded on 2 of 6 OccludedDynamics seeds (z -0.0 and -6.3) and stayed positive on all 6
-    with soft (+0.0005 MSE on the Easy task, about 1.5x the time of a run). Straight-through
-    (the default since 2026-11-30; ``soft`` before) predicts from the reads the system makes
-    at inference: re-running phase 3 of KeyDoorMediumRandomStart seeds 10-14 and 2 with it
-    raised the request's z on five of six and the weakest from -0.3 to 2.0 (z 2.0-9.2),
-    at equal or lower MSE on all six (docs/leworld.md)."""
+    ``"soft"`` a second pass with phase 2's soft top-k reads, the sampled pass then only
+    training the decisions; ``"straight"`` the same with straight-through reads (forward the
+    argmax read, as at inference; backward the soft read's gradient); ``"hard"`` with argmax
+    reads (no gradient to the addresses); ``"sample"`` the pass of the sampled decisions
+    (one pass fewer). The soft read's gradient keeps teaching the SLMs to follow the info
+    request: trained on the sampled pass, where reads are hard, the request's gain eroded
+    on 2 of 6 OccludedDynamics seeds (z -0.0 and -6.3) and stayed positive on all 6 with
+    soft (+0.0005 MSE on the Easy task, about 1.5x the time of a run). Straight-through
+    lowered the held-out MSE (KeyDoorMediumRandomStart 0.0834 -> 0.0823 over seeds 0-4,
+    OccludedDynamicsEasy 0.0561 -> 0.0545 over 0-2) but not the request's weakest seeds
+    (docs/leworld.md)."""
     request_addresses: str = "hard"
     """Under which addresses phase 3's paired branch judges the info request: ``"hard"``
     (a second pass with argmax addresses, as the system reads at inference; the request

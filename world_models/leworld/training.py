@@ -12,8 +12,7 @@
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
    REINFORCE (the addresses with a batch-mean baseline, the request against its mirrored
    sample, ``request_estimator``), alongside the prediction loss (by
-   default on a second pass whose reads are the argmax range forward and phase 2's soft
-   read backward, straight-through, ``refine_prediction``). The
+   default on a second pass with phase 2's soft reads, ``refine_prediction``). The
    request's policy gradient reaches only the BLM's request head (not the trunk
    that predicts) and is scaled by ``noise^2`` (natural gradient): unscaled
    through the trunk it was ~50x the prediction's gradient on KeyDoorEasy and
