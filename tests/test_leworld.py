@@ -204,6 +204,8 @@ def test_straight_through_read_predicts_like_argmax_and_trains_the_addresses_lik
     assert all(g.abs().sum() > 0 for g in grads)  # the soft read's gradient reaches the addresses
     grads = torch.autograd.grad(hard.mean_loss(), heads, allow_unused=True)
     assert all(g is None or not g.any() for g in grads)  # an argmax read alone has none
+    with pytest.raises(ValueError, match=r"mode must be one of \('soft', 'hard', 'straight'"):
+        run_sequence(system, batch, "argmax")
 
 
 def test_word_ages_count_steps_behind_the_pointer_and_flag_unwritten_words():

@@ -19,6 +19,9 @@ from torch import Tensor
 from world_models.leworld.data import Batch
 from world_models.leworld.system import LeWorldSystem
 
+# How a pass reads memory (LeWorldSystem.read).
+READ_MODES = ("soft", "hard", "straight", "sample")
+
 
 def paired_branch_reward(loss_without: Tensor, loss_with: Tensor) -> Tensor:
     """The loss a decision removed: ``loss_without - loss_with`` (positive = it helped)."""
@@ -110,6 +113,8 @@ def run_sequence(
     step under the mirrored request ``mu - noise * eps`` of the sampled ``mu + noise * eps``
     and records half the loss difference of the pair (``request_antithetic``).
     """
+    if mode not in READ_MODES:
+        raise ValueError(f"run_sequence mode must be one of {READ_MODES}, got {mode!r}")
     if not track_graph and mode == "sample":
         raise ValueError(
             "track_graph=False keeps no graph for the sampled addresses' log-probabilities; "
