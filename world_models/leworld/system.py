@@ -132,26 +132,25 @@ class LeWorldSystem(nn.Module):
             full = torch.full_like(choice, rng.shape[-1] - 1)
             given = full if ranges is None else torch.where(ranges >= 0, ranges, full)
             choice = torch.where(forced, given, choice)
+        hard_weights = self.slms.word_weights(rng, hard=True, choice=choice)
+        if mode != "soft":
+            words, weights = self.memory.read_hard(state["memory"], address), hard_weights
         if mode in ("soft", "straight"):
             starts, mix = self.memory.candidates(high, low)  # (B, N, C)
-            weights = self.slms.word_weights(rng, hard=False)
+            soft_weights = self.slms.word_weights(rng, hard=False)
             if forced is not None and bool(forced.any()):  # all weight on the given start
                 one = torch.zeros_like(mix)
                 one[..., 0] = 1.0
                 mix = torch.where(forced[:, None], one, mix)
                 first = torch.where(forced, address, starts[..., 0])
                 starts = torch.cat([first[..., None], starts[..., 1:]], -1)
-                hard = self.slms.word_weights(rng, hard=True, choice=choice)
-                weights = torch.where(forced[:, None], hard, weights)
-            words = self.memory.read(state["memory"], starts, mix)
-            if mode == "straight":  # forward: the argmax read; backward: the soft read's gradient
-                hard_words = self.memory.read_hard(state["memory"], address)
-                hard_weights = self.slms.word_weights(rng, hard=True, choice=choice)
-                words = hard_words + words - words.detach()
-                weights = hard_weights + weights - weights.detach()
-        else:
-            words = self.memory.read_hard(state["memory"], address)
-            weights = self.slms.word_weights(rng, hard=True, choice=choice)
+                soft_weights = torch.where(forced[:, None], hard_weights, soft_weights)
+            soft_words = self.memory.read(state["memory"], starts, mix)
+            if mode == "soft":
+                words, weights = soft_words, soft_weights
+            else:  # straight-through: the argmax read forward, the soft read's gradient backward
+                words = words + soft_words - soft_words.detach()
+                weights = weights + soft_weights - soft_weights.detach()
         ages = word_ages(address, state["pointer"], mem)
         reads = self.slms.summarise(words, weights, ages)
         return dict(reads=reads, addr=address, high=high, low=low, range=rng, choice=choice)
