@@ -17,10 +17,7 @@ import torch
 from torch import Tensor
 
 from world_models.leworld.data import Batch
-from world_models.leworld.system import LeWorldSystem
-
-# How a pass reads memory (LeWorldSystem.read).
-READ_MODES = ("soft", "hard", "straight", "sample")
+from world_models.leworld.system import READ_MODES, LeWorldSystem
 
 
 def paired_branch_reward(loss_without: Tensor, loss_with: Tensor) -> Tensor:

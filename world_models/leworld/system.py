@@ -25,6 +25,9 @@ from world_models.leworld.config import REFERENCE_OBS_DIM, REFERENCE_STATE_DIM, 
 from world_models.leworld.memory_iface import LeWorldMemory
 from world_models.leworld.slm import SLMBank, word_ages
 
+# How LeWorldSystem.read reads memory (``mode``).
+READ_MODES = ("soft", "hard", "straight", "sample")
+
 
 @dataclass
 class StepOutput:
