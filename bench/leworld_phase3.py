@@ -1,16 +1,19 @@
-"""Re-run LeWorld's phase 3 from a run's phase-2 checkpoint with other settings.
+"""Re-run LeWorld's phase 3 (or phases 2 and 3) from a run's checkpoint with other settings.
 
     python bench/leworld_phase3.py RUN [RUN ...] --set request_noise=0.03 [--set phase3_lr=1e-4]
+    python bench/leworld_phase3.py RUN [RUN ...] --from joint --set joint_read=straight
 
-Each run folder (from ``memworld leworld train``) keeps ``checkpoints/phase2-joint.pt``
-with the batch stream and the sampling generator, so phase 3 restarts from the same state
-and sees the same batches; only the ``TrainingConfig`` fields given with ``--set`` differ.
-Without ``--set`` the run's own phase 3 is reproduced (its ``final.pt`` numbers) when
-run with the run's thread count (``OMP_NUM_THREADS``): another count sums floats in another
-order, which moved a thin-margin seed's request z from -0.0 to -0.3. Prints
-the held-out MSE and the info-request gain (mean, z, fraction of addresses moved) on the
-episodes ``memworld leworld eval`` uses, before (phase 2) and after the re-run phase 3.
-The run folders are not written to; the results go to runs/bench/leworld_phase3.json.
+Each run folder (from ``memworld leworld train``) keeps a checkpoint after every phase
+with the batch stream and the sampling generator, so a re-run restarts from the same state
+and sees the same batches: phase 3 from ``phase2-joint.pt`` by default, phases 2 and 3
+from ``phase1-pretrain.pt`` with ``--from joint``. Only the ``TrainingConfig`` fields
+given with ``--set`` differ. Without ``--set`` the run's own phases are reproduced (its
+``final.pt`` numbers) when run with the run's thread count (``OMP_NUM_THREADS``): another
+count sums floats in another order, which moved a thin-margin seed's request z from -0.0
+to -0.3. Prints the held-out MSE and the info-request gain (mean, z, fraction of
+addresses moved) on the episodes ``memworld leworld eval`` uses, after phase 2 and after
+phase 3. The run folders are not written to; the results go to
+runs/bench/leworld_phase3.json.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
 from memworld.runs import read_run_config, write_results
 from world_models.leworld.config import TrainingConfig
 from world_models.leworld.evaluation import evaluate, request_gain_z
-from world_models.leworld.training import LeWorldTrainer
+from world_models.leworld.training import PHASES, LeWorldTrainer
 
 
 def setting(text: str) -> tuple[str, object]:
@@ -47,18 +50,23 @@ def summary(result: dict) -> dict:
     }
 
 
-def rerun(run: Path, overrides: dict) -> dict:
+# The phase a re-run starts at -> the checkpoint it starts from.
+STARTS = {"joint": "phase1-pretrain.pt", "refine": "phase2-joint.pt"}
+
+
+def rerun(run: Path, overrides: dict, start: str = "refine") -> dict:
     training, source, factory = build(read_run_config(run, "training", LEWORLD_TRAIN))
     training = dataclasses.replace(training, **overrides)
     trainer = LeWorldTrainer(factory(), training, source=source)  # run_dir None: no writes
-    trainer.load(run / "checkpoints" / "phase2-joint.pt")
+    trainer.load(run / "checkpoints" / STARTS[start])
     batches = held_out_batches(training)  # the episodes of `memworld leworld eval`
-    before = summary(evaluate(trainer.system, batches, None, training.seed))
-    trainer.train()
-    return {
-        "phase2": before,
-        "phase3": summary(evaluate(trainer.system, batches, None, training.seed)),
-    }
+    report = {}
+    if start == "refine":  # the run's own phase 2, for the before/after
+        report["joint"] = summary(evaluate(trainer.system, batches, None, training.seed))
+    for phase in PHASES[PHASES.index(start) :]:
+        trainer.train(stop_after=phase)
+        report[phase] = summary(evaluate(trainer.system, batches, None, training.seed))
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -67,6 +75,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--set", dest="settings", type=setting, action="append", default=[])
+    parser.add_argument(
+        "--from",
+        dest="start",
+        choices=tuple(STARTS),
+        default="refine",
+        help="re-run from this phase on: refine (phase 3, default) or joint (phases 2 and 3)",
+    )
     parser.add_argument("--out", default="runs/bench/leworld_phase3.json")
     args = parser.parse_args(argv)
     overrides = dict(args.settings)
@@ -77,14 +92,14 @@ def main(argv: list[str] | None = None) -> dict:
     report = {}
     print(f"{'run':32s} {'after':7s} {'mse':>7s} {'gain':>9s} {'z':>6s} {'moves':>6s}")
     for run in args.runs:
-        report[str(run)] = rerun(run, overrides)
+        report[str(run)] = rerun(run, overrides, args.start)
         for phase, r in report[str(run)].items():
             print(
                 f"{run.name:32s} {phase:7s} {r['mse']:7.4f} {r['gain']:+9.5f} {r['z']:+6.1f} "
                 f"{r['moves']:6.3f}"
             )
     out = Path(args.out)
-    write_results(out, {"set": overrides, "runs": report})
+    write_results(out, {"set": overrides, "from": args.start, "runs": report})
     print(f"wrote {out}")
     return report
 

@@ -5,8 +5,9 @@
    SLM's address head towards its own lag behind the write pointer (range
    ending ``lag_i`` words back: diverse starting characteristics), and the BLM
    on next-state MSE with every SLM routed on.
-2. **Joint**: end to end through soft product-key reads and the
-   straight-through routing mask; next-state MSE + Switch load balance.
+2. **Joint**: end to end through soft product-key reads (or straight-through ones,
+   ``joint_read``) and the straight-through routing mask; next-state MSE + Switch load
+   balance.
 3. **Info-request refinement**: addresses and ranges are sampled (Gumbel-max)
    and info requests drawn from ``N(r, noise^2)``; each decision gets its
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
@@ -233,9 +234,11 @@ class LeWorldTrainer:
     def update(self) -> dict:
         phase = self.phase
         batch = self.source.batch().to(self.device)
-        loss_fn = (self.pretrain_loss, self.joint_loss, self.refine_loss)[phase]
         self.system.train()
-        loss, result, extra = loss_fn(batch)
+        if phase == 1:
+            loss, result, extra = self.joint_loss(batch, self.config.joint_read)
+        else:
+            loss, result, extra = (self.refine_loss if phase == 2 else self.pretrain_loss)(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.system.parameters(), self.config.grad_clip)
@@ -252,8 +255,11 @@ class LeWorldTrainer:
         }
         return metrics
 
-    def train(self) -> list[dict]:
-        """Run (or continue) the phases to the end; checkpoints after each phase."""
+    def train(self, stop_after: str | None = None) -> list[dict]:
+        """Run (or continue) the phases to the end, or to the end of phase ``stop_after``
+        (a name in ``PHASES``); checkpoints after each phase."""
+        if stop_after is not None and stop_after not in PHASES:
+            raise ValueError(f"stop_after must be None or one of {PHASES}, got {stop_after!r}")
         if self.phase == 0 and self.step == 0:  # a fresh run, not a resumed one
             self.log({"phase": "codec", "step": 0, "recon": self.pretrain_codec()})
         while self.phase < len(PHASES):
@@ -265,9 +271,12 @@ class LeWorldTrainer:
                 ):
                     self.history.append(metrics)
                     self.log(metrics)
-            self.save(f"phase{self.phase + 1}-{PHASES[self.phase]}.pt")
+            done = PHASES[self.phase]
+            self.save(f"phase{self.phase + 1}-{done}.pt")
             self.phase, self.step = self.phase + 1, 0
             self.optimizer = self._make_optimizer()
+            if done == stop_after and self.phase < len(PHASES):
+                return self.history
         self.save("final.pt")
         return self.history
 
