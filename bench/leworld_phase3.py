@@ -1,7 +1,7 @@
 """Re-run LeWorld's phase 3 (or phases 2 and 3) from a run's checkpoint with other settings.
 
     python bench/leworld_phase3.py RUN [RUN ...] --set request_noise=0.03 [--set phase3_lr=1e-4]
-    python bench/leworld_phase3.py RUN [RUN ...] --from joint --set joint_read=straight
+    python bench/leworld_phase3.py RUN [RUN ...] --from joint --set load_balance_coef=0.03
 
 Each run folder (from ``memworld leworld train``) keeps a checkpoint after every phase
 with the batch stream and the sampling generator, so a re-run restarts from the same state

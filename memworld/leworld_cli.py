@@ -26,7 +26,6 @@ RESUME_FIXED = (
     "seed",
     "codec_steps",
     "load_balance_coef",
-    "joint_read",
     "refine_prediction",
     "entropy_coef",
     "request_addresses",
@@ -93,7 +92,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         optional = {
             "codec_steps": args.codec_steps,
             "load_balance_coef": args.load_balance_coef,
-            "joint_read": args.joint_read,
             "refine_prediction": args.refine_prediction,
             "entropy_coef": args.entropy_coef,
             "request_addresses": args.request_addresses,
@@ -304,13 +302,6 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="weight of the Switch load-balance loss on the routing (default 0.01)",
-    )
-    train.add_argument(
-        "--joint-read",
-        default=None,
-        choices=["soft", "straight"],
-        help="how phase 2 reads memory (default soft: soft top-k reads; straight: argmax reads "
-        "forward, the soft read's gradient backward)",
     )
     train.add_argument(
         "--refine-prediction",

@@ -329,30 +329,6 @@ def test_training_stopped_after_a_phase_continues_to_the_uninterrupted_run(tmp_p
         split.train(stop_after="phase2")
 
 
-def test_joint_read_straight_trains_phase_2_on_the_argmax_read(tmp_path):
-    trainers = {}
-    for read in ("soft", "straight"):
-        trainer = trainers[read] = tiny_trainer(tmp_path / read, joint_read=read)
-        trainer.train(stop_after="pretrain")
-    peek = RolloutSource(ENV, 4, 8, seed=0)
-    peek.load_state_dict(trainers["soft"].source.state_dict())
-    batch = peek.batch()  # the batch phase 2's first update draws
-    system = trainers["soft"].system
-    before = {k: v.clone() for k, v in system.slms.state_dict().items()}
-    with torch.no_grad():
-        mse = {
-            mode: run_sequence(system, batch, mode).mean_loss().item() for mode in ("soft", "hard")
-        }
-    assert mse["soft"] != mse["hard"]
-    for read, mode in (("soft", "soft"), ("straight", "hard")):
-        metrics = trainers[read].update()
-        assert metrics["mse"] == pytest.approx(mse[mode], rel=1e-6)  # the forward pass's read
-        moved = trainers[read].system.slms.high_head.weight != before["high_head.weight"]
-        assert moved.any()  # the soft read's gradient trains the addresses in both
-    with pytest.raises(ValueError, match=r"joint_read must be one of \('soft', 'straight'\)"):
-        TrainingConfig(joint_read="hard")
-
-
 @pytest.mark.slow
 def test_small_preset_training_lowers_next_state_mse():
     torch.manual_seed(0)

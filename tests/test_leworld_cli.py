@@ -101,10 +101,9 @@ def test_a_resumed_run_logs_at_the_uninterrupted_runs_update_numbers(tmp_path):
     assert metrics["train_samples_per_s"] is not None
 
 
-def test_cli_offers_every_choice_of_the_phase_2_and_3_settings():
+def test_cli_offers_every_choice_of_the_phase_3_settings():
     from memworld.cli import build_parser
     from world_models.leworld.config import (
-        JOINT_READS,
         REFINE_PREDICTIONS,
         REQUEST_ADDRESSES,
         REQUEST_ESTIMATORS,
@@ -113,7 +112,6 @@ def test_cli_offers_every_choice_of_the_phase_2_and_3_settings():
 
     parser = build_parser()
     for flag, choices in (
-        ("joint_read", JOINT_READS),
         ("refine_prediction", REFINE_PREDICTIONS),
         ("request_addresses", REQUEST_ADDRESSES),
         ("request_estimator", REQUEST_ESTIMATORS),

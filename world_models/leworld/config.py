@@ -20,8 +20,6 @@ from memory.base import check_range
 REFERENCE_OBS_DIM = 12
 REFERENCE_STATE_DIM = 22
 
-# How phase 2 reads memory (TrainingConfig.joint_read).
-JOINT_READS = ("soft", "straight")
 # What phase 3 trains the prediction on (TrainingConfig.refine_prediction).
 REFINE_PREDICTIONS = ("sample", "soft", "hard", "straight")
 # Which addresses phase 3 judges the info request under (TrainingConfig.request_addresses).
@@ -224,10 +222,6 @@ class TrainingConfig:
     """Entropy bonus of phase 3's address policy (high, low byte and range choice; nats).
     At 0.01 (0 before) KeyDoorEasy's starved SLMs came back into use; 0.03 did no better
     (docs/leworld.md, measured before phase 3's request gradient was confined to the request head)."""
-    joint_read: str = "soft"
-    """How phase 2 reads memory: ``"soft"`` the soft top-k product-key read forward and
-    backward, or ``"straight"`` straight-through (forward the argmax read, as at inference and
-    as phase 3 judges the info request; backward the soft read's gradient)."""
     refine_prediction: str = "soft"
     """Which pass phase 3 trains the prediction (BLM, router, read summaries) on:
     ``"soft"`` a second pass with phase 2's soft top-k reads, the sampled pass then only
@@ -294,7 +288,6 @@ class TrainingConfig:
                 fix="a lag counts words behind the write pointer",
             )
         for name, allowed in (
-            ("joint_read", JOINT_READS),
             ("refine_prediction", REFINE_PREDICTIONS),
             ("request_addresses", REQUEST_ADDRESSES),
             ("request_estimator", REQUEST_ESTIMATORS),

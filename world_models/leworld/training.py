@@ -5,9 +5,8 @@
    SLM's address head towards its own lag behind the write pointer (range
    ending ``lag_i`` words back: diverse starting characteristics), and the BLM
    on next-state MSE with every SLM routed on.
-2. **Joint**: end to end through soft product-key reads (or straight-through ones,
-   ``joint_read``) and the straight-through routing mask; next-state MSE + Switch load
-   balance.
+2. **Joint**: end to end through soft product-key reads and the
+   straight-through routing mask; next-state MSE + Switch load balance.
 3. **Info-request refinement**: addresses and ranges are sampled (Gumbel-max)
    and info requests drawn from ``N(r, noise^2)``; each decision gets its
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
@@ -234,11 +233,9 @@ class LeWorldTrainer:
     def update(self) -> dict:
         phase = self.phase
         batch = self.source.batch().to(self.device)
+        loss_fn = (self.pretrain_loss, self.joint_loss, self.refine_loss)[phase]
         self.system.train()
-        if phase == 1:
-            loss, result, extra = self.joint_loss(batch, self.config.joint_read)
-        else:
-            loss, result, extra = (self.refine_loss if phase == 2 else self.pretrain_loss)(batch)
+        loss, result, extra = loss_fn(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.system.parameters(), self.config.grad_clip)
