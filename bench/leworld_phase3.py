@@ -10,9 +10,10 @@ from ``phase1-pretrain.pt`` with ``--from joint``. Only the ``TrainingConfig`` f
 given with ``--set`` differ. Without ``--set`` the run's own phases are reproduced (its
 ``final.pt`` numbers) when run with the run's thread count (``OMP_NUM_THREADS``): another
 count sums floats in another order, which moved a thin-margin seed's request z from -0.0
-to -0.3. Prints the held-out MSE and the info-request gain (mean, z, fraction of
-addresses moved) on the episodes ``memworld leworld eval`` uses, after phase 2 and after
-phase 3. The run folders are not written to; the results go to
+to -0.3. Prints the held-out MSE, the info-request gain (mean, z, fraction of
+addresses moved), the least-used SLM's share, the routing entropy and whether the
+per-step MSE falls, on the episodes ``memworld leworld eval`` uses, after phase 2 and
+after phase 3. The run folders are not written to; the results go to
 runs/bench/leworld_phase3.json.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
 from memworld.runs import read_run_config, write_results
 from world_models.leworld.config import TrainingConfig
-from world_models.leworld.evaluation import evaluate, request_gain_z
+from world_models.leworld.evaluation import acceptance, evaluate, request_gain_z
 from world_models.leworld.training import PHASES, LeWorldTrainer
 
 
@@ -42,11 +43,15 @@ def setting(text: str) -> tuple[str, object]:
 
 
 def summary(result: dict) -> dict:
+    falls = acceptance({0: result})["per-step MSE falls (last vs second quarter)"] == "1/1"
     return {
         "mse": result["mse"]["leworld"],
         "gain": result["info_request_gain"],
         "z": request_gain_z(result),
         "moves": result["request_moves_address"],
+        "min_usage": min(result["usage"]),
+        "entropy": result["routing_entropy"],
+        "falls": falls,
     }
 
 
@@ -90,13 +95,16 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown:
         parser.error(f"--set {unknown}: not TrainingConfig fields; choose from {sorted(fields)}")
     report = {}
-    print(f"{'run':32s} {'after':7s} {'mse':>7s} {'gain':>9s} {'z':>6s} {'moves':>6s}")
+    print(
+        f"{'run':32s} {'after':7s} {'mse':>7s} {'gain':>9s} {'z':>6s} {'moves':>6s} "
+        f"{'usage':>6s} {'entropy':>7s} falls"
+    )
     for run in args.runs:
         report[str(run)] = rerun(run, overrides, args.start)
         for phase, r in report[str(run)].items():
             print(
                 f"{run.name:32s} {phase:7s} {r['mse']:7.4f} {r['gain']:+9.5f} {r['z']:+6.1f} "
-                f"{r['moves']:6.3f}"
+                f"{r['moves']:6.3f} {r['min_usage']:6.2f} {r['entropy']:7.2f} {r['falls']}"
             )
     out = Path(args.out)
     write_results(out, {"set": overrides, "from": args.start, "runs": report})

@@ -30,6 +30,7 @@ RESUME_FIXED = (
     "entropy_coef",
     "request_addresses",
     "request_estimator",
+    "request_pg_coef",
     "num_envs",
     "seq_len",
     "run_dir",
@@ -96,6 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             "entropy_coef": args.entropy_coef,
             "request_addresses": args.request_addresses,
             "request_estimator": args.request_estimator,
+            "request_pg_coef": args.request_pg_coef,
         }
         given = {k: v for k, v in optional.items() if v is not None}  # else the config default
         training = TrainingConfig(
@@ -330,6 +332,13 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         choices=["antithetic", "batch"],
         help="how phase 3 scores a sampled info request (default antithetic: against its "
         "mirrored sample at the same step; batch: against the batch mean)",
+    )
+    train.add_argument(
+        "--request-pg-coef",
+        type=float,
+        default=None,
+        help="weight of the info request's policy gradient in phase 3 (default 1; the request "
+        "head also learns from the prediction loss through the reads)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

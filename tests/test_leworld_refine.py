@@ -81,6 +81,19 @@ def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_
     assert all(g is None or not g.any() for g in grads[1:])  # the trunk and SLMs do not
 
 
+def test_request_pg_coef_weights_the_requests_policy_gradient(tmp_path):
+    extras = {}
+    for coef in (1.0, 0.25, 0.0):  # the same batch and sampling noise in each
+        trainer = tiny_trainer(tmp_path / str(coef), request_pg_coef=coef)
+        _, _, extras[coef] = trainer.refine_loss(trainer.source.batch())
+    assert extras[1.0]["pg_request"] != 0
+    assert extras[0.25]["pg_request"] == pytest.approx(0.25 * extras[1.0]["pg_request"], rel=1e-5)
+    assert extras[0.0]["pg_request"] == 0
+    assert extras[0.0]["pg_slm"] == pytest.approx(extras[1.0]["pg_slm"], rel=1e-6)
+    with pytest.raises(ValueError, match=r"request_pg_coef must be a number in \[0, inf\)"):
+        TrainingConfig(request_pg_coef=-1.0)
+
+
 @pytest.mark.parametrize("path", ["soft", "hard"])
 def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
     trainer = tiny_trainer(tmp_path, refine_prediction=path)

@@ -28,7 +28,13 @@ REQUEST_ADDRESSES = ("sample", "hard")
 REQUEST_ESTIMATORS = ("batch", "antithetic")
 # TrainingConfig's phase lengths (``{name}_steps``) and non-negative loss weights.
 PHASE_STEPS = ("codec", "phase1", "phase2", "phase3")
-COEFS = ("load_balance_coef", "recon_coef", "address_coef", "entropy_coef")
+COEFS = (
+    "load_balance_coef",
+    "recon_coef",
+    "address_coef",
+    "entropy_coef",
+    "request_pg_coef",
+)
 # BitStore's address halves: 2 ** (1..12) choices each.
 MAX_ADDRESS_HALF = 4096
 
@@ -222,6 +228,11 @@ class TrainingConfig:
     """Entropy bonus of phase 3's address policy (high, low byte and range choice; nats).
     At 0.01 (0 before) KeyDoorEasy's starved SLMs came back into use; 0.03 did no better
     (docs/leworld.md, measured before phase 3's request gradient was confined to the request head)."""
+    request_pg_coef: float = 1.0
+    """Weight of the info request's policy gradient in phase 3 (its paired-branch score, see
+    ``request_estimator``). The request head also gets the prediction loss's gradient through
+    the reads of ``refine_prediction``'s pass; at 1 the policy gradient on that head was
+    120-230x larger (KeyDoorMediumRandomStart) and mostly noise (docs/leworld.md)."""
     refine_prediction: str = "soft"
     """Which pass phase 3 trains the prediction (BLM, router, read summaries) on:
     ``"soft"`` a second pass with phase 2's soft top-k reads, the sampled pass then only

@@ -11,7 +11,7 @@
    and info requests drawn from ``N(r, noise^2)``; each decision gets its
    paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
    REINFORCE (the addresses with a batch-mean baseline, the request against its mirrored
-   sample, ``request_estimator``), alongside the prediction loss (by
+   sample, ``request_estimator``, weighted by ``request_pg_coef``), alongside the prediction loss (by
    default on a second pass with phase 2's soft reads, ``refine_prediction``). The
    request's policy gradient reaches only the BLM's request head (not the trunk
    that predicts) and is scaled by ``noise^2`` (natural gradient): unscaled
@@ -183,7 +183,11 @@ class LeWorldTrainer:
         pg_slm = -masked_mean(slm_adv * sampled.address_logprob, valid)
         # Natural gradient of the Gaussian request policy: its Fisher information for the
         # mean is 1 / noise^2, so the score is scaled by noise^2 (a step of ~noise per unit).
-        pg_request = -(c.request_noise**2) * masked_mean(req_adv * requested.request_logprob, valid)
+        pg_request = (
+            -c.request_pg_coef
+            * (c.request_noise**2)
+            * masked_mean(req_adv * requested.request_logprob, valid)
+        )
         entropy = masked_mean(sampled.address_entropy, valid)
         if c.refine_prediction == "sample":
             result, extra = sampled, {}
