@@ -14,7 +14,9 @@ to -0.3. Prints the held-out MSE, the info-request gain (mean, z, fraction of
 addresses moved), the least-used SLM's share, the routing entropy and whether the
 per-step MSE falls, on the episodes ``memworld leworld eval`` uses, after phase 2 and
 after phase 3. The run folders are not written to; the results go to
-runs/bench/leworld_phase3.json.
+runs/bench/leworld_phase3.json, and with ``--save DIR`` each re-run becomes a run folder
+``DIR/RUN_NAME`` (its config with the changed fields, the run's baselines, the re-run's
+checkpoints) that ``memworld leworld eval`` evaluates against the baselines.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
-from memworld.runs import read_run_config, write_results
-from world_models.leworld.config import TrainingConfig
+from memworld.runs import package_versions, read_run_config, write_json, write_results
+from world_models.leworld.config import TrainingConfig, to_dict
 from world_models.leworld.evaluation import acceptance, evaluate, request_gain_z
 from world_models.leworld.training import PHASES, LeWorldTrainer
 
@@ -59,11 +62,27 @@ def summary(result: dict) -> dict:
 STARTS = {"joint": "phase1-pretrain.pt", "refine": "phase2-joint.pt"}
 
 
-def rerun(run: Path, overrides: dict, start: str = "refine") -> dict:
-    training, source, factory = build(read_run_config(run, "training", LEWORLD_TRAIN))
+def rerun(run: Path, overrides: dict, start: str = "refine", save: Path | None = None) -> dict:
+    """Re-run ``run`` from ``start`` with ``overrides``; ``save``: a new run folder for the
+    result (config.json with the overrides, the run's baselines.pt, the re-run's checkpoints),
+    which ``memworld leworld eval`` reads like any run folder."""
+    config = read_run_config(run, "training", LEWORLD_TRAIN)
+    training, source, factory = build(config)
     training = dataclasses.replace(training, **overrides)
-    trainer = LeWorldTrainer(factory(), training, source=source)  # run_dir None: no writes
+    trainer = LeWorldTrainer(factory(), training, source=source, run_dir=save)
     trainer.load(run / "checkpoints" / STARTS[start])
+    if save is not None:
+        rerun_of = {
+            "run": str(run),
+            "from": start,
+            "set": overrides,
+            "versions": package_versions(),
+        }
+        write_json(
+            save / "config.json", {**config, "training": to_dict(training), "rerun": rerun_of}
+        )
+        if (run / "baselines.pt").exists():  # trained on the batches after phase 3's
+            shutil.copyfile(run / "baselines.pt", save / "baselines.pt")
     batches = held_out_batches(training)  # the episodes of `memworld leworld eval`
     report = {}
     if start == "refine":  # the run's own phase 2, for the before/after
@@ -87,6 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
         default="refine",
         help="re-run from this phase on: refine (phase 3, default) or joint (phases 2 and 3)",
     )
+    parser.add_argument(
+        "--save",
+        type=Path,
+        default=None,
+        help="write each re-run as a run folder SAVE/RUN_NAME (for `memworld leworld eval`)",
+    )
     parser.add_argument("--out", default="runs/bench/leworld_phase3.json")
     args = parser.parse_args(argv)
     overrides = dict(args.settings)
@@ -100,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
         f"{'usage':>6s} {'entropy':>7s} falls"
     )
     for run in args.runs:
-        report[str(run)] = rerun(run, overrides, args.start)
+        save = None if args.save is None else args.save / run.name
+        report[str(run)] = rerun(run, overrides, args.start, save)
         for phase, r in report[str(run)].items():
             print(
                 f"{run.name:32s} {phase:7s} {r['mse']:7.4f} {r['gain']:+9.5f} {r['z']:+6.1f} "
