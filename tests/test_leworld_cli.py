@@ -119,11 +119,13 @@ def test_cli_offers_every_choice_of_the_phase_3_settings():
         for choice in choices:
             args = parser.parse_args(["leworld", "train", f"--{flag.replace('_', '-')}", choice])
             assert getattr(args, flag) == choice
-    # A run folder from before request_estimator scored its requests against the batch mean.
+    # A run folder from before request_estimator scored its requests against the batch mean,
+    # and one from before request_pg_coef gave the request's policy gradient weight 1.
     old = dataclasses.asdict(TrainingConfig())
-    del old["request_estimator"]
+    del old["request_estimator"], old["request_pg_coef"]
     assert TrainingConfig().request_estimator == "antithetic"
     assert training_from_dict(old).request_estimator == "batch"
+    assert training_from_dict(old).request_pg_coef == 1.0  # its request's policy gradient
 
 
 class _Terminal(io.StringIO):

@@ -70,7 +70,8 @@ def test_request_policy_gradient_is_the_noise2_scaled_score_of_the_request_head_
         assert sampled.address_logprob is None  # no address was sampled in this pass
     score = sampled.request_antithetic if estimator == "antithetic" else sampled.request_reward
     adv = advantage(score, batch.valid)
-    want = -(noise**2) * masked_mean(adv * sampled.request_logprob, batch.valid)
+    coef = trainer.config.request_pg_coef
+    want = -coef * noise**2 * masked_mean(adv * sampled.request_logprob, batch.valid)
     assert extra["pg_request"] == pytest.approx(want.item(), rel=1e-5)
     blm = trainer.system.blm
     shared = [*blm.trunk.parameters(), *blm.obs_in.parameters(), *blm.reads_in.parameters()]

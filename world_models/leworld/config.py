@@ -367,4 +367,5 @@ def training_from_dict(data: dict) -> TrainingConfig:
     data = dict(data)
     data["pretrain_lags"] = tuple(data["pretrain_lags"])
     data.setdefault("request_estimator", "batch")  # run folders from before the field
+    data.setdefault("request_pg_coef", 1.0)  # likewise
     return TrainingConfig(**data)
