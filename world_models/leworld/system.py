@@ -135,13 +135,15 @@ class LeWorldSystem(nn.Module):
             full = torch.full_like(choice, rng.shape[-1] - 1)
             given = full if ranges is None else torch.where(ranges >= 0, ranges, full)
             choice = torch.where(forced, given, choice)
-        hard_weights = self.slms.word_weights(rng, hard=True, choice=choice)
+        forced_any = forced is not None and bool(forced.any())
+        if mode != "soft" or forced_any:  # not needed by a plain soft read (the default)
+            hard_weights = self.slms.word_weights(rng, hard=True, choice=choice)
         if mode != "soft":
             words, weights = self.memory.read_hard(state["memory"], address), hard_weights
         if mode in ("soft", "straight"):
             starts, mix = self.memory.candidates(high, low)  # (B, N, C)
             soft_weights = self.slms.word_weights(rng, hard=False)
-            if forced is not None and bool(forced.any()):  # all weight on the given start
+            if forced_any:  # all weight on the given start
                 one = torch.zeros_like(mix)
                 one[..., 0] = 1.0
                 mix = torch.where(forced[:, None], one, mix)
