@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from memworld.leworld_runs import LEWORLD_TRAIN, build, evaluate_run
+from memworld.leworld_runs import LEWORLD_TRAIN, build, eval_batches, evaluate_run
 
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
@@ -240,9 +240,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
     envs = {config["training"]["env_id"] for config in configs}
     if len(envs) > 1:
         raise SystemExit(f"runs are on different tasks {sorted(envs)}; evaluate one task at a time")
+    for config in configs:  # before any run is evaluated
+        eval_batches(args.episodes, config["training"]["num_envs"])
     results: dict = {}
     for path, config in zip(paths, configs):
-        for seed, result in evaluate_run(path, len(paths) == 1, config).items():
+        for seed, result in evaluate_run(path, len(paths) == 1, config, args.episodes).items():
             results[seed if seed not in results else f"{seed}:{path.name}"] = result
     if len(paths) > 1:
         print(f"{envs.pop()}, {len(paths)} runs ({trained_with(configs)})")
@@ -354,6 +356,13 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train, train_parser=train)  # its defaults: see RESUME_FIXED
     ev = sub.add_parser("eval", help="evaluate runs against the baselines and print the table")
     ev.add_argument("run", nargs="+", help="run folders (several: one table with the mean)")
+    ev.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="held-out episodes per run, a multiple of its num_envs (default 128); more "
+        "narrow the standard errors of the request's gain and of the per-step fall",
+    )
     ev.set_defaults(func=cmd_eval)
     return parser
 

@@ -59,6 +59,16 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
         by_distance = result["mse_by_distance"][method]
         weighted = sum(c * v for c, v in zip(counts, by_distance) if v is not None)
         assert weighted / sum(counts) == pytest.approx(mse, rel=1e-5), method
+    assert json.loads((tmp_path / "s0" / "eval.json").read_text())["episodes"] == 16  # 8 x 2
+    main(["leworld", "eval", str(tmp_path / "s0"), "--episodes", "20"])
+    assert json.loads((tmp_path / "s0" / "eval.json").read_text())["episodes"] == 20
+    assert "s0: 20 held-out episodes" in capsys.readouterr().err
+    with pytest.raises(
+        SystemExit, match=r"--episodes must be a positive multiple .*\(2\), got 7; use 6 or 8"
+    ):
+        main(["leworld", "eval", str(tmp_path / "s0"), "--episodes", "7"])
+    with pytest.raises(SystemExit, match="got 0; use 2 or 4"):
+        main(["leworld", "eval", str(tmp_path / "s0"), "--episodes", "0"])
     config = json.loads((tmp_path / "s0" / "config.json").read_text())
     assert config["training"]["codec_steps"] == 5
     assert config["training"]["load_balance_coef"] == 0.05
@@ -140,3 +150,14 @@ def test_progress_rewrites_its_line_on_a_terminal_and_prints_lines_elsewhere(mon
         progress("b")
         progress(None)
         assert stream.getvalue() == expected
+
+
+def test_more_held_out_episodes_extend_the_default_ones():
+    from memworld.leworld_runs import held_out_batches
+
+    training = TrainingConfig(num_envs=2, seq_len=6)
+    few, more = held_out_batches(training, 2), held_out_batches(training, 3)
+    assert len(more) == 3
+    for a, b in zip(few, more):
+        assert torch.equal(a.obs, b.obs) and torch.equal(a.target, b.target)
+    assert not torch.equal(more[2].obs, more[1].obs)

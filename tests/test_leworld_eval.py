@@ -9,7 +9,9 @@ import torch
 from world_models.leworld.evaluation import (
     acceptance,
     episode_sums_mean_se,
+    fall_z,
     per_step,
+    quarter_fall_mean_se,
     request_gain_z,
 )
 
@@ -29,9 +31,26 @@ def test_per_episode_gain_and_its_standard_error_on_a_hand_made_case():
     assert se == pytest.approx(std / 3**0.5)
 
 
+def test_per_episode_fall_from_the_second_quarter_to_the_last_on_a_hand_made_case():
+    loss = torch.zeros(8, 3)  # (T=8, B=3): quarters of 2 steps, second [2, 4), last [6, 8)
+    valid = torch.ones(8, 3, dtype=torch.bool)
+    loss[2:4, 0], loss[6:8, 0] = torch.tensor([4.0, 6.0]), torch.tensor([1.0, 3.0])  # 5 -> 2
+    loss[2:4, 1], loss[6, 1] = 2.0, 1.0  # 2 -> 1: its step 7 is past the end
+    valid[7, 1] = False
+    loss[2:4, 2] = 9.0  # ends at step 5, with no step in the last quarter: left out
+    valid[5:, 2] = False
+    loss[7, 1] = loss[5:, 2] = 99.0  # past the ends, never read
+    mean, se = quarter_fall_mean_se(loss, valid)  # falls 3 and 1
+    assert mean == pytest.approx(2.0)
+    assert se == pytest.approx(1.0)  # sample std sqrt(2) over sqrt(2 episodes)
+    assert fall_z({"per_step_fall": {"leworld": (mean, se)}}) == pytest.approx(2.0)
+    assert fall_z({}) != fall_z({})  # NaN: evaluated before the fall was recorded
+
+
 def test_acceptance_counts_the_seeds_that_pass_each_check():
-    def result(leworld, gain, usage, curve, se=1.0):
+    def result(leworld, gain, usage, curve, se=1.0, fall=(0.0, 1.0)):
         return {
+            "per_step_fall": {"leworld": fall},
             "mse": {"leworld": leworld, "no_memory": 0.5, "gru": 0.2, "random_addresses": 0.4},
             "info_request_gain": gain,
             "info_request_gain_per_episode": 10 * gain,
@@ -43,7 +62,7 @@ def test_acceptance_counts_the_seeds_that_pass_each_check():
 
     checks = acceptance(
         {
-            0: result(0.3, +0.01, [0.5, 0.3, 0.25], [0.1, 0.9, 0.8, 0.5], se=0.04),
+            0: result(0.3, +0.01, [0.5, 0.3, 0.25], [0.1, 0.9, 0.8, 0.5], se=0.04, fall=(3, 1)),
             1: result(0.45, -0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7]),
             2: result(0.45, +0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7], se=0.06),
         }
@@ -58,6 +77,7 @@ def test_acceptance_counts_the_seeds_that_pass_each_check():
     assert checks["every SLM used >= 20%"] == "1/3"
     assert checks["routing entropy >= 0.5"] == "3/3"
     assert checks["per-step MSE falls (last vs second quarter)"] == "1/3"
+    assert checks["per-step MSE falls by > 2 standard errors"] == "1/3"  # z = 3, 0, 0
     no_baselines = result(0.3, 0.0, [0.5, 0.5, 0.5], [0.1, 0.2])
     del no_baselines["mse"]["no_memory"], no_baselines["mse"]["gru"]
     assert acceptance({0: no_baselines})["beats no_memory"].startswith("n/a")

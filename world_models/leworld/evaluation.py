@@ -1,8 +1,10 @@
 """Evaluate LeWorld against its baselines on the same held-out batches.
 
 Per method: the next-state MSE (mean over valid steps), the per-step MSE
-over the episode and the MSE against recall distance (steps since the needed
-observation was written, as :mod:`world_models.memory_world_model` bins it). For LeWorld itself: SLM usage fractions, routing entropy
+over the episode, how far it falls from the second quarter of the episode to the last
+(per episode, with its standard error) and the MSE against recall distance (steps since
+the needed observation was written, as :mod:`world_models.memory_world_model` bins it).
+For LeWorld itself: SLM usage fractions, routing entropy
 (nats over the 2**N masks), the five most frequent routing patterns, and the
 info-request gain: the paired-branch loss difference (zero request minus the
 BLM's request), as the mean per step and summed over an episode with its
@@ -32,11 +34,16 @@ from world_models.memory_world_model import bin_labels, distance_sums, ratios
 METHODS = ("leworld", "no_memory", "gru", "random_addresses", "oracle_addresses")
 
 
+def curve_length(valid: torch.Tensor) -> int:
+    """Steps up to the last one any row of ``valid`` ``(T, B)`` reaches (0 if none)."""
+    return int(valid.any(1).nonzero().max()) + 1 if bool(valid.any()) else 0
+
+
 def per_step(loss: torch.Tensor, valid: torch.Tensor) -> list[float]:
     """Mean loss at each step ``t`` over the rows still in their episode, up to the last
     step any row reaches (later steps have no data and are left out, not read as 0)."""
     w = valid.float()
-    steps = int(valid.any(1).nonzero().max()) + 1 if bool(valid.any()) else 0
+    steps = curve_length(valid)
     return ((loss * w).sum(1) / w.sum(1).clamp_min(1.0))[:steps].tolist()
 
 
@@ -48,6 +55,32 @@ def episode_sums_mean_se(values: torch.Tensor, valid: torch.Tensor) -> tuple[flo
     episodes = sums.numel()
     se = sums.std(unbiased=True).item() / episodes**0.5 if episodes > 1 else float("nan")
     return sums.mean().item(), se
+
+
+def quarter_fall_mean_se(loss: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
+    """How far ``loss`` ``(T, B)`` falls from the second quarter of the episode to the last,
+    per episode: the mean over episodes of (mean over its valid steps in the second quarter
+    minus mean over its valid steps in the last), and the standard error of that mean.
+
+    The quarters are those of :func:`per_step`'s curve (``q = max(steps // 4, 1)`` steps
+    each); an episode with no valid step in either quarter is left out. A positive fall
+    with ``mean / se > 2`` is a fall the episodes can tell from a flat curve.
+    """
+    w = valid.float()
+    steps = curve_length(valid)
+    q = max(steps // 4, 1)
+
+    def window_mean(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = w[lo:hi].sum(0)
+        return (loss[lo:hi] * w[lo:hi]).sum(0) / n.clamp_min(1.0), n > 0
+
+    second, has_second = window_mean(q, 2 * q)
+    last, has_last = window_mean(steps - q, steps)
+    falls = (second - last)[has_second & has_last]
+    if falls.numel() == 0:
+        return float("nan"), float("nan")
+    se = falls.std(unbiased=True).item() / falls.numel() ** 0.5 if falls.numel() > 1 else math.nan
+    return falls.mean().item(), se
 
 
 @torch.no_grad()
@@ -81,6 +114,8 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
     return {
         "mse": {k: masked_mean(v, valid).item() for k, v in losses.items()},
         "per_step_mse": {k: per_step(v, valid) for k, v in losses.items()},
+        # Per episode, second quarter minus last (mean, standard error over episodes).
+        "per_step_fall": {k: quarter_fall_mean_se(v, valid) for k, v in losses.items()},
         # Against recall distance: steps since the observation a step needs was written.
         "mse_by_distance": {k: ratios(*s) for k, s in by_distance.items()},
         "distance_bins": bin_labels(),
@@ -136,17 +171,30 @@ def acceptance(results: dict) -> dict[str, str]:
         "per-step MSE falls (last vs second quarter)": count(
             lambda r: falls(r["per_step_mse"]["leworld"])
         ),
+        "per-step MSE falls by > 2 standard errors": count(lambda r: fall_z(r) > 2),
     }
+
+
+def z_score(mean: float, se: float) -> float:
+    """``mean / se``; 0 when both are 0 (nothing changed), +-inf for a nonzero mean over 0."""
+    if se == 0:
+        return 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    return mean / se
 
 
 def request_gain_z(result: dict) -> float:
     """Per-episode info-request gain over its standard error (NaN for results without one;
     0 for a request that never changed a loss, whose gain and standard error are both 0)."""
-    gain = result.get("info_request_gain_per_episode", float("nan"))
-    se = result.get("info_request_gain_se", float("nan"))
-    if se == 0:
-        return 0.0 if gain == 0 else math.copysign(math.inf, gain)
-    return gain / se
+    nan = float("nan")
+    return z_score(
+        result.get("info_request_gain_per_episode", nan), result.get("info_request_gain_se", nan)
+    )
+
+
+def fall_z(result: dict, method: str = "leworld") -> float:
+    """``method``'s per-episode fall of the per-step MSE (second quarter minus last) over its
+    standard error; NaN for results evaluated before the fall was recorded."""
+    return z_score(*result.get("per_step_fall", {}).get(method, (float("nan"),) * 2))
 
 
 def table(results: dict) -> str:
@@ -175,6 +223,14 @@ def table(results: dict) -> str:
     if len(results) > 1:
         lines.append(row("mean", list(results.values())))
         lines += [f"{k}: {v}" for k, v in acceptance(results).items()]
+        lines.append(
+            "per-step MSE fall, second quarter minus last, per episode / SE (z): "
+            + "; ".join(
+                f"{m} " + ", ".join(f"{fall_z(r, m):+.1f}" for r in results.values())
+                for m in METHODS
+                if all(m in r.get("per_step_fall", {}) for r in results.values())
+            )
+        )
     for seed, r in results.items():
         pats = "  ".join(f"{p['pattern']}:{p['fraction']:.2f}" for p in r["top_patterns"])
         lines.append(f"seed {seed} top routing patterns: {pats}")
