@@ -311,8 +311,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--refine-prediction",
         default=None,
         choices=["soft", "straight", "hard", "sample"],
-        help="the pass phase 3 trains the prediction on (default soft: a second pass with "
-        "soft reads; straight: argmax reads with the soft read's gradient; hard: argmax "
+        help="the pass phase 3 trains the prediction on (default straight: a second pass "
+        "with argmax reads and the soft read's gradient; soft: soft reads; hard: argmax "
         "reads; sample: the sampled decisions' pass, one pass fewer)",
     )
     train.add_argument(
@@ -339,8 +339,8 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
         "--request-pg-coef",
         type=float,
         default=None,
-        help="weight of the info request's policy gradient in phase 3 (default 1; the request "
-        "head also learns from the prediction loss through the reads)",
+        help="weight of the info request's policy gradient in phase 3 (default 0.01; the "
+        "request head also learns from the prediction loss through the reads)",
     )
     train.add_argument("--num-envs", type=int, default=16)
     train.add_argument("--seq-len", type=int, default=48)

@@ -45,6 +45,7 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
     per_seed = [float(rows[s][1]) for s in ("0", "1")]  # the LeWorld MSE column
     assert float(rows["mean"][1]) == pytest.approx(sum(per_seed) / 2, abs=1e-4)
     assert "beats no_memory:" in out and "/2" in out
+    assert "LeWorld's lead over each method, last quarter minus second, per episode" in out
     head = f"2 runs (trained with torch threads {torch.get_num_threads()}; commit "
     assert head in out
     assert trained_with([{}, {"versions": {"torch_threads": 1, "memworld_commit": "a" * 40}}]) == (
@@ -69,6 +70,9 @@ def test_cli_trains_two_seeds_and_evaluates_them_in_one_table(tmp_path, capsys):
         main(["leworld", "eval", str(tmp_path / "s0"), "--episodes", "7"])
     with pytest.raises(SystemExit, match="got 0; use 2 or 4"):
         main(["leworld", "eval", str(tmp_path / "s0"), "--episodes", "0"])
+    fall, lead = result["per_step_fall"], result["lead_growth"]  # paired over the same episodes
+    for method in ("no_memory", "gru", "random_addresses"):
+        assert lead[method][0] == pytest.approx(fall["leworld"][0] - fall[method][0], abs=1e-7)
     config = json.loads((tmp_path / "s0" / "config.json").read_text())
     assert config["training"]["codec_steps"] == 5
     assert config["training"]["load_balance_coef"] == 0.05
@@ -130,12 +134,22 @@ def test_cli_offers_every_choice_of_the_phase_3_settings():
             args = parser.parse_args(["leworld", "train", f"--{flag.replace('_', '-')}", choice])
             assert getattr(args, flag) == choice
     # A run folder from before request_estimator scored its requests against the batch mean,
-    # and one from before request_pg_coef gave the request's policy gradient weight 1.
+    # one from before request_pg_coef gave the request's policy gradient weight 1, and one
+    # from before refine_prediction trained the prediction on the sampled pass.
     old = dataclasses.asdict(TrainingConfig())
-    del old["request_estimator"], old["request_pg_coef"]
-    assert TrainingConfig().request_estimator == "antithetic"
-    assert training_from_dict(old).request_estimator == "batch"
-    assert training_from_dict(old).request_pg_coef == 1.0  # its request's policy gradient
+    del old["request_estimator"], old["request_pg_coef"], old["refine_prediction"]
+    new = TrainingConfig()
+    assert (new.request_estimator, new.request_pg_coef, new.refine_prediction) == (
+        "antithetic",
+        0.01,
+        "straight",
+    )
+    loaded = training_from_dict(old)
+    assert (loaded.request_estimator, loaded.request_pg_coef, loaded.refine_prediction) == (
+        "batch",
+        1.0,
+        "sample",
+    )
 
 
 class _Terminal(io.StringIO):

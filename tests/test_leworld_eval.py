@@ -45,6 +45,8 @@ def test_per_episode_fall_from_the_second_quarter_to_the_last_on_a_hand_made_cas
     assert se == pytest.approx(1.0)  # sample std sqrt(2) over sqrt(2 episodes)
     assert fall_z({"per_step_fall": {"leworld": (mean, se)}}) == pytest.approx(2.0)
     assert fall_z({}) != fall_z({})  # NaN: evaluated before the fall was recorded
+    lead = {"lead_growth": {"no_memory": (-1.0, 0.25)}}
+    assert fall_z(lead, "no_memory", "lead_growth") == -4.0
 
 
 def test_acceptance_counts_the_seeds_that_pass_each_check():

@@ -95,7 +95,7 @@ def test_request_pg_coef_weights_the_requests_policy_gradient(tmp_path):
         TrainingConfig(request_pg_coef=-1.0)
 
 
-@pytest.mark.parametrize("path", ["soft", "hard"])
+@pytest.mark.parametrize("path", ["soft", "hard", "straight"])
 def test_refine_can_train_the_prediction_on_a_second_pass(tmp_path, path):
     trainer = tiny_trainer(tmp_path, refine_prediction=path)
     batch = trainer.source.batch()

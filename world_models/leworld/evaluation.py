@@ -116,6 +116,14 @@ def evaluate(system, batches: list[Batch], baselines: dict | None = None, seed: 
         "per_step_mse": {k: per_step(v, valid) for k, v in losses.items()},
         # Per episode, second quarter minus last (mean, standard error over episodes).
         "per_step_fall": {k: quarter_fall_mean_se(v, valid) for k, v in losses.items()},
+        # The same for each baseline's MSE minus LeWorld's, paired by episode: > 0 where
+        # LeWorld's lead grows over the episode (on a task that gets harder towards the end,
+        # as OccludedDynamics does, every method's own curve can rise).
+        "lead_growth": {
+            k: quarter_fall_mean_se(losses["leworld"] - v, valid)
+            for k, v in losses.items()
+            if k != "leworld"
+        },
         # Against recall distance: steps since the observation a step needs was written.
         "mse_by_distance": {k: ratios(*s) for k, s in by_distance.items()},
         "distance_bins": bin_labels(),
@@ -191,10 +199,11 @@ def request_gain_z(result: dict) -> float:
     )
 
 
-def fall_z(result: dict, method: str = "leworld") -> float:
+def fall_z(result: dict, method: str = "leworld", key: str = "per_step_fall") -> float:
     """``method``'s per-episode fall of the per-step MSE (second quarter minus last) over its
-    standard error; NaN for results evaluated before the fall was recorded."""
-    return z_score(*result.get("per_step_fall", {}).get(method, (float("nan"),) * 2))
+    standard error, or with ``key="lead_growth"`` the growth of LeWorld's lead over
+    ``method``; NaN for results evaluated before these were recorded."""
+    return z_score(*result.get(key, {}).get(method, (float("nan"),) * 2))
 
 
 def table(results: dict) -> str:
@@ -223,14 +232,18 @@ def table(results: dict) -> str:
     if len(results) > 1:
         lines.append(row("mean", list(results.values())))
         lines += [f"{k}: {v}" for k, v in acceptance(results).items()]
-        lines.append(
-            "per-step MSE fall, second quarter minus last, per episode / SE (z): "
-            + "; ".join(
-                f"{m} " + ", ".join(f"{fall_z(r, m):+.1f}" for r in results.values())
-                for m in METHODS
-                if all(m in r.get("per_step_fall", {}) for r in results.values())
+        for key, what in (
+            ("per_step_fall", "per-step MSE fall, second quarter minus last"),
+            ("lead_growth", "LeWorld's lead over each method, last quarter minus second"),
+        ):
+            lines.append(
+                f"{what}, per episode / SE (z): "
+                + "; ".join(
+                    f"{m} " + ", ".join(f"{fall_z(r, m, key):+.1f}" for r in results.values())
+                    for m in METHODS
+                    if all(m in r.get(key, {}) for r in results.values())
+                )
             )
-        )
     for seed, r in results.items():
         pats = "  ".join(f"{p['pattern']}:{p['fraction']:.2f}" for p in r["top_patterns"])
         lines.append(f"seed {seed} top routing patterns: {pats}")
