@@ -50,9 +50,10 @@ def test_per_episode_fall_from_the_second_quarter_to_the_last_on_a_hand_made_cas
 
 
 def test_acceptance_counts_the_seeds_that_pass_each_check():
-    def result(leworld, gain, usage, curve, se=1.0, fall=(0.0, 1.0)):
+    def result(leworld, gain, usage, curve, se=1.0, fall=(0.0, 1.0), lead=(0.0, 1.0)):
         return {
             "per_step_fall": {"leworld": fall},
+            "lead_growth": {"no_memory": lead},
             "mse": {"leworld": leworld, "no_memory": 0.5, "gru": 0.2, "random_addresses": 0.4},
             "info_request_gain": gain,
             "info_request_gain_per_episode": 10 * gain,
@@ -65,7 +66,7 @@ def test_acceptance_counts_the_seeds_that_pass_each_check():
     checks = acceptance(
         {
             0: result(0.3, +0.01, [0.5, 0.3, 0.25], [0.1, 0.9, 0.8, 0.5], se=0.04, fall=(3, 1)),
-            1: result(0.45, -0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7]),
+            1: result(0.45, -0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7], lead=(0.5, 0.1)),
             2: result(0.45, +0.01, [0.5, 0.1, 0.9], [0.1, 0.5, 0.6, 0.7], se=0.06),
         }
     )
@@ -80,6 +81,7 @@ def test_acceptance_counts_the_seeds_that_pass_each_check():
     assert checks["routing entropy >= 0.5"] == "3/3"
     assert checks["per-step MSE falls (last vs second quarter)"] == "1/3"
     assert checks["per-step MSE falls by > 2 standard errors"] == "1/3"  # z = 3, 0, 0
+    assert checks["lead over no memory grows by > 2 standard errors"] == "1/3"  # z = 0, 5, 0
     no_baselines = result(0.3, 0.0, [0.5, 0.5, 0.5], [0.1, 0.2])
     del no_baselines["mse"]["no_memory"], no_baselines["mse"]["gru"]
     assert acceptance({0: no_baselines})["beats no_memory"].startswith("n/a")
