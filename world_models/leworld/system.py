@@ -136,7 +136,7 @@ class LeWorldSystem(nn.Module):
             given = full if ranges is None else torch.where(ranges >= 0, ranges, full)
             choice = torch.where(forced, given, choice)
         forced_any = forced is not None and bool(forced.any())
-        if mode != "soft" or forced_any:  # not needed by a plain soft read (the default)
+        if mode != "soft" or forced_any:  # not needed by a plain soft read (phase 2's)
             hard_weights = self.slms.word_weights(rng, hard=True, choice=choice)
         if mode != "soft":
             words, weights = self.memory.read_hard(state["memory"], address), hard_weights
