@@ -231,7 +231,7 @@ class TrainingConfig:
     request_pg_coef: float = 0.01
     """Weight of the info request's policy gradient in phase 3 (its paired-branch score, see
     ``request_estimator``). The request head also gets the prediction loss's gradient through
-    the reads of ``refine_prediction``'s pass; at 1 (the default before commit 07b4230, and
+    the reads of ``refine_prediction``'s pass; at 1 (the default before commit 594ff90, and
     what a run folder without this field used) the policy gradient on that head was 120-230x
     larger (KeyDoorMediumRandomStart) and mostly noise (docs/leworld.md)."""
     refine_prediction: str = "straight"

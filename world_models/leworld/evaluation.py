@@ -47,14 +47,20 @@ def per_step(loss: torch.Tensor, valid: torch.Tensor) -> list[float]:
     return ((loss * w).sum(1) / w.sum(1).clamp_min(1.0))[:steps].tolist()
 
 
+def mean_se(per_episode: torch.Tensor) -> tuple[float, float]:
+    """Mean of one value per episode and its standard error (sample std / sqrt(episodes);
+    NaN with fewer than two episodes, and the mean too with none)."""
+    episodes = per_episode.numel()
+    if episodes == 0:
+        return float("nan"), float("nan")
+    se = per_episode.std(unbiased=True).item() / episodes**0.5 if episodes > 1 else math.nan
+    return per_episode.mean().item(), se
+
+
 def episode_sums_mean_se(values: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
     """Mean over episodes of each episode's sum of ``values`` ``(T, B)`` over its valid
-    steps, and the standard error of that mean (sample std over the ``B`` episodes /
-    sqrt(B); NaN with a single episode)."""
-    sums = (values * valid.float()).sum(0)
-    episodes = sums.numel()
-    se = sums.std(unbiased=True).item() / episodes**0.5 if episodes > 1 else float("nan")
-    return sums.mean().item(), se
+    steps, and the standard error of that mean (:func:`mean_se`)."""
+    return mean_se((values * valid.float()).sum(0))
 
 
 def quarter_fall_mean_se(loss: torch.Tensor, valid: torch.Tensor) -> tuple[float, float]:
@@ -76,11 +82,7 @@ def quarter_fall_mean_se(loss: torch.Tensor, valid: torch.Tensor) -> tuple[float
 
     second, has_second = window_mean(q, 2 * q)
     last, has_last = window_mean(steps - q, steps)
-    falls = (second - last)[has_second & has_last]
-    if falls.numel() == 0:
-        return float("nan"), float("nan")
-    se = falls.std(unbiased=True).item() / falls.numel() ** 0.5 if falls.numel() > 1 else math.nan
-    return falls.mean().item(), se
+    return mean_se((second - last)[has_second & has_last])
 
 
 @torch.no_grad()
