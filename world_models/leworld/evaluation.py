@@ -1,16 +1,14 @@
 """Evaluate LeWorld against its baselines on the same held-out batches.
 
-Per method: the next-state MSE (mean over valid steps), the per-step MSE
-over the episode, how far it falls from the second quarter of the episode to the last
-(per episode, with its standard error) and the MSE against recall distance (steps since
-the needed observation was written, as :mod:`world_models.memory_world_model` bins it).
-For LeWorld itself: SLM usage fractions, routing entropy
-(nats over the 2**N masks), the five most frequent routing patterns, and the
-info-request gain: the paired-branch loss difference (zero request minus the
-BLM's request), as the mean per step and summed over an episode with its
-standard error over episodes (``z`` = per-episode gain / SE, so ``z > 2`` is a gain
-the held-out episodes can tell from zero), and how often the request moves an SLM's
-address at all.
+Per method: the next-state MSE (mean over valid steps), the per-step MSE over the episode,
+how far it falls from the second quarter of the episode to the last (per episode, with its
+standard error) and the MSE against recall distance (steps since the needed observation
+was written, as :mod:`world_models.memory_world_model` bins it). For LeWorld itself: SLM
+usage fractions, routing entropy (nats over the 2**N masks), the five most frequent routing
+patterns, and the info-request gain: the paired-branch loss difference (zero request minus
+the BLM's request), as the mean per step and summed over an episode with its standard error
+over episodes (``z`` = per-episode gain / SE, so ``z > 2`` is a gain the held-out episodes
+can tell from zero), and how often the request moves an SLM's address at all.
 """
 
 from __future__ import annotations
@@ -37,6 +35,14 @@ METHODS = ("leworld", "no_memory", "gru", "random_addresses", "oracle_addresses"
 def curve_length(valid: torch.Tensor) -> int:
     """Steps up to the last one any row of ``valid`` ``(T, B)`` reaches (0 if none)."""
     return int(valid.any(1).nonzero().max()) + 1 if bool(valid.any()) else 0
+
+
+def quarters(steps: int) -> tuple[slice, slice]:
+    """The second and the last quarter of a ``steps``-long curve (``max(steps // 4, 1)``
+    steps each): the stretch the per-step checks compare, past the first steps, which
+    show everything (reveal steps, key in view) and are easy for every method."""
+    q = max(steps // 4, 1)
+    return slice(q, 2 * q), slice(steps - q, steps)
 
 
 def per_step(loss: torch.Tensor, valid: torch.Tensor) -> list[float]:
@@ -68,20 +74,17 @@ def quarter_fall_mean_se(loss: torch.Tensor, valid: torch.Tensor) -> tuple[float
     per episode: the mean over episodes of (mean over its valid steps in the second quarter
     minus mean over its valid steps in the last), and the standard error of that mean.
 
-    The quarters are those of :func:`per_step`'s curve (``q = max(steps // 4, 1)`` steps
-    each); an episode with no valid step in either quarter is left out. A positive fall
-    with ``mean / se > 2`` is a fall the episodes can tell from a flat curve.
+    The quarters are :func:`quarters` of :func:`per_step`'s curve; an episode with no
+    valid step in either quarter is left out. A positive fall with ``mean / se > 2`` is a
+    fall the episodes can tell from a flat curve.
     """
     w = valid.float()
-    steps = curve_length(valid)
-    q = max(steps // 4, 1)
 
-    def window_mean(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = w[lo:hi].sum(0)
-        return (loss[lo:hi] * w[lo:hi]).sum(0) / n.clamp_min(1.0), n > 0
+    def window_mean(window: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        n = w[window].sum(0)
+        return (loss[window] * w[window]).sum(0) / n.clamp_min(1.0), n > 0
 
-    second, has_second = window_mean(q, 2 * q)
-    last, has_last = window_mean(steps - q, steps)
+    (second, has_second), (last, has_last) = map(window_mean, quarters(curve_length(valid)))
     return mean_se((second - last)[has_second & has_last])
 
 
@@ -159,11 +162,9 @@ def acceptance(results: dict) -> dict[str, str]:
     def count(check) -> str:
         return f"{sum(bool(check(r)) for r in rs)}/{n}"
 
-    def falls(curve: list[float]) -> bool:
-        # The last quarter of the episode against the second quarter: the first steps of
-        # these tasks show everything (reveal steps, key in view) and are easy for all.
-        q = max(len(curve) // 4, 1)
-        return sum(curve[-q:]) / q < sum(curve[q : 2 * q]) / q
+    def falls(curve: list[float]) -> bool:  # the last quarter below the second
+        second, last = (curve[window] for window in quarters(len(curve)))
+        return sum(last) / len(last) < sum(second) / len(second)
 
     def beats(method: str) -> str:
         if any(method not in r["mse"] for r in rs):

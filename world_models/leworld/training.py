@@ -13,11 +13,11 @@
    REINFORCE (the addresses with a batch-mean baseline, the request against its mirrored
    sample, ``request_estimator``, weighted by ``request_pg_coef``), alongside the
    prediction loss (by default on a second pass with straight-through reads: the argmax
-   read forward, phase 2's soft read's gradient backward; ``refine_prediction``). The request's policy gradient reaches only the BLM's
-   request head (not the trunk that predicts) and is scaled by ``noise^2`` (natural
-   gradient): unscaled through the trunk it was ~50x the prediction's gradient on
-   KeyDoorEasy and phase 3 undid phase 2 (held-out MSE 0.069 after phase 2, 0.096
-   after 3).
+   read forward, phase 2's soft read's gradient backward; ``refine_prediction``). The
+   request's policy gradient reaches only the BLM's request head (not the trunk that
+   predicts) and is scaled by ``noise^2`` (natural gradient): unscaled through the trunk
+   it was ~50x the prediction's gradient on KeyDoorEasy and phase 3 undid phase 2
+   (held-out MSE 0.069 after phase 2, 0.096 after 3).
 """
 
 from __future__ import annotations
