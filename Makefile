@@ -19,7 +19,7 @@ $(VENV)/.torch-spec: $(PY) FORCE
 	@grep -qxF '$(TORCH_SPEC)' $@ 2>/dev/null || { $(PIP) install $(TORCH_SPEC) && echo '$(TORCH_SPEC)' > $@; }
 
 # Re-run only when pyproject.toml changes: a second `make test` installs nothing.
-$(STAMP): pyproject.toml Makefile $(VENV)/.torch-spec
+$(STAMP): pyproject.toml setup.py Makefile $(VENV)/.torch-spec
 	$(PIP) install -e ".[$(EXTRAS)]"
 	touch $@
 

@@ -1,14 +1,14 @@
 """Agents: where envs, memory modules and Stable-Baselines3 meet."""
 
-from agents.buffers import MemoryRolloutBuffer
-from agents.memory_ppo import MemoryPPO
-from agents.pmll_wrapper import PersistentMemoryWrapper as PersistentMemoryWrapper
-from agents.policies import (
+from memworld.agents.buffers import MemoryRolloutBuffer
+from memworld.agents.memory_ppo import MemoryPPO
+from memworld.agents.pmll_wrapper import PersistentMemoryWrapper as PersistentMemoryWrapper
+from memworld.agents.policies import (
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,
     MemoryMultiInputActorCriticPolicy,
 )
-from agents.vec_env import GymnasiumVecEnvAdapter, make_vec_env
+from memworld.agents.vec_env import GymnasiumVecEnvAdapter, make_vec_env
 
 __all__ = [
     "GymnasiumVecEnvAdapter",

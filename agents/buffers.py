@@ -20,8 +20,8 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.buffers import BaseBuffer, RolloutBuffer
 
-from agents.ppo_checks import check_bptt_len
-from memory.base import State
+from memworld.agents.ppo_checks import check_bptt_len
+from memworld.memory.base import State
 
 
 class MemorySequenceSamples(NamedTuple):

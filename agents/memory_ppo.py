@@ -24,18 +24,18 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.buffers import MemoryRolloutBuffer, MemorySequenceSamples
-from agents.policies import (
+from memworld.agents.buffers import MemoryRolloutBuffer, MemorySequenceSamples
+from memworld.agents.policies import (
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,
     MemoryMultiInputActorCriticPolicy,
     recommended_lr,
 )
-from agents.ppo_checks import RULES, check_hyperparams, sequences_per_batch
-from agents.ppo_loss import UpdateStats, ppo_losses
-from agents.sb3_logging import stdout_logger
-from agents.time_limits import bootstrap_time_limits
-from memory.base import State
+from memworld.agents.ppo_checks import RULES, check_hyperparams, sequences_per_batch
+from memworld.agents.ppo_loss import UpdateStats, ppo_losses
+from memworld.agents.sb3_logging import stdout_logger
+from memworld.agents.time_limits import bootstrap_time_limits
+from memworld.memory.base import State
 
 SelfMemoryPPO = TypeVar("SelfMemoryPPO", bound="MemoryPPO")
 

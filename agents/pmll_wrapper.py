@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from memory.persistent import PersistentStore, StoreConfig
+from memworld.memory.persistent import PersistentStore, StoreConfig
 
 
 class PersistentMemoryWrapper(gym.Wrapper):

@@ -1,7 +1,7 @@
 """SB3 actor-critic policies with a memory module between the features and the heads.
 
 The data path is SB3's (``features_extractor`` -> ``mlp_extractor`` -> heads)
-with one :class:`memory.MemoryModule` inserted after the features extractor::
+with one :class:`memworld.memory.MemoryModule` inserted after the features extractor::
 
     obs (T*B, ...) -> features (T*B, F) -> memory (T, B, F) -> (T, B, D) -> mlp -> pi, V
 
@@ -30,9 +30,9 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from memory import get as get_memory_class
-from memory import make as make_memory
-from memory.base import MemoryModule, State
+from memworld.memory import get as get_memory_class
+from memworld.memory import make as make_memory
+from memworld.memory.base import MemoryModule, State
 
 DEFAULT_MEMORY = "lstm"
 
@@ -47,7 +47,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
 
     Args:
         memory: registered name of a memory module (see ``memory.names()``) or a
-            :class:`memory.MemoryModule` subclass.  It is built with
+            :class:`memworld.memory.MemoryModule` subclass.  It is built with
             ``input_dim`` = the features extractor's output width.  The default,
             ``"lstm"``, trains about 7x faster than ``"gru"`` on CPU (torch's
             fused LSTM kernels) and learns as well on the RepeatPrevious tasks.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 
 # name -> (check_range limits, fix).  Keys absent from a dict are not checked.
 RULES: dict[str, tuple[dict, str]] = {

@@ -8,7 +8,7 @@ import numpy as np
 import torch as th
 from torch.nn import functional as F
 
-from agents.buffers import MemorySequenceSamples
+from memworld.agents.buffers import MemorySequenceSamples
 
 
 @dataclass

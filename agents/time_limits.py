@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch as th
 
-from agents.policies import MemoryActorCriticPolicy
-from memory.base import State
+from memworld.agents.policies import MemoryActorCriticPolicy
+from memworld.memory.base import State
 
 
 def bootstrap_time_limits(

@@ -218,7 +218,7 @@ def make_vec_env(
             SB3's ``make_vec_env`` always adds its per-env ``Monitor``).
         **kwargs: passed on to SB3's ``make_vec_env`` for non-memworld ids.
     """
-    import envs  # (registers the memworld ids)
+    from memworld import envs  # (registers the memworld ids)
 
     env_id = envs.resolve_id(env_id)  # a short name such as "KeyDoorEasy" works too
     env_kwargs = dict(env_kwargs or {})

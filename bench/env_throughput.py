@@ -18,7 +18,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-import envs
+from memworld import envs
 from memworld.runs import write_results
 
 POPGYM_PEERS = {

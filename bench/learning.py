@@ -32,8 +32,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecEnv
 
-import memory
-from agents import MemoryPPO, make_vec_env
+from memworld import memory
+from memworld.agents import MemoryPPO, make_vec_env
 from memworld.runs import write_results
 
 OUT_DIR = Path("runs/bench")

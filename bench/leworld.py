@@ -18,11 +18,11 @@ import torch
 from timing import mean_seconds
 
 from memworld.runs import write_results
-from world_models.leworld import LeWorldSystem, TrainingConfig, preset
-from world_models.leworld.baselines import GRUWorldModel, no_memory_loss
-from world_models.leworld.data import RolloutSource
-from world_models.leworld.rollout import masked_mean, run_sequence
-from world_models.leworld.training import LeWorldTrainer
+from memworld.world_models.leworld import LeWorldSystem, TrainingConfig, preset
+from memworld.world_models.leworld.baselines import GRUWorldModel, no_memory_loss
+from memworld.world_models.leworld.data import RolloutSource
+from memworld.world_models.leworld.rollout import masked_mean, run_sequence
+from memworld.world_models.leworld.training import LeWorldTrainer
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from memworld.runs import write_results
-from world_models.leworld.data import RolloutSource, sighted
+from memworld.world_models.leworld.data import RolloutSource, sighted
 
 TASKS = [
     f"{task}{level}"

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
 from memworld.runs import package_versions, read_run_config, write_json, write_results
-from world_models.leworld.config import TrainingConfig, to_dict
-from world_models.leworld.evaluation import acceptance, evaluate, request_gain_z
-from world_models.leworld.training import PHASES, LeWorldTrainer
+from memworld.world_models.leworld.config import TrainingConfig, to_dict
+from memworld.world_models.leworld.evaluation import acceptance, evaluate, request_gain_z
+from memworld.world_models.leworld.training import PHASES, LeWorldTrainer
 
 
 def setting(text: str) -> tuple[str, object]:

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from timing import interleaved_medians, median_seconds
 from torch import nn
 
-import memory
-from memory.slot_bank import SlotBank
+from memworld import memory
+from memworld.memory.slot_bank import SlotBank
 from memworld.runs import write_results
 
 WIDTH = 64

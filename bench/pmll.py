@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.persistent import PersistentStore, StoreConfig
-from memory.persistent.index import ExactIndex, normalise
+from memworld.memory.persistent import PersistentStore, StoreConfig
+from memworld.memory.persistent.index import ExactIndex, normalise
 from memworld.runs import write_results
 
 INDEXES = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")

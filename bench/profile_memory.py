@@ -17,7 +17,7 @@ from memory_ops import WIDTH_KWARGS, chunk  # run as a script: bench/ is on sys.
 from timing import sync
 from torch.profiler import ProfilerActivity, profile
 
-import memory
+from memworld import memory
 
 
 def main(argv: list[str] | None = None) -> None:

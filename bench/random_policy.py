@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from env_throughput import _actions
 
-from agents import make_vec_env
+from memworld.agents import make_vec_env
 from memworld.runs import write_results
 
 SWEEP_TASKS = [

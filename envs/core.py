@@ -1,4 +1,4 @@
-"""The batched core every task is written on (its scalar view is in :mod:`envs.scalar`).
+"""The batched core every task is written on (its scalar view is in :mod:`memworld.envs.scalar`).
 
 A task subclasses :class:`VecTask` and fills in a handful of hooks that work on
 *rows* (``idx`` is a sorted int array of env indices, so ``state[idx, col]``
@@ -16,7 +16,7 @@ A task whose observations do not depend on the actions (the recall tasks) can
 declare itself *open-loop*: ``_reset_envs`` draws the whole episode into the
 arrays named by ``open_loop_fields``, ``_step_envs`` only advances ``self.t``,
 and every episode lasts ``episode_steps``.  Its scalar view then lays an
-episode out over time with the same hooks (:mod:`envs.timeline`) and steps it
+episode out over time with the same hooks (:mod:`memworld.envs.timeline`) and steps it
 in plain Python.
 
 The core owns seeding, the time limit (truncation), action checks and the three
@@ -35,8 +35,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.params import TaskParams
-from envs.rng import BatchedRNG
+from memworld.envs.params import TaskParams
+from memworld.envs.rng import BatchedRNG
 
 _MODES = {
     "next_step": AutoresetMode.NEXT_STEP,

@@ -40,7 +40,7 @@ REGISTERED: dict[str, TaskInfo] = {}
 def register_all() -> None:
     """Register every task and preset (idempotent)."""
     for task, module_name, description in TASKS:
-        module = importlib.import_module(f"envs.tasks.{module_name}")
+        module = importlib.import_module(f"memworld.envs.tasks.{module_name}")
         # A module with several tasks keys its presets by task name.
         presets = {None: {}, **module.PRESETS.get(task, module.PRESETS)}
         for preset, kwargs in presets.items():
@@ -49,8 +49,8 @@ def register_all() -> None:
                 continue
             gym.register(
                 id=env_id,
-                entry_point=f"envs.tasks.{module_name}:{task}",
-                vector_entry_point=f"envs.tasks.{module_name}:{task}Vec",
+                entry_point=f"memworld.envs.tasks.{module_name}:{task}",
+                vector_entry_point=f"memworld.envs.tasks.{module_name}:{task}Vec",
                 kwargs=dict(kwargs),
             )
             REGISTERED[env_id] = TaskInfo(env_id, task, preset, module_name, description, kwargs)

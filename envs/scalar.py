@@ -1,7 +1,7 @@
 """The single-env view of a task: its batched core with ``num_envs=1``.
 
 An open-loop task's scalar env lays each episode out over time when it starts
-(:class:`envs.timeline.Timeline`) and steps it in plain Python; every other
+(:class:`memworld.envs.timeline.Timeline`) and steps it in plain Python; every other
 task's steps its one-row core.  Either way it returns the core's numbers.
 """
 
@@ -13,8 +13,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask
-from envs.timeline import Timeline
+from memworld.envs.core import VecTask
+from memworld.envs.timeline import Timeline
 
 
 class TaskEnv(gym.Env):

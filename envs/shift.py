@@ -10,8 +10,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import VectorEnv
 
-from envs.registry import resolve_id
-from envs.render import WHITE, YELLOW, canvas, text
+from memworld.envs.registry import resolve_id
+from memworld.envs.render import WHITE, YELLOW, canvas, text
 
 
 class DistributionShift(VectorEnv):
@@ -62,7 +62,7 @@ class DistributionShift(VectorEnv):
         world_state: bool | None = None,
         **task_kwargs: Any,
     ) -> None:
-        import envs  # noqa: F401  (registers the ids)
+        from memworld import envs  # noqa: F401  (registers the ids)
 
         if shift_every is not None and (not isinstance(shift_every, int) or shift_every < 1):
             raise ValueError(f"shift_every must be a positive integer or None, got {shift_every!r}")
@@ -264,6 +264,6 @@ def register() -> None:
     if "memworld/DistributionShift-v0" not in gym.registry:
         gym.register(
             id="memworld/DistributionShift-v0",
-            entry_point="envs.shift:DistributionShiftEnv",
-            vector_entry_point="envs.shift:DistributionShift",
+            entry_point="memworld.envs.shift:DistributionShiftEnv",
+            vector_entry_point="memworld.envs.shift:DistributionShift",
         )

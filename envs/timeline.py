@@ -1,6 +1,6 @@
 """An open-loop task's episode laid out over time, so the scalar env can step it in Python.
 
-An open-loop task (:attr:`envs.core.VecTask.open_loop_fields`) draws its whole
+An open-loop task (:attr:`memworld.envs.core.VecTask.open_loop_fields`) draws its whole
 episode at reset and its step only advances ``t``: what a step returns is a
 function of the drawn arrays, ``t`` and the action.  :class:`Timeline` evaluates
 the task's own batched hooks once per episode on two grids of rows: row ``t`` of
@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 if TYPE_CHECKING:
-    from envs.core import VecTask
+    from memworld.envs.core import VecTask
 
 MAX_GRID_ROWS = 1 << 17
 """Largest ``episode_steps * actions`` laid out; past it the scalar env steps the core."""

@@ -1,12 +1,12 @@
 """Memory modules behind one protocol (see memory/base.py)."""
 
-from memory.base import MemoryModule, State, get, make, names, register
-from memory.bit import BitMemory as BitMemory
-from memory.dual import DualMemory as DualMemory
-from memory.persistent.module import PersistentMemory as PersistentMemory
-from memory.recurrent import GRU, LSTM
-from memory.slot import SlotMemory as SlotMemory
-from memory.window import FrameStack as FrameStack
-from memory.window import WindowAttention as WindowAttention
+from memworld.memory.base import MemoryModule, State, get, make, names, register
+from memworld.memory.bit import BitMemory as BitMemory
+from memworld.memory.dual import DualMemory as DualMemory
+from memworld.memory.persistent.module import PersistentMemory as PersistentMemory
+from memworld.memory.recurrent import GRU, LSTM
+from memworld.memory.slot import SlotMemory as SlotMemory
+from memworld.memory.window import FrameStack as FrameStack
+from memworld.memory.window import WindowAttention as WindowAttention
 
 __all__ = ["GRU", "LSTM", "MemoryModule", "State", "get", "make", "names", "register"]

@@ -1,6 +1,6 @@
 """BitMemory: a policy memory over the packed bit store of leworld-slm-blm.md.
 
-Each step ``t`` of a row (the store is :class:`memory.bit_store.BitStore`):
+Each step ``t`` of a row (the store is :class:`memworld.memory.bit_store.BitStore`):
 
 1. controller: ``h_t = GRUCell([x_t, read_{t-1}], h_{t-1})``;
 2. write: ``x_t`` is encoded to ``word_bits`` straight-through bits and stored
@@ -56,9 +56,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memory.bit_store import BitStore
-from memory.bits import address_entropy, pack_bits
+from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.bit_store import BitStore
+from memworld.memory.bits import address_entropy, pack_bits
 
 WRITE_MODES = ("pointer", "learned")
 READ_ADDRESSING = ("relative", "absolute")

@@ -3,7 +3,7 @@
 The document's "Artificial Memory" is RAM: 64K words x 32 bits, accessed by
 address ranges, plus a ~21K-parameter learned encoder/decoder between vectors
 and bits.  :class:`BitStore` is that memory, usable on its own (the LeWorld
-system calls it directly) and inside :class:`memory.bit.BitMemory`.
+system calls it directly) and inside :class:`memworld.memory.bit.BitMemory`.
 
 Storage.  A state is a dict of batch-first tensors, one memory per row:
 
@@ -50,8 +50,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.base import State, check_positive_int, check_range
-from memory.bits import (
+from memworld.memory.base import State, check_positive_int, check_range
+from memworld.memory.bits import (
     BitCodec,
     pack_bits,
     product_address,

@@ -1,4 +1,4 @@
-"""Bits and product-key addresses for :class:`memory.bit_store.BitStore` (leworld-slm-blm.md).
+"""Bits and product-key addresses for :class:`memworld.memory.bit_store.BitStore` (leworld-slm-blm.md).
 
 Packing 0/1 bits into int32 words and back, straight-through hard bits, product-key
 addresses (``num_low * high + low``) and their top-k candidates, and the learned
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.base import check_positive_int
+from memworld.memory.base import check_positive_int
 
 MAX_WORD_BITS = 32
 

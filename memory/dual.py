@@ -36,7 +36,7 @@ ordinary differentiable recurrent state.
 
 Experience replay: ``store_experience``, ``query``, ``sample_experiences``,
 ``mix_experiences`` and ``consolidate`` act on ``self.experience``, a
-:class:`memory.dual_ltm.LongTermMemory` of the same capacity held in buffers
+:class:`memworld.memory.dual_ltm.LongTermMemory` of the same capacity held in buffers
 and shared by all rows (the document's model-level store that a trainer fills
 and samples at ``memory_sample_ratio``); ``forward`` never touches it.
 ``consolidate_state`` consolidates the per-row stores of a state on demand.
@@ -93,10 +93,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memory.dual_layer import DualMemoryLayer
-from memory.dual_ltm import ExperienceReplay, LongTermMemory, check_ltm_args, ltm_diagnostics
-from memory.dual_store import LTMBatch
+from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.dual_layer import DualMemoryLayer
+from memworld.memory.dual_ltm import (
+    ExperienceReplay,
+    LongTermMemory,
+    check_ltm_args,
+    ltm_diagnostics,
+)
+from memworld.memory.dual_store import LTMBatch
 
 GATE = "the update gate is a sigmoid in (0, 1): 0 writes every step, 1 never"
 LTM_FIELDS = {f: f"ltm_{f}" for f in LTMBatch.FIELDS}  # LTMBatch field -> state key

@@ -5,8 +5,8 @@ layer) held in buffers, so it moves with ``.to(device)`` and is saved in a
 ``state_dict``.  It is the document's ``store_experience`` / ``query_memory`` /
 ``consolidate_memories`` API, plus experience replay (``sample_experiences``,
 ``mix_experiences`` with the document's ``memory_sample_ratio=0.2``).  The
-kernels are those of :class:`memory.dual_store.LTMBatch` with a batch of one
-store; :class:`memory.dual.DualMemory` runs the same kernels over one store per
+kernels are those of :class:`memworld.memory.dual_store.LTMBatch` with a batch of one
+store; :class:`memworld.memory.dual.DualMemory` runs the same kernels over one store per
 batch row.
 """
 
@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.base import check_positive_int
-from memory.dual_store import LTMBatch, Retrieval
+from memworld.memory.base import check_positive_int
+from memworld.memory.dual_store import LTMBatch, Retrieval
 
 
 def check_ltm_args(

@@ -22,8 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory import fused_rnn
-from memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory import fused_rnn
+from memworld.memory.base import MemoryModule, State, check_positive_int, register
 
 WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 

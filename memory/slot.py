@@ -71,9 +71,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memory.slot_bank import HeadOutputs, MemoryIO, SlotBank, slot_utilisation
-from memory.slot_controller import make_controller
+from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.slot_bank import HeadOutputs, MemoryIO, SlotBank, slot_utilisation
+from memworld.memory.slot_controller import make_controller
 
 BANK_KEYS = ("memory", "age", "usage")
 

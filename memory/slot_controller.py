@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from memory.base import State, check_positive_int
+from memworld.memory.base import State, check_positive_int
 
 
 class MLPController(nn.Module):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.base import MemoryModule, State, check_positive_int, register
 
 
 def episode_index(valid: Tensor, episode_starts: Tensor) -> Tensor:

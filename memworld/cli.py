@@ -18,7 +18,7 @@ BENCHES = {
 
 def cmd_list(args: argparse.Namespace) -> None:
     if args.what == "memory":
-        import memory
+        from memworld import memory
 
         for name in memory.names():
             cls = memory.base._REGISTRY[name]
@@ -27,7 +27,7 @@ def cmd_list(args: argparse.Namespace) -> None:
         return
     import gymnasium as gym
 
-    import envs
+    from memworld import envs
 
     print(f"{'id':42s} {'what it tests':58s} {'observation':28s} {'action':16s} chance   max")
     for env_id, info in envs.REGISTERED.items():
@@ -41,7 +41,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 def env_arg(name: str) -> str:
     """argparse type of ``--env``: a registered id, or a memworld short name resolved to one."""
-    import envs
+    from memworld import envs
 
     try:
         return envs.resolve_id(name)
@@ -51,7 +51,7 @@ def env_arg(name: str) -> str:
 
 def check_flags(args: argparse.Namespace, **limits: tuple[float, float]) -> None:
     """Refuse an integer option out of ``[low, high]``, naming the flag (``--n-envs``)."""
-    from memory.base import check_range
+    from memworld.memory.base import check_range
 
     for dest, (low, high) in limits.items():
         if getattr(args, dest) is not None:
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     from memworld.sweep_cli import add_subparser as add_sweep
 
     add_sweep(sub)
-    from memory.persistent import cli as pmll_cli
+    from memworld.memory.persistent import cli as pmll_cli
 
     p = sub.add_parser("pmll", help="inspect a PMLL store: stats, verify, seal, query")
     pmll_cli.add_arguments(p)

@@ -12,7 +12,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-import envs
+from memworld import envs
 from memworld.videos import write_video
 
 

@@ -52,7 +52,7 @@ def steps_arg(text: str) -> int:
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    from world_models.leworld import LeWorldSystem, preset
+    from memworld.world_models.leworld import LeWorldSystem, preset
 
     for name in args.preset:
         print(
@@ -69,9 +69,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from memworld.runs import package_versions, read_run_config, run_dir, write_json
     from memworld.train import resolve_device
-    from world_models.leworld.baselines import train_baselines
-    from world_models.leworld.config import TrainingConfig, preset, to_dict
-    from world_models.leworld.training import PHASES, LeWorldTrainer, latest_checkpoint
+    from memworld.world_models.leworld.baselines import train_baselines
+    from memworld.world_models.leworld.config import TrainingConfig, preset, to_dict
+    from memworld.world_models.leworld.training import PHASES, LeWorldTrainer, latest_checkpoint
 
     device = resolve_device(args.device)  # before the run folder: a refused device makes none
     if args.resume:
@@ -233,7 +233,7 @@ def plot_history(history: list[dict], out: Path) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     """Evaluate one or more runs (e.g. one per seed) and print one table over all of them."""
     from memworld.runs import read_run_config
-    from world_models.leworld.evaluation import table
+    from memworld.world_models.leworld.evaluation import table
 
     paths = [Path(run) for run in args.run]
     configs = [read_run_config(p, "training", LEWORLD_TRAIN) for p in paths]

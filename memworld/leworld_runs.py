@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily at run time: `memworld --help` does not load torch
-    from world_models.leworld.config import TrainingConfig
-    from world_models.leworld.data import Batch
+    from memworld.world_models.leworld.config import TrainingConfig
+    from memworld.world_models.leworld.data import Batch
 
 LEWORLD_TRAIN = "memworld leworld train"  # the command that writes these run folders
 # Held-out batches of num_envs episodes (128 episodes at the default 16): with 32, a
@@ -26,9 +26,9 @@ HELD_OUT_SEED = 10_000
 def build(config: dict):
     """A run's ``TrainingConfig``, its ``RolloutSource`` (which refuses a task without a
     world state) and a factory of fresh systems, from its config.json contents."""
-    from world_models.leworld import LeWorldSystem
-    from world_models.leworld.config import from_dict, training_from_dict
-    from world_models.leworld.data import RolloutSource
+    from memworld.world_models.leworld import LeWorldSystem
+    from memworld.world_models.leworld.config import from_dict, training_from_dict
+    from memworld.world_models.leworld.data import RolloutSource
 
     training = training_from_dict(config["training"])
     source = RolloutSource(
@@ -46,7 +46,7 @@ def held_out_batches(training: TrainingConfig, batches: int = EVAL_BATCHES) -> l
     """The evaluation episodes of a run with ``TrainingConfig`` ``training``: ``batches``
     batches of ``num_envs`` episodes from a stream seeded apart from the training batches'
     (more batches extend the default ones: their first ``EVAL_BATCHES`` are the same)."""
-    from world_models.leworld.data import RolloutSource
+    from memworld.world_models.leworld.data import RolloutSource
 
     held_out = RolloutSource(
         training.env_id,
@@ -84,9 +84,9 @@ def evaluate_run(
     import torch
 
     from memworld.runs import read_run_config, write_json
-    from world_models.leworld.baselines import GRUWorldModel
-    from world_models.leworld.evaluation import evaluate, plot, table
-    from world_models.leworld.training import latest_checkpoint
+    from memworld.world_models.leworld.baselines import GRUWorldModel
+    from memworld.world_models.leworld.evaluation import evaluate, plot, table
+    from memworld.world_models.leworld.training import latest_checkpoint
 
     if config is None:
         config = read_run_config(path, "training", LEWORLD_TRAIN)

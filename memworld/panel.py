@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.render import GREY, WHITE, canvas, text
+from memworld.envs.render import GREY, WHITE, canvas, text
 
 # (label, state keys tried in order); the first key present in the state is shown.
 PANEL_KEYS = (

@@ -25,7 +25,7 @@ def record(
 
     A video stops at ``max_frames`` frames even if its episode goes on (with a warning).
     """
-    from memory.base import check_range
+    from memworld.memory.base import check_range
 
     check_range("episodes", episodes, 1, integer=True, fix="e.g. 1")
     check_range("max_frames", max_frames, 1, integer=True, fix="e.g. 400")
@@ -34,7 +34,7 @@ def record(
     config = load_config(run)
     model = algo_class(config.algo).load(checkpoint(run, "best"), device=config.device)
     if config.env.startswith("memworld/"):
-        import envs  # noqa: F401
+        from memworld import envs  # noqa: F401
     env = gym.make(config.env, render_mode="rgb_array", **config.env_kwargs)
     paths = []
     for episode in range(episodes):

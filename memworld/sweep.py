@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 from memworld.sweep_space import check_space, sample_space, space_ends
 
 KEYS = (
@@ -151,7 +151,7 @@ class SweepConfig:
                 raise ValueError(f"{source} needs a non-empty list `{key}:`")
         memory = data.get("memory", "all")
         if "memoryppo" in data["algos"]:
-            import memory as memory_modules
+            from memworld import memory as memory_modules
 
             memory = memory_modules.names() if memory == "all" else list(_as_list(memory))
             bad = sorted(set(memory) - set(memory_modules.names()))

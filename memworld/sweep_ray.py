@@ -79,7 +79,7 @@ def run_sweep(
         error, trials still pending, and how many finished trials were skipped.
     """
     if max_concurrent is not None:  # 0 must not fall back to the config's value
-        from memory.base import check_range
+        from memworld.memory.base import check_range
 
         fix = "or leave --max-concurrent out to use the config's tune.max_concurrent"
         check_range("--max-concurrent", max_concurrent, 1, integer=True, fix=fix)

@@ -269,7 +269,7 @@ def _return_range(env_id: str) -> tuple[float, float] | None:
     try:
         import gymnasium as gym
 
-        import envs  # noqa: F401  (registers memworld ids)
+        from memworld import envs  # noqa: F401  (registers memworld ids)
 
         env = gym.make(env_id).unwrapped
         low, high = float(env.chance_return), float(env.max_return)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 from memworld.runs import package_versions, read_run_config, run_dir, write_json
 from memworld.tb import TrainCallback, memworld_logger
 
@@ -56,7 +56,7 @@ class TrainConfig:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {list(ALGOS)}, got {self.algo!r}")
         if self.algo == "memoryppo":
-            import memory
+            from memworld import memory
 
             if self.memory not in memory.names():
                 raise ValueError(
@@ -75,7 +75,7 @@ class TrainConfig:
             )
         check_seed("seed", self.seed)
         check_device("device", self.device)
-        import envs
+        from memworld import envs
 
         # A short name (a config file's `env: KeyDoorEasy`) becomes its id; an unknown one
         # fails here, naming the closest ids.
@@ -84,7 +84,7 @@ class TrainConfig:
 
     def _check_kwargs(self) -> None:
         """Refuse unknown or out-of-range hyperparams and memory_kwargs before any training."""
-        from agents.ppo_checks import check_hyperparams
+        from memworld.agents.ppo_checks import check_hyperparams
 
         for name in ("hyperparams", "memory_kwargs", "env_kwargs"):
             if not isinstance(getattr(self, name), dict):
@@ -98,7 +98,7 @@ class TrainConfig:
         )
         check_hyperparams(self.hyperparams, prefix="hyperparams.")
         if self.algo == "memoryppo":
-            import memory
+            from memworld import memory
 
             fields = inspect.signature(memory.get(self.memory).__init__).parameters
             check_keys(
@@ -113,7 +113,7 @@ class TrainConfig:
         Not part of ``__post_init__``: evaluation copies the config with fewer envs.
         """
         if self.algo == "memoryppo":
-            from agents.ppo_checks import sequences_per_batch
+            from memworld.agents.ppo_checks import sequences_per_batch
 
             params = inspect.signature(algo_class(self.algo).__init__).parameters
             hp = {k: p.default for k, p in params.items()} | self.hyperparams
@@ -199,7 +199,7 @@ def check_keys(what: str, given: dict, accepted: set[str]) -> None:
 
 
 def make_env(config: TrainConfig):
-    from agents import make_vec_env
+    from memworld.agents import make_vec_env
 
     return make_vec_env(
         config.env, n_envs=config.n_envs, seed=config.seed, env_kwargs=config.env_kwargs
@@ -221,7 +221,7 @@ def build_model(config: TrainConfig, env):
 def _build_model(config: TrainConfig, env):
     common = dict(seed=config.seed, device=config.device, verbose=0, **config.hyperparams)
     if config.algo == "memoryppo":
-        from agents import MemoryPPO
+        from memworld.agents import MemoryPPO
 
         policy_kwargs = dict(memory=config.memory, memory_kwargs=dict(config.memory_kwargs))
         policy_kwargs.update(common.pop("policy_kwargs", {}))
@@ -238,7 +238,7 @@ def _build_model(config: TrainConfig, env):
 
 def algo_class(algo: str):
     if algo == "memoryppo":
-        from agents import MemoryPPO
+        from memworld.agents import MemoryPPO
 
         return MemoryPPO
     if algo == "recurrentppo":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers the tasks)
+from memworld import envs  # noqa: F401  (registers the tasks)
 
 
 def make_vec(env_id: str, num_envs: int, **kwargs) -> envs.VecTask:

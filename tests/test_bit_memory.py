@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-import memory
-from memory.bit import BitMemory
-from memory.bit_store import BitStore
-from memory.bits import pack_bits, product_candidates, unpack_bits
+from memworld import memory
+from memworld.memory.bit import BitMemory
+from memworld.memory.bit_store import BitStore
+from memworld.memory.bits import pack_bits, product_candidates, unpack_bits
 
 GEN = torch.Generator().manual_seed(0)
 

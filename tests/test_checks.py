@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import torch
 from stable_baselines3.common.save_util import load_from_zip_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import envs
+from memworld import envs
 from memworld.cli import main
 
 ENV = "memworld/RepeatPreviousEasy-v0"

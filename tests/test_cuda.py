@@ -13,7 +13,7 @@ import json
 import pytest
 import torch
 
-import memory
+from memworld import memory
 from tests.test_memory_ppo import _assert_replay_exact, _replay_model, cue_env, small_kwargs
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -94,9 +94,9 @@ def test_cli_trains_and_evaluates_memory_ppo_on_cuda(tmp_path):
 
 
 def test_leworld_trains_on_cuda_and_resumes_a_cpu_checkpoint(tmp_path):
-    from world_models.leworld import LeWorldSystem, TrainingConfig, preset
-    from world_models.leworld.data import RolloutSource
-    from world_models.leworld.training import LeWorldTrainer
+    from memworld.world_models.leworld import LeWorldSystem, TrainingConfig, preset
+    from memworld.world_models.leworld.data import RolloutSource
+    from memworld.world_models.leworld.training import LeWorldTrainer
 
     config = TrainingConfig(
         env_id=ENV, num_envs=4, seq_len=8, phase1_steps=2, phase2_steps=2, phase3_steps=2

@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
-import memory
-from memory.dual import DualMemory
-from memory.dual_layer import ShortTermMemory, StepAttention
-from memory.dual_ltm import ltm_diagnostics
-from memory.dual_store import LTMBatch
+from memworld import memory
+from memworld.memory.dual import DualMemory
+from memworld.memory.dual_layer import ShortTermMemory, StepAttention
+from memworld.memory.dual_ltm import ltm_diagnostics
+from memworld.memory.dual_store import LTMBatch
 
 
 def small(**kwargs) -> DualMemory:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import envs
+from memworld import envs
 from tests.env_helpers import make_vec, random_policy
 
 TASK_IDS = [f"memworld/{task}-v0" for task, _, _ in envs.TASKS]
@@ -19,7 +19,7 @@ TASK_IDS = [f"memworld/{task}-v0" for task, _, _ in envs.TASKS]
 
 def _vec_cls(env_id):
     info = envs.REGISTERED[env_id]
-    return getattr(importlib.import_module(f"envs.tasks.{info.module}"), f"{info.task}Vec")
+    return getattr(importlib.import_module(f"memworld.envs.tasks.{info.module}"), f"{info.task}Vec")
 
 
 @pytest.mark.parametrize("env_id", TASK_IDS)

@@ -10,7 +10,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
+from memworld import envs
 from tests.env_helpers import (
     constant_policy,
     episode_returns,

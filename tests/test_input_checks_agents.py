@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents import MemoryPPO
-from agents.ppo_checks import check_hyperparams
+from memworld.agents import MemoryPPO
+from memworld.agents.ppo_checks import check_hyperparams
 from memworld.cli import main
 from memworld.sweep import SweepConfig
 from tests.test_memory_ppo import cue_env

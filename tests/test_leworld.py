@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from world_models.leworld import LeWorldSystem, TrainingConfig, preset
-from world_models.leworld.data import Batch, RolloutSource, sighted
-from world_models.leworld.memory_iface import pack_bits, unpack_bits
-from world_models.leworld.rollout import (
+from memworld.world_models.leworld import LeWorldSystem, TrainingConfig, preset
+from memworld.world_models.leworld.data import Batch, RolloutSource, sighted
+from memworld.world_models.leworld.memory_iface import pack_bits, unpack_bits
+from memworld.world_models.leworld.rollout import (
     paired_branch_reward,
     run_sequence,
     slm_rewards,
 )
-from world_models.leworld.routing import load_balance_loss, straight_through_mask
-from world_models.leworld.training import LeWorldTrainer, latest_checkpoint
+from memworld.world_models.leworld.routing import load_balance_loss, straight_through_mask
+from memworld.world_models.leworld.training import LeWorldTrainer, latest_checkpoint
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
 
@@ -138,7 +138,7 @@ def test_a_pass_without_a_graph_judges_and_trains_the_request_as_the_full_pass_d
 
 
 def test_oracle_addresses_are_the_last_sighting_on_hand_made_observations():
-    from world_models.leworld.data import oracle_addresses
+    from memworld.world_models.leworld.data import oracle_addresses
 
     # OccludedDynamics, 2 objects: (x, y, visible) each, then the query one-hot.
     od = types.SimpleNamespace(params=types.SimpleNamespace(num_objects=2))
@@ -209,8 +209,8 @@ def test_straight_through_read_predicts_like_argmax_and_trains_the_addresses_lik
 
 
 def test_word_ages_count_steps_behind_the_pointer_and_flag_unwritten_words():
-    from world_models.leworld.config import MemoryConfig
-    from world_models.leworld.slm import word_ages
+    from memworld.world_models.leworld.config import MemoryConfig
+    from memworld.world_models.leworld.slm import word_ages
 
     memory = MemoryConfig(num_high=4, num_low=4, range_len=4)  # 16 words
     ages = word_ages(torch.tensor([3, 14]), torch.tensor([5, 1]), memory)
@@ -240,7 +240,7 @@ def test_slm_env_passes_check_env():
     from gymnasium.utils.env_checker import check_env
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-    from agents.leworld import SLMEnv
+    from memworld.agents.leworld import SLMEnv
 
     env = SLMEnv(env_id=ENV, seq_len=6)
     check_env(env, skip_render_check=True)
@@ -253,7 +253,7 @@ def test_slm_env_passes_check_env():
 def test_train_slm_policy_trains_ppo_against_the_frozen_system(tmp_path, monkeypatch):
     import tempfile
 
-    from agents.leworld import SLMEnv, train_slm_policy
+    from memworld.agents.leworld import SLMEnv, train_slm_policy
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3 would make a folder
     monkeypatch.delenv("SB3_LOGDIR", raising=False)

@@ -6,10 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from world_models.leworld import LeWorldSystem, preset
-from world_models.leworld.baselines import no_memory_loss
-from world_models.leworld.data import Batch
-from world_models.leworld.rollout import paired_branch_reward, run_sequence, slm_rewards, step_loss
+from memworld.world_models.leworld import LeWorldSystem, preset
+from memworld.world_models.leworld.baselines import no_memory_loss
+from memworld.world_models.leworld.data import Batch
+from memworld.world_models.leworld.rollout import (
+    paired_branch_reward,
+    run_sequence,
+    slm_rewards,
+    step_loss,
+)
 
 
 def system_and_batch() -> tuple[LeWorldSystem, Batch]:

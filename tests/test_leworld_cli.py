@@ -13,7 +13,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from memworld.leworld_cli import main, progress, trained_with
-from world_models.leworld import TrainingConfig
+from memworld.world_models.leworld import TrainingConfig
 
 TINY = ["--steps", "8", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
 
@@ -117,7 +117,7 @@ def test_a_resumed_run_logs_at_the_uninterrupted_runs_update_numbers(tmp_path):
 
 def test_cli_offers_every_choice_of_the_phase_3_settings():
     from memworld.cli import build_parser
-    from world_models.leworld.config import (
+    from memworld.world_models.leworld.config import (
         REFINE_PREDICTIONS,
         REQUEST_ADDRESSES,
         REQUEST_ESTIMATORS,

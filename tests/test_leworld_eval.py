@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from world_models.leworld.evaluation import (
+from memworld.world_models.leworld.evaluation import (
     acceptance,
     episode_sums_mean_se,
     fall_z,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from world_models.leworld.config import (
+from memworld.world_models.leworld.config import (
     BLMConfig,
     LeWorldConfig,
     MemoryConfig,
@@ -63,8 +63,8 @@ def test_training_config_refuses_bad_pretrain_lags(lags, message):
 
 @pytest.mark.parametrize("lags", [(1,), (1, 4, 16, 64)])
 def test_trainer_wants_one_pretrain_lag_per_slm(lags):
-    from world_models.leworld import LeWorldSystem
-    from world_models.leworld.training import LeWorldTrainer
+    from memworld.world_models.leworld import LeWorldSystem
+    from memworld.world_models.leworld.training import LeWorldTrainer
 
     system = LeWorldSystem(preset("small"))  # 3 SLMs
     with pytest.raises(ValueError, match=r"pretrain_lags must hold one lag per SLM: 3 .*num_slms"):
@@ -115,7 +115,7 @@ def test_system_configs_accept_the_smallest_legitimate_sizes():
 
 @pytest.fixture(scope="module")
 def slm_env():
-    from agents.leworld import SLMEnv
+    from memworld.agents.leworld import SLMEnv
 
     env = SLMEnv(env_id=ENV, seq_len=4)
     env.reset(seed=0)
@@ -152,7 +152,7 @@ def test_slm_env_refuses_a_wrongly_shaped_action_and_takes_whole_floats(slm_env)
     ],
 )
 def test_slm_env_refuses_bad_arguments(kwargs, message):
-    from agents.leworld import SLMEnv
+    from memworld.agents.leworld import SLMEnv
 
     with pytest.raises(ValueError, match=message):
         SLMEnv(env_id=ENV, **kwargs)
@@ -167,7 +167,7 @@ def test_slm_env_refuses_bad_arguments(kwargs, message):
     ],
 )
 def test_rollout_source_refuses_bad_arguments(kwargs, message):
-    from world_models.leworld.data import RolloutSource
+    from memworld.world_models.leworld.data import RolloutSource
 
     with pytest.raises(ValueError, match=message):
         RolloutSource(ENV, **{"num_envs": 2, "seq_len": 4, **kwargs})

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from world_models.leworld.config import MemoryConfig
-from world_models.leworld.memory_iface import LeWorldMemory
+from memworld.world_models.leworld.config import MemoryConfig
+from memworld.world_models.leworld.memory_iface import LeWorldMemory
 
 CONFIG = MemoryConfig(num_high=16, num_low=16, word_bits=32, range_len=4, top_k=3, hidden=8)
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from memworld.world_models.leworld import TrainingConfig
+from memworld.world_models.leworld.rollout import masked_mean, run_sequence
+from memworld.world_models.leworld.training import advantage
 from tests.test_leworld import tiny_trainer
-from world_models.leworld import TrainingConfig
-from world_models.leworld.rollout import masked_mean, run_sequence
-from world_models.leworld.training import advantage
 
 
 def test_sampled_address_entropy_is_that_of_uniform_heads(tmp_path):

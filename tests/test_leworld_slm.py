@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from world_models.leworld import LeWorldSystem, preset
-from world_models.leworld.slm import GroupedLayerNorm, GroupedLinear, SLMBank, word_ages
+from memworld.world_models.leworld import LeWorldSystem, preset
+from memworld.world_models.leworld.slm import GroupedLayerNorm, GroupedLinear, SLMBank, word_ages
 
 
 def test_grouped_linear_is_separate_linears_in_init_and_output():

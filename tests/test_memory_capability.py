@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-import memory
+from memworld import memory
 
 NUM_SYMBOLS = 8
 STEPS = 60

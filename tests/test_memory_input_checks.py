@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import memory
-from memory.bit_store import BitStore
-from memory.dual_ltm import LongTermMemory
-from memory.persistent import PersistentStore, StoreConfig
+from memworld import memory
+from memworld.memory.bit_store import BitStore
+from memworld.memory.dual_ltm import LongTermMemory
+from memworld.memory.persistent import PersistentStore, StoreConfig
 
 INPUT_DIM = 5
 SMALL = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import memory
+from memworld import memory
 from memworld.panel import MAX_ROWS, panel_vectors
 
 

@@ -16,9 +16,9 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-import memory
-from agents import MemoryPPO
-from memory.base import MemoryModule
+from memworld import memory
+from memworld.agents import MemoryPPO
+from memworld.memory.base import MemoryModule
 
 # Small sizes offered to every registered module (only those its constructor takes).
 SMALL_KWARGS = {
@@ -346,7 +346,7 @@ def test_bad_batch_size_and_bptt_len_say_how_to_fix():
 def test_ppo_losses_on_a_hand_made_minibatch():
     from types import SimpleNamespace
 
-    from agents.ppo_loss import ppo_losses
+    from memworld.agents.ppo_loss import ppo_losses
 
     batch = SimpleNamespace(
         advantages=th.tensor([1.0, -1.0]),
@@ -371,7 +371,7 @@ def test_ppo_losses_on_a_hand_made_minibatch():
 def test_update_stats_log_minibatch_means_and_the_last_epochs_kl():
     from stable_baselines3.common.logger import Logger
 
-    from agents.ppo_loss import PPOLosses, UpdateStats
+    from memworld.agents.ppo_loss import PPOLosses, UpdateStats
 
     stats = UpdateStats()
     for k, (kl, clip) in enumerate([(0.5, 0.1), (0.3, 0.2), (0.1, 0.3)]):

@@ -10,7 +10,7 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 
-from agents import MemoryPPO, make_vec_env
+from memworld.agents import MemoryPPO, make_vec_env
 
 
 def _eval_return(model, env_id, env_kwargs, seed):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import memory
-from memory import FrameStack, MemoryModule, WindowAttention
+from memworld import memory
+from memworld.memory import FrameStack, MemoryModule, WindowAttention
 
 INPUT_DIM = 6
 BATCH = 3

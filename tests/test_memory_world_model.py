@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-import memory
+from memworld import memory
 from memworld.cli import main
-from world_models.leworld.data import Batch, RolloutSource
-from world_models.memory_world_model import (
+from memworld.world_models.leworld.data import Batch, RolloutSource
+from memworld.world_models.memory_world_model import (
     MemoryWorldModel,
     bin_labels,
     distance_bins,

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory.persistent import PersistentStore
+from memworld.memory.persistent import PersistentStore
 
 REPO = Path(__file__).resolve().parents[1]
 WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from memory.persistent.store import PersistentStore
+    from memworld.memory.persistent.store import PersistentStore
 
     store = PersistentStore(sys.argv[1], 8, backend=sys.argv[2], fsync="always")
     rng = np.random.default_rng(0)

@@ -9,8 +9,13 @@ import struct
 import numpy as np
 import pytest
 
-from memory.persistent import EncryptionKeyError, PersistentStore, ReadOnlyError, StoreConfig
-from memory.persistent.line import fnv1a64
+from memworld.memory.persistent import (
+    EncryptionKeyError,
+    PersistentStore,
+    ReadOnlyError,
+    StoreConfig,
+)
+from memworld.memory.persistent.line import fnv1a64
 from tests.test_pmll_store import DISK_BACKENDS, blake64, filled
 
 

@@ -15,13 +15,15 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv
 
-import envs  # noqa: F401  (registers memworld/*)
-import memory
-from agents import PersistentMemoryWrapper
-from memory.persistent import PersistentStore, StoreConfig
-from memory.persistent.cli import main as pmll_cli
-from memory.persistent.integrations import LowRankOverlay, add_logits_bias, store_bias
-from memory.persistent.module import PersistentMemory
+from memworld import (
+    envs,  # noqa: F401  (registers memworld/*)
+    memory,
+)
+from memworld.agents import PersistentMemoryWrapper
+from memworld.memory.persistent import PersistentStore, StoreConfig
+from memworld.memory.persistent.cli import main as pmll_cli
+from memworld.memory.persistent.integrations import LowRankOverlay, add_logits_bias, store_bias
+from memworld.memory.persistent.module import PersistentMemory
 
 BANDIT = "memworld/RepeatFirst-v0"  # with episode_length=1: act the symbol shown
 

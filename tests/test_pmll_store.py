@@ -16,15 +16,15 @@ import threading
 import numpy as np
 import pytest
 
-from memory.persistent import (
+from memworld.memory.persistent import (
     ConflictError,
     PersistentStore,
     StoreConfig,
     canonical_ctx,
 )
-from memory.persistent.config import strip_json_comments
-from memory.persistent.index import ExactIndex, normalise
-from memory.persistent.line import fnv1a64
+from memworld.memory.persistent.config import strip_json_comments
+from memworld.memory.persistent.index import ExactIndex, normalise
+from memworld.memory.persistent.line import fnv1a64
 
 DISK_BACKENDS = ["jsonl", "lmdb", "duckdb"]
 TAU = 6 * 3600.0

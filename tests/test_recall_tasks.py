@@ -6,8 +6,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from envs.tasks.count_recall import _memoryless_best
+from memworld import envs  # noqa: F401
+from memworld.envs.tasks.count_recall import _memoryless_best
 from tests.env_helpers import episode_returns, make_vec
 
 
@@ -131,7 +131,7 @@ def test_count_recall_no_memoryless_policy_beats_chance():
 
 def test_repeat_previous_world_state_when_rows_are_out_of_step():
     """After a partial reset rows sit at different t; the window must still be each row's own."""
-    from envs.tasks.repeat_previous import RepeatPreviousVec
+    from memworld.envs.tasks.repeat_previous import RepeatPreviousVec
 
     env = RepeatPreviousVec(num_envs=3, num_symbols=5, delay=3, episode_length=40)
     obs, _ = env.reset(seed=4)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import memory
-from memory.fused_rnn import GRUSequence, LSTMSequence
+from memworld import memory
+from memworld.memory.fused_rnn import GRUSequence, LSTMSequence
 
 NEVER = float("inf")  # no chunk has more pieces than this fraction
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from envs.rng import _SINGLE_CACHE, BatchedRNG
+from memworld.envs.rng import _SINGLE_CACHE, BatchedRNG
 
 
 def test_single_row_cache_matches_batched_stream_across_refills():

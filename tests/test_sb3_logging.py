@@ -6,7 +6,7 @@ import tempfile
 
 from stable_baselines3.common.logger import configure
 
-from agents import MemoryPPO
+from memworld.agents import MemoryPPO
 from tests.test_memory_ppo import cue_env
 
 

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs import DistributionShift
+from memworld.envs import DistributionShift
 from tests.env_helpers import episode_returns, make_vec
 
 

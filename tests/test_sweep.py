@@ -53,7 +53,7 @@ def test_config_expands_agents_seeds_and_grid_into_named_trials():
 
 
 def test_config_memory_all_smoke_and_errors(tmp_path):
-    import memory
+    from memworld import memory
 
     assert _config(memory="all").memory == tuple(memory.names())
     smoke = SweepConfig.from_dict(

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from envs.tasks import (
+from memworld.envs.tasks import (
     associative_recall,
     autoencode,
     bsuite_memory,
@@ -16,7 +16,7 @@ from envs.tasks import (
     repeat_first,
     repeat_previous,
 )
-from envs.timeline import Timeline
+from memworld.envs.timeline import Timeline
 
 OPEN_LOOP = {
     "RepeatPrevious": (

@@ -18,8 +18,8 @@ from stable_baselines3.common.vec_env import (
     VecNormalize,
 )
 
-import envs  # noqa: F401  (registers memworld ids)
-from agents import GymnasiumVecEnvAdapter, make_vec_env
+from memworld import envs  # noqa: F401  (registers memworld ids)
+from memworld.agents import GymnasiumVecEnvAdapter, make_vec_env
 
 
 class CounterEnv(gym.Env):

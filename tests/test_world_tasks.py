@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from envs.tasks.associative_recall import AssociativeRecall, AssociativeRecallVec
-from envs.tasks.keydoor import DOWN, LEFT, RIGHT, UP, KeyDoor, KeyDoorVec
-from envs.tasks.occluded_dynamics import (
+from memworld.envs.tasks.associative_recall import AssociativeRecall, AssociativeRecallVec
+from memworld.envs.tasks.keydoor import DOWN, LEFT, RIGHT, UP, KeyDoor, KeyDoorVec
+from memworld.envs.tasks.occluded_dynamics import (
     OccludedDynamicsVec,
     bounce_step,
     occlusion_probabilities,
 )
-from envs.tasks.tmaze import BACK, FORWARD, TMaze, TMazeVec
+from memworld.envs.tasks.tmaze import BACK, FORWARD, TMaze, TMazeVec
 from tests.env_helpers import episode_returns
 
 # ------------------------------------------------------------ AssociativeRecall

@@ -5,7 +5,7 @@
 the world state after each step from the observation and the memory's output:
 ``s_{t+1} = head([o_t, y_t])``, ``y = memory(o_{0..t})``. With ``memory="none"``
 the head sees ``o_t`` alone (the no-memory baseline). It trains on the same
-:class:`world_models.leworld.data.RolloutSource` batches as LeWorld: whole
+:class:`memworld.world_models.leworld.data.RolloutSource` batches as LeWorld: whole
 episodes from their first step, so every row starts at ``t = 0``.
 
 The evaluation gives the held-out MSE, its value at each step of the episode,
@@ -21,8 +21,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from world_models.leworld.data import Batch, RolloutSource
-from world_models.leworld.rollout import masked_mean
+from memworld.world_models.leworld.data import Batch, RolloutSource
+from memworld.world_models.leworld.rollout import masked_mean
 
 NO_MEMORY = "none"
 # Recall-distance bins: [0, 1), [1, 2), [2, 4), [4, 8), ... ; the last is open.
@@ -50,7 +50,7 @@ class MemoryWorldModel(nn.Module):
         hidden: int = 128,
     ) -> None:
         super().__init__()
-        import memory as memory_lib
+        from memworld import memory as memory_lib
 
         if isinstance(memory, str):
             if memory != NO_MEMORY and memory not in memory_lib.names():

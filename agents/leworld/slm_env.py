@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from memory.base import check_range
-from world_models.leworld.config import preset
-from world_models.leworld.data import RolloutSource
-from world_models.leworld.rollout import paired_branch_reward, slm_branch_losses
-from world_models.leworld.slm import pointer_features
-from world_models.leworld.system import LeWorldSystem
+from memworld.memory.base import check_range
+from memworld.world_models.leworld.config import preset
+from memworld.world_models.leworld.data import RolloutSource
+from memworld.world_models.leworld.rollout import paired_branch_reward, slm_branch_losses
+from memworld.world_models.leworld.slm import pointer_features
+from memworld.world_models.leworld.system import LeWorldSystem
 
 ACTION_ENTRIES = ("address high byte", "address low byte", "range choice")
 

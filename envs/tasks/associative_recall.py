@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask
-from envs.params import TaskParams, require
-from envs.render import GREEN, GREY, RED, WHITE, YELLOW, canvas, outline, symbol_box, text
-from envs.scalar import scalar_view
+from memworld.envs.core import VecTask
+from memworld.envs.params import TaskParams, require
+from memworld.envs.render import GREEN, GREY, RED, WHITE, YELLOW, canvas, outline, symbol_box, text
+from memworld.envs.scalar import scalar_view
 
 # Phases of a step, in episode order; DONE is the observation after the answer.
 PAIR, DISTRACTOR, QUERY, DONE = 0, 1, 2, 3

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask
-from envs.params import TaskParams, require
-from envs.scalar import scalar_view
-from envs.tasks.keydoor_render import agent_mask, cell_sprites, map_frame, view_pixels
+from memworld.envs.core import VecTask
+from memworld.envs.params import TaskParams, require
+from memworld.envs.scalar import scalar_view
+from memworld.envs.tasks.keydoor_render import agent_mask, cell_sprites, map_frame, view_pixels
 
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 _MOVES = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)  # (dy, dx) per action

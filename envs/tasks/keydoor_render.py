@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.render import GREEN, GREY, PALETTE, RED, WHITE, YELLOW, canvas, outline, rect, text
+from memworld.envs.render import (
+    GREEN,
+    GREY,
+    PALETTE,
+    RED,
+    WHITE,
+    YELLOW,
+    canvas,
+    outline,
+    rect,
+    text,
+)
 
 FLOOR_RGB = (24, 24, 30)
 WALL_RGB = (110, 110, 118)

@@ -7,10 +7,21 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask
-from envs.params import TaskParams
-from envs.render import GREEN, GREY, PALETTE, RED, WHITE, YELLOW, canvas, outline, rect, text
-from envs.scalar import scalar_view
+from memworld.envs.core import VecTask
+from memworld.envs.params import TaskParams
+from memworld.envs.render import (
+    GREEN,
+    GREY,
+    PALETTE,
+    RED,
+    WHITE,
+    YELLOW,
+    canvas,
+    outline,
+    rect,
+    text,
+)
+from memworld.envs.scalar import scalar_view
 
 REVEAL_STEPS = 2  # observations 0 and 1 show every object, so velocities can be read off
 

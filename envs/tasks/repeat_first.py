@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask
-from envs.params import TaskParams
-from envs.render import recall_frame
-from envs.scalar import scalar_view
+from memworld.envs.core import VecTask
+from memworld.envs.params import TaskParams
+from memworld.envs.render import recall_frame
+from memworld.envs.scalar import scalar_view
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 from gymnasium import spaces
 
-from envs.core import VecTask
-from envs.params import TaskParams
-from envs.render import (
+from memworld.envs.core import VecTask
+from memworld.envs.params import TaskParams
+from memworld.envs.render import (
     BLACK,
     GREEN,
     GREY,
@@ -21,7 +21,7 @@ from envs.render import (
     rect,
     text,
 )
-from envs.scalar import scalar_view
+from memworld.envs.scalar import scalar_view
 
 # Active-mode actions; passive mode uses only the two arms, as actions 0 (up) and 1 (down).
 FORWARD, BACK, UP, DOWN = 0, 1, 2, 3

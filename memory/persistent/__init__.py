@@ -6,9 +6,9 @@ with JSONL, LMDB and DuckDB backends and exact or FAISS search; the
 the memory protocol; and the logits-bias and low-rank delta-W integrations.
 """
 
-from memory.persistent.config import StoreConfig
-from memory.persistent.integrity import VerifyReport
-from memory.persistent.line import (
+from memworld.memory.persistent.config import StoreConfig
+from memworld.memory.persistent.integrity import VerifyReport
+from memworld.memory.persistent.line import (
     GENESIS,
     ConflictError,
     CorruptStoreError,
@@ -18,8 +18,8 @@ from memory.persistent.line import (
     ReadOnlyError,
     canonical_ctx,
 )
-from memory.persistent.race import Race
-from memory.persistent.store import PersistentStore
+from memworld.memory.persistent.race import Race
+from memworld.memory.persistent.store import PersistentStore
 
 __all__ = [
     "GENESIS",

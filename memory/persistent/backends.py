@@ -1,7 +1,7 @@
 """Where lines live: in memory, or in an append-only JSONL log with snapshot segments.
 
 Every disk backend keeps its files in the store's folder and exchanges
-:class:`~memory.persistent.table.Records`.  ``load()`` reads all lines for
+:class:`~memworld.memory.persistent.table.Records`.  ``load()`` reads all lines for
 opening; ``iter_records()`` re-reads the source of truth in pieces for
 ``verify`` (for JSONL that is the log, never the snapshot).  ``fsync``:
 ``"always"`` syncs before a put returns, ``"batch"`` every ``fsync_batch``
@@ -34,15 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.persistent.crypto import Cipher
-from memory.persistent.line import (
+from memworld.memory.persistent.crypto import Cipher
+from memworld.memory.persistent.line import (
     CorruptStoreError,
     EncryptionKeyError,
     canonical_ctx,
     from_hex,
     to_hex,
 )
-from memory.persistent.table import LineTable, Records
+from memworld.memory.persistent.table import LineTable, Records
 
 FSYNC_MODES = ("always", "batch", "never")
 _sync = getattr(os, "fdatasync", os.fsync)

@@ -23,9 +23,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from memory.persistent.backends import Backend, decrypt_payload, encrypt_payload
-from memory.persistent.line import from_hex, to_hex
-from memory.persistent.table import Records
+from memworld.memory.persistent.backends import Backend, decrypt_payload, encrypt_payload
+from memworld.memory.persistent.line import from_hex, to_hex
+from memworld.memory.persistent.table import Records
 
 _LMDB_HEADER = struct.Struct("<QQd")
 

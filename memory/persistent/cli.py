@@ -41,8 +41,8 @@ def _secret(name: str | None):
 
 def run(args: argparse.Namespace) -> int:
     """Run a parsed ``pmll`` command; return the exit status (0 ok, 1 verify failed, 2 error)."""
-    from memory.persistent.line import PMLLError
-    from memory.persistent.store import PersistentStore
+    from memworld.memory.persistent.line import PMLLError
+    from memworld.memory.persistent.store import PersistentStore
 
     try:
         store = PersistentStore(args.path, read_only=True, encryption_key=_secret(args.key_env))

@@ -13,12 +13,12 @@ import json
 import math
 from pathlib import Path
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 
 
 @dataclasses.dataclass(frozen=True)
 class StoreConfig:
-    """Parameters of a :class:`~memory.persistent.store.PersistentStore`.
+    """Parameters of a :class:`~memworld.memory.persistent.store.PersistentStore`.
 
     Args:
         alpha: weight of recency in ``w_i = alpha r_i + beta s_i + gamma n_i`` (0.35).

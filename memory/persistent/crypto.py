@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import os
 
-from memory.persistent.line import EncryptionKeyError
+from memworld.memory.persistent.line import EncryptionKeyError
 
 _CHECK = b"pmll key check v1"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.persistent.crypto import Cipher
-from memory.persistent.line import EncryptionKeyError
+from memworld.memory.persistent.crypto import Cipher
+from memworld.memory.persistent.line import EncryptionKeyError
 
 _HEADER = struct.Struct("<QQQI")
 

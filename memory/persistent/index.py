@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from memory.persistent.config import StoreConfig
+from memworld.memory.persistent.config import StoreConfig
 
 INDEX_KINDS = ("exact", "faiss-flat", "faiss-hnsw", "faiss-ivf")
 _SEARCH_BLOCK = 1 << 25  # floats of a (queries, keys) similarity block (128 MiB)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memory.persistent.store import PersistentStore
+from memworld.memory.persistent.store import PersistentStore
 
 
 def store_bias(store: PersistentStore, queries: Tensor, k: int | None = None) -> Tensor:

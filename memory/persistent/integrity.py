@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.persistent.backends import Backend
-from memory.persistent.index import make_index, normalise
-from memory.persistent.line import (
+from memworld.memory.persistent.backends import Backend
+from memworld.memory.persistent.index import make_index, normalise
+from memworld.memory.persistent.line import (
     FNV_OFFSET,
     GENESIS,
     CorruptStoreError,

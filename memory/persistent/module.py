@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memory.base import MemoryModule, State, check_positive_int, register
-from memory.persistent.config import StoreConfig
-from memory.persistent.store import PersistentStore
+from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.persistent.config import StoreConfig
+from memworld.memory.persistent.store import PersistentStore
 
 WRITE_MODES = ("rollout", "always", "never")
 

@@ -23,9 +23,9 @@ import dataclasses
 
 import numpy as np
 
-from memory.persistent.index import normalise
-from memory.persistent.line import ConflictError
-from memory.persistent.table import TRACE_FIELD
+from memworld.memory.persistent.index import normalise
+from memworld.memory.persistent.line import ConflictError
+from memworld.memory.persistent.table import TRACE_FIELD
 
 
 @dataclasses.dataclass(frozen=True)

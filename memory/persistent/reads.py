@@ -16,14 +16,14 @@ import json
 
 import numpy as np
 
-from memory.base import check_range
-from memory.persistent.backends_db import DuckDBBackend
-from memory.persistent.index import normalise
-from memory.persistent.line import MemoryLine, PMLLError, to_hex
+from memworld.memory.base import check_range
+from memworld.memory.persistent.backends_db import DuckDBBackend
+from memworld.memory.persistent.index import normalise
+from memworld.memory.persistent.line import MemoryLine, PMLLError, to_hex
 
 
 class StoreReads:
-    """Read methods of :class:`~memory.persistent.store.PersistentStore` (a mixin)."""
+    """Read methods of :class:`~memworld.memory.persistent.store.PersistentStore` (a mixin)."""
 
     def _rank(self, queries, k, now, as_of):
         """(m, k) line ids (-1: none), weights, similarities, recencies, best first."""

@@ -1,7 +1,7 @@
 """``PersistentStore``: the Persistent Memory Logic Loop's store of hashed memory lines.
 
 A line is ``(key, value, ctx)`` plus a timestamp, chained by a 64-bit BLAKE2b
-anchor (encoding in :mod:`memory.persistent.line`).  Reads rank the nearest
+anchor (encoding in :mod:`memworld.memory.persistent.line`).  Reads rank the nearest
 keys by the composite weight of the PMLL document::
 
     r_i = exp(-(t_now - t_i) / tau)             recency (tau = 6 h)
@@ -29,15 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from memory.base import check_range
-from memory.persistent import crypto, integrity, race
-from memory.persistent.aio import AsyncStoreMixin
-from memory.persistent.backends import Backend, JsonlBackend
-from memory.persistent.backends_db import DuckDBBackend, LmdbBackend
-from memory.persistent.config import StoreConfig
-from memory.persistent.derived import DerivedFile
-from memory.persistent.index import make_index, normalise
-from memory.persistent.line import (
+from memworld.memory.base import check_range
+from memworld.memory.persistent import crypto, integrity, race
+from memworld.memory.persistent.aio import AsyncStoreMixin
+from memworld.memory.persistent.backends import Backend, JsonlBackend
+from memworld.memory.persistent.backends_db import DuckDBBackend, LmdbBackend
+from memworld.memory.persistent.config import StoreConfig
+from memworld.memory.persistent.derived import DerivedFile
+from memworld.memory.persistent.index import make_index, normalise
+from memworld.memory.persistent.line import (
     ConflictError,
     CorruptStoreError,
     PMLLError,
@@ -47,8 +47,8 @@ from memory.persistent.line import (
     from_hex,
     to_hex,
 )
-from memory.persistent.reads import StoreReads
-from memory.persistent.table import LineTable, Records
+from memworld.memory.persistent.reads import StoreReads
+from memworld.memory.persistent.table import LineTable, Records
 
 BACKENDS = {"memory": Backend, "jsonl": JsonlBackend, "lmdb": LmdbBackend, "duckdb": DuckDBBackend}
 FORMAT = "pmll/1"

@@ -13,7 +13,7 @@ import json
 
 import numpy as np
 
-from memory.persistent.line import GENESIS
+from memworld.memory.persistent.line import GENESIS
 
 TRACE_FIELD = "_trace"  # ctx field that race/trace writes; "status": "decayed" marks a loser
 

@@ -48,7 +48,7 @@ def rollout_states(model, env_id: str, env_kwargs: dict, num_envs: int, steps: i
     """
     import gymnasium as gym
 
-    import envs  # noqa: F401
+    from memworld import envs  # noqa: F401
 
     vec = gym.make_vec(
         env_id,

@@ -1,6 +1,6 @@
 """Experiment 2: continual learning under distribution shift, and forgetting curves.
 
-Each module is trained on task 0 of a :class:`envs.DistributionShift` (an
+Each module is trained on task 0 of a :class:`memworld.envs.DistributionShift` (an
 answer mapping of a recall task), then on task 1, and so on, continuing the
 same model. After every stage it is evaluated on every task; the return on
 earlier tasks while later ones are learned are the forgetting curves.

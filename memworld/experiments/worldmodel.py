@@ -2,7 +2,7 @@
 recall distance.
 
 Each module reads the observations of a world-state task through
-:class:`world_models.memory_world_model.MemoryWorldModel` and predicts the next
+:class:`memworld.world_models.memory_world_model.MemoryWorldModel` and predicts the next
 world state. All modules of a seed train on the same batches (one rollout stream
 per seed) and are evaluated on the same held-out episodes (a stream seeded apart),
 as LeWorld and its baselines are. ``none`` is the head without memory.
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memory.base import check_range
 from memworld.experiments.common import experiment_folder, pyplot, savefig
 from memworld.leworld_runs import EVAL_BATCHES, HELD_OUT_SEED  # `leworld eval`'s episodes
+from memworld.memory.base import check_range
 from memworld.runs import write_results
 
 
@@ -46,7 +46,7 @@ class WorldModelConfig:
     eval_batches: int = EVAL_BATCHES
 
     def __post_init__(self) -> None:
-        import memory
+        from memworld import memory
 
         known = ("none", *memory.names())
         unknown = [m for m in self.modules if m not in known]
@@ -63,8 +63,8 @@ class WorldModelConfig:
 
 def run(config: WorldModelConfig, root: str | Path = "runs/experiments") -> Path:
     """Train and evaluate every (module, seed); write results.json and two plots."""
-    from world_models.leworld.data import RolloutSource
-    from world_models.memory_world_model import (
+    from memworld.world_models.leworld.data import RolloutSource
+    from memworld.world_models.memory_world_model import (
         MemoryWorldModel,
         evaluate_world_model,
         train_world_model,

@@ -2,7 +2,7 @@
 memory, a BLM routes among their reads, predicts the next world state and asks for
 what it needs next."""
 
-from world_models.leworld.config import (
+from memworld.world_models.leworld.config import (
     BLMConfig,
     LeWorldConfig,
     MemoryConfig,
@@ -10,7 +10,7 @@ from world_models.leworld.config import (
     TrainingConfig,
     preset,
 )
-from world_models.leworld.system import LeWorldSystem, StepOutput
+from memworld.world_models.leworld.system import LeWorldSystem, StepOutput
 
 __all__ = [
     "BLMConfig",

@@ -8,7 +8,7 @@
 - ``random_addresses`` / ``oracle_addresses``: the trained LeWorld system with
   every SLM's start address replaced by a uniform written address, or by the
   range that ends at the address where the needed past observation was written
-  (:func:`world_models.leworld.data.oracle_addresses`).
+  (:func:`memworld.world_models.leworld.data.oracle_addresses`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from world_models.leworld.data import Batch, RolloutSource
-from world_models.leworld.rollout import masked_mean, step_loss
-from world_models.leworld.system import LeWorldSystem
+from memworld.world_models.leworld.data import Batch, RolloutSource
+from memworld.world_models.leworld.rollout import masked_mean, step_loss
+from memworld.world_models.leworld.system import LeWorldSystem
 
 
 class GRUWorldModel(nn.Module):

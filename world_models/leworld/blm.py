@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from world_models.leworld.config import BLMConfig
-from world_models.leworld.routing import straight_through_mask
-from world_models.leworld.slm import mlp
+from memworld.world_models.leworld.config import BLMConfig
+from memworld.world_models.leworld.routing import straight_through_mask
+from memworld.world_models.leworld.slm import mlp
 
 
 class ResidualBlock(nn.Module):

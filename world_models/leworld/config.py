@@ -14,7 +14,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 
 # The reference task whose widths the parameter table is measured on.
 REFERENCE_OBS_DIM = 12

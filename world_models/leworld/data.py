@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from memory.base import check_range
+from memworld.memory.base import check_range
 
 
 @dataclass
@@ -54,7 +54,7 @@ class RolloutSource:
     def __init__(
         self, env_id: str, num_envs: int, seq_len: int, seed: int = 0, oracle_prob: float = 0.8
     ) -> None:
-        import envs  # registers the ids
+        from memworld import envs  # registers the ids
 
         for name, value, low, high, fix in (
             ("num_envs", num_envs, 1, math.inf, "rows per batch, e.g. 16"),

@@ -3,7 +3,7 @@
 Per method: the next-state MSE (mean over valid steps), the per-step MSE over the episode,
 how far it falls from the second quarter of the episode to the last (per episode, with its
 standard error) and the MSE against recall distance (steps since the needed observation
-was written, as :mod:`world_models.memory_world_model` bins it). For LeWorld itself: SLM
+was written, as :mod:`memworld.world_models.memory_world_model` bins it). For LeWorld itself: SLM
 usage fractions, routing entropy (nats over the 2**N masks), the five most frequent routing
 patterns, and the info-request gain: the paired-branch loss difference (zero request minus
 the BLM's request), as the mean per step and summed over an episode with its standard error
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import torch
 
-from world_models.leworld.baselines import (
+from memworld.world_models.leworld.baselines import (
     masked_mean,
     no_memory_loss,
     oracle_start,
     random_addresses,
 )
-from world_models.leworld.data import Batch
-from world_models.leworld.rollout import run_sequence
-from world_models.leworld.routing import routing_stats
-from world_models.memory_world_model import bin_labels, distance_sums, ratios
+from memworld.world_models.leworld.data import Batch
+from memworld.world_models.leworld.rollout import run_sequence
+from memworld.world_models.leworld.routing import routing_stats
+from memworld.world_models.memory_world_model import bin_labels, distance_sums, ratios
 
 METHODS = ("leworld", "no_memory", "gru", "random_addresses", "oracle_addresses")
 

@@ -4,7 +4,7 @@ The system only calls :class:`LeWorldMemory`'s methods: ``initial_state``,
 ``encode``, ``write``, ``range_bits``, ``candidates``, ``read`` (and its
 shorthands ``read_hard``, ``read_soft``), ``reconstruction_loss``; a read takes
 every SLM's addresses at once, ``(B, N, ...)``. Everything else is
-:class:`memory.bit_store.BitStore`:
+:class:`memworld.memory.bit_store.BitStore`:
 
 - storage: ``num_words`` 32-bit words per batch row, packed as int32, plus
   written flags; unwritten words read as all-zero bits; addresses wrap (a ring);
@@ -32,9 +32,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from memory.bit_store import BitStore
-from memory.bits import pack_bits, unpack_bits
-from world_models.leworld.config import MemoryConfig
+from memworld.memory.bit_store import BitStore
+from memworld.memory.bits import pack_bits, unpack_bits
+from memworld.world_models.leworld.config import MemoryConfig
 
 __all__ = ["LeWorldMemory", "pack_bits", "unpack_bits"]
 

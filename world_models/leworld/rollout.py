@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from world_models.leworld.data import Batch
-from world_models.leworld.system import READ_MODES, LeWorldSystem
+from memworld.world_models.leworld.data import Batch
+from memworld.world_models.leworld.system import READ_MODES, LeWorldSystem
 
 
 def paired_branch_reward(loss_without: Tensor, loss_with: Tensor) -> Tensor:

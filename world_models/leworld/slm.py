@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from world_models.leworld.config import MemoryConfig, SLMConfig
+from memworld.world_models.leworld.config import MemoryConfig, SLMConfig
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:

@@ -20,10 +20,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from world_models.leworld.blm import BLM
-from world_models.leworld.config import REFERENCE_OBS_DIM, REFERENCE_STATE_DIM, LeWorldConfig
-from world_models.leworld.memory_iface import LeWorldMemory
-from world_models.leworld.slm import SLMBank, word_ages
+from memworld.world_models.leworld.blm import BLM
+from memworld.world_models.leworld.config import (
+    REFERENCE_OBS_DIM,
+    REFERENCE_STATE_DIM,
+    LeWorldConfig,
+)
+from memworld.world_models.leworld.memory_iface import LeWorldMemory
+from memworld.world_models.leworld.slm import SLMBank, word_ages
 
 # How LeWorldSystem.read reads memory (``mode``).
 READ_MODES = ("soft", "hard", "straight", "sample")
@@ -51,7 +55,7 @@ class LeWorldSystem(nn.Module):
     """Memory + SLMs + BLM.
 
     Args:
-        config: sizes (:func:`world_models.leworld.config.preset`).
+        config: sizes (:func:`memworld.world_models.leworld.config.preset`).
         obs_dim: observation width (written to memory, seen by SLMs and BLM).
         state_dim: world-state width (what the BLM predicts).
     """

@@ -9,7 +9,7 @@
    straight-through routing mask; next-state MSE + Switch load balance.
 3. **Info-request refinement**: addresses and ranges are sampled (Gumbel-max)
    and info requests drawn from ``N(r, noise^2)``; each decision gets its
-   paired-branch reward (:mod:`world_models.leworld.rollout`) and is trained by
+   paired-branch reward (:mod:`memworld.world_models.leworld.rollout`) and is trained by
    REINFORCE (the addresses with a batch-mean baseline, the request against its mirrored
    sample, ``request_estimator``, weighted by ``request_pg_coef``), alongside the
    prediction loss (by default on a second pass with straight-through reads: the argmax
@@ -29,11 +29,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from world_models.leworld.config import TrainingConfig
-from world_models.leworld.data import Batch, RolloutSource
-from world_models.leworld.rollout import SequenceResult, masked_mean, run_sequence
-from world_models.leworld.routing import load_balance_loss, routing_stats
-from world_models.leworld.system import LeWorldSystem
+from memworld.world_models.leworld.config import TrainingConfig
+from memworld.world_models.leworld.data import Batch, RolloutSource
+from memworld.world_models.leworld.rollout import SequenceResult, masked_mean, run_sequence
+from memworld.world_models.leworld.routing import load_balance_loss, routing_stats
+from memworld.world_models.leworld.system import LeWorldSystem
 
 PHASES = ("pretrain", "joint", "refine")
 
