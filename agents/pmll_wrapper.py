@@ -14,15 +14,30 @@ Values (``value=``):
   reward each action earned in similar observations (episodic control);
 - ``"next_obs"``: the observation that followed;
 - a callable ``f(obs, action, reward, next_obs) -> vector`` (pass ``value_dim``).
+
+A store has one writer.  In one process (``DummyVecEnv``) the envs share one
+writing store.  With ``SubprocVecEnv`` the main process holds the writing
+handle and wraps the vector env in :class:`PersistentMemoryVecWriter`; each
+worker's wrapper gets the store's *path*, opens it read-only, reads the lines
+written so far (``refresh()`` before each read) and sends the line it would
+write in ``info["pmll_line"]``; the vector wrapper appends the lines of every
+worker in one ``put_many`` per step and puts the anchors in
+``info["pmll_anchor"]``::
+
+    store = PersistentStore("runs/pmll", dim, value_dim=n_actions)   # the writer
+    make = lambda: PersistentMemoryWrapper(gym.make(env_id), store="runs/pmll")
+    venv = PersistentMemoryVecWriter(SubprocVecEnv([make] * 4), store)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from memworld.memory.persistent import PersistentStore, StoreConfig
 
@@ -33,7 +48,9 @@ class PersistentMemoryWrapper(gym.Wrapper):
     Args:
         env: the env to wrap (any observation space ``gymnasium.spaces.flatten`` handles).
         store: a :class:`PersistentStore` to use (share one between the envs of a
-            vector env); None creates an in-memory one.
+            vector env in one process); a path opens that store read-only, and the
+            lines go out in ``info["pmll_line"]`` for :class:`PersistentMemoryVecWriter`
+            (the ``SubprocVecEnv`` pattern); None creates an in-memory store.
         k: lines per read (5).
         key_dim: None keys by the flattened observation; an int by a fixed Gaussian
             projection of it to this width.
@@ -49,7 +66,7 @@ class PersistentMemoryWrapper(gym.Wrapper):
     def __init__(
         self,
         env: gym.Env,
-        store: PersistentStore | None = None,
+        store: PersistentStore | str | Path | None = None,
         *,
         k: int = 5,
         key_dim: int | None = None,
@@ -75,6 +92,12 @@ class PersistentMemoryWrapper(gym.Wrapper):
         dim = obs_dim if key_dim is None else key_dim
         if store is None:
             store = PersistentStore(None, dim, value_dim=value_dim, config=config)
+        elif isinstance(store, str | Path):
+            store = PersistentStore(store, read_only=True, config=config)
+        elif not isinstance(store, PersistentStore):
+            raise TypeError(
+                f"store must be a PersistentStore, a path or None, got {type(store).__name__}"
+            )
         if (store.dim, store.value_dim) != (dim, value_dim):
             raise ValueError(
                 f"store has dim={store.dim}, value_dim={store.value_dim}; this wrapper needs "
@@ -121,6 +144,8 @@ class PersistentMemoryWrapper(gym.Wrapper):
     def _augment(self, obs) -> np.ndarray:
         flat = spaces.flatten(self.env.observation_space, obs).astype(np.float32)
         self._last_flat, self._last_key = flat, self._key(flat)
+        if self.store.read_only:  # lines the writer appended since the last read
+            self.store.refresh()
         bias = self.store.bias_vector(self._last_key, self.k, now=self._now())
         return np.concatenate([flat, bias]).astype(np.float32)
 
@@ -135,12 +160,66 @@ class PersistentMemoryWrapper(gym.Wrapper):
             next_flat = spaces.flatten(self.env.observation_space, obs).astype(np.float32)
             value = self.value_fn(self._last_flat, action, float(reward), next_flat)
             info = dict(info)
-            info["pmll_anchor"] = self.store.put(
-                self._last_key,
-                value,
-                {"episode": self.episode, "step": self.t},
-                timestamp=self._now(),
-            )
+            ctx = {"episode": self.episode, "step": self.t}
+            if self.store.read_only:  # the writing process appends it (PersistentMemoryVecWriter)
+                info["pmll_line"] = (
+                    self._last_key,
+                    np.asarray(value, np.float32),
+                    ctx,
+                    self._now(),
+                )
+            else:
+                info["pmll_anchor"] = self.store.put(
+                    self._last_key, value, ctx, timestamp=self._now()
+                )
         self.t += 1
         self.total_steps += 1
         return self._augment(obs), reward, terminated, truncated, info
+
+
+class PersistentMemoryVecWriter(VecEnvWrapper):
+    """Append the lines that read-only :class:`PersistentMemoryWrapper` workers send.
+
+    The one writing handle of the store lives here, in the main process; after
+    each step the ``info["pmll_line"]`` of every env is appended in env order
+    with one ``put_many`` (ctx gains ``"env": i``), replaced by
+    ``info["pmll_anchor"]``.  The workers see the lines on their next read.
+
+    Args:
+        venv: an SB3 vector env (e.g. ``SubprocVecEnv``) of wrappers opened on
+            the store's path.
+        store: the writing handle of that store.
+    """
+
+    def __init__(self, venv: VecEnv, store: PersistentStore) -> None:
+        if not isinstance(store, PersistentStore) or store.read_only:
+            raise ValueError(
+                "store must be the writing PersistentStore handle (not read-only); the "
+                "workers' wrappers take the store's path instead"
+            )
+        super().__init__(venv)
+        self.store = store
+
+    def reset(self):
+        return self.venv.reset()
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        rows = [i for i, info in enumerate(infos) if "pmll_line" in info]
+        if rows:
+            lines = [infos[i].pop("pmll_line") for i in rows]
+            stamps = [t for *_, t in lines]
+            if all(t is None for t in stamps):
+                stamps = None
+            else:
+                now = self.store.clock()
+                stamps = [now if t is None else t for t in stamps]
+            anchors = self.store.put_many(
+                np.stack([key for key, *_ in lines]),
+                np.stack([value for _, value, *_ in lines]),
+                [{**ctx, "env": i} for i, (_, _, ctx, _) in zip(rows, lines)],
+                timestamps=stamps,
+            )
+            for i, anchor in zip(rows, anchors):
+                infos[i]["pmll_anchor"] = anchor
+        return obs, rewards, dones, infos

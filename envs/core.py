@@ -27,6 +27,7 @@ stream, so row ``i`` equals a scalar env seeded ``seed + i``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -55,6 +56,28 @@ def parse_autoreset_mode(mode: AutoresetMode | str) -> AutoresetMode:
             f"autoreset_mode must be one of {list(_MODES)} or a gymnasium AutoresetMode, got {mode!r}"
         )
     return _MODES[key]
+
+
+class ResetNeeded(gym.error.ResetNeeded, RuntimeError):
+    """``step()`` before ``reset()`` (or after an episode ended without autoreset).
+
+    Gymnasium's ``ResetNeeded``, and a ``RuntimeError`` as well for callers that catch that.
+    """
+
+
+def _space_bytes(space: spaces.Space) -> int:
+    """Bytes of one sample of ``space`` (an estimate for spaces without a dtype)."""
+    if space.shape is not None and space.dtype is not None:
+        return max(1, int(np.prod(space.shape))) * np.dtype(space.dtype).itemsize
+    return 8 * max(1, int(spaces.flatdim(space)))
+
+
+def _memory_bytes() -> int:
+    """Physical memory of this machine (2**40 where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return 1 << 40
 
 
 class VecTask(VectorEnv):
@@ -100,6 +123,7 @@ class VecTask(VectorEnv):
         self.autoreset_mode = parse_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
         self.single_observation_space, self.single_action_space = self._spaces()
+        self._check_memory()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.rng = BatchedRNG(self.num_envs)
@@ -113,6 +137,21 @@ class VecTask(VectorEnv):
         self._has_reset = False
         self._in_step = False  # every row at the same step (see _now)
         self._allocate()
+
+    def _check_memory(self) -> None:
+        """Refuse a ``num_envs`` whose arrays alone would not fit in this machine's memory."""
+        obs, act = (
+            _space_bytes(self.single_observation_space),
+            _space_bytes(self.single_action_space),
+        )
+        per_env = 4 * obs + 3 * act + 256  # batched spaces' bounds, buffers, per-row state
+        need, have = self.num_envs * per_env, _memory_bytes()
+        if need > have:
+            raise ValueError(
+                f"num_envs={self.num_envs} needs at least {need / 2**30:.3g} GiB "
+                f"({per_env} bytes per env) and this machine has {have / 2**30:.3g} GiB; "
+                f"pass num_envs <= {have // per_env}"
+            )
 
     # ----------------------------------------------------------------- hooks
     def _spaces(self) -> tuple[spaces.Space, spaces.Space]:
@@ -199,7 +238,7 @@ class VecTask(VectorEnv):
         mode = self.autoreset_mode
         if mode is AutoresetMode.DISABLED and self._done.any():
             bad = np.flatnonzero(self._done).tolist()
-            raise RuntimeError(
+            raise ResetNeeded(
                 f"envs {bad} have finished their episode; call reset() (or reset with "
                 "options={'reset_mask': mask}) before stepping them again"
             )
@@ -255,7 +294,7 @@ class VecTask(VectorEnv):
     # -------------------------------------------------------------- helpers
     def _require_reset(self) -> None:
         if not self._has_reset:
-            raise RuntimeError("step() called before reset(); call env.reset(seed=...) first")
+            raise ResetNeeded("step() called before reset(); call env.reset(seed=...) first")
 
     def _restart(self, idx: np.ndarray) -> None:
         if len(idx):  # all rows restarting together are in step until some restart alone

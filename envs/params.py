@@ -28,7 +28,7 @@ class TaskParams:
     CHOICES: ClassVar[dict[str, tuple[Any, ...]]] = {}
 
     def __post_init__(self) -> None:
-        ranges = {"max_episode_steps": (1, 10**7), **self.RANGES}
+        ranges = {**self.RANGES, "max_episode_steps": (1, 10**7)}  # a derived limit comes last
         for name, (low, high) in ranges.items():
             value = getattr(self, name)
             if value is None and name == "max_episode_steps":

@@ -33,6 +33,43 @@ def splitmix64(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+_SEED_LIMIT = 1 << 64  # a seed is a uint64
+
+
+def check_seed(seed, num_envs: int = 1) -> None:
+    """Refuse a seed that is not None, an int or ``num_envs`` ints that fit a uint64.
+
+    An int ``s`` seeds env ``i`` with ``s + i``, so ``s + num_envs - 1`` must stay
+    below ``2**64`` (no silent wrap to small seeds); booleans are refused.
+    """
+    if seed is None:
+        return
+    if isinstance(seed, bool | np.bool_):
+        raise ValueError(f"seed must be an int or None, got {seed!r}; pass e.g. seed=0")
+    if isinstance(seed, int | np.integer):
+        high = _SEED_LIMIT - num_envs
+        if not 0 <= int(seed) <= high:
+            where = "" if num_envs == 1 else f" (env i gets seed + i for {num_envs} envs)"
+            raise ValueError(
+                f"seed must be an integer in [0, 2**64 - {num_envs}] = [0, {high}]{where}, "
+                f"got {seed!r}; pass a smaller seed"
+            )
+        return
+    if isinstance(seed, str | bytes | dict) or not hasattr(seed, "__len__"):
+        raise ValueError(f"seed must be an int, a list of {num_envs} ints or None, got {seed!r}")
+    values = list(np.asarray(seed, dtype=object).reshape(-1)) if np.ndim(seed) else [seed]
+    ok = len(values) == num_envs and np.ndim(seed) == 1
+    for value in values if ok else ():
+        if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+            ok = False
+        elif not 0 <= int(value) < _SEED_LIMIT:
+            ok = False
+    if not ok:
+        raise ValueError(
+            f"seed must be an int or a list of {num_envs} ints in [0, 2**64), got {seed!r}"
+        )
+
+
 class BatchedRNG:
     """Independent seeded random streams for ``num_envs`` envs.
 
@@ -48,21 +85,14 @@ class BatchedRNG:
 
     def seed(self, seed: int | list[int] | None) -> None:
         """Seed env ``i`` with ``seed + i`` (or ``seed[i]``); ``None`` draws fresh OS entropy."""
+        check_seed(seed, self.num_envs)
         if seed is None:
             base = np.random.SeedSequence().generate_state(1, dtype=np.uint64)[0]
             seeds = base + np.arange(self.num_envs, dtype=np.uint64)
         elif isinstance(seed, int | np.integer):
-            if seed < 0:
-                raise ValueError(f"seed must be a non-negative integer, got {seed}")
             seeds = np.uint64(seed) + np.arange(self.num_envs, dtype=np.uint64)
         else:
-            seeds = np.asarray(seed)
-            if seeds.shape != (self.num_envs,) or seeds.dtype.kind not in "iu" or (seeds < 0).any():
-                raise ValueError(
-                    f"seed must be an int or a list of {self.num_envs} non-negative ints, "
-                    f"got {seed!r}"
-                )
-            seeds = seeds.astype(np.uint64)
+            seeds = np.array([int(s) for s in seed], dtype=np.uint64)
         self.keys[:] = splitmix64(seeds * _GOLDEN + _GOLDEN)
         self.counters[:] = 0
         self._cache = np.zeros(0, dtype=np.uint64)  # words for counters [_base, _base + len)

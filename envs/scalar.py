@@ -13,7 +13,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from memworld.envs.core import VecTask
+from memworld.envs.core import ResetNeeded, VecTask
+from memworld.envs.rng import check_seed
 from memworld.envs.timeline import Timeline
 
 
@@ -65,9 +66,10 @@ class TaskEnv(gym.Env):
         return self._core
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int | np.integer)):
+        if seed is not None and not isinstance(seed, int | np.integer):
             raise ValueError(f"seed must be an int or None, got {seed!r}")
+        check_seed(seed)
+        super().reset(seed=None if seed is None else int(seed))
         line = self._timeline
         if line is None:
             obs, info = self._core.reset(seed=seed)
@@ -83,7 +85,7 @@ class TaskEnv(gym.Env):
             return self._step_core(action)
         if self._done:
             self._core._require_reset()
-            raise RuntimeError("the episode has ended; call reset() before step()")
+            raise ResetNeeded("the episode has ended; call reset() before step()")
         if not (type(action) is int and 0 <= action < self._discrete_n):
             shaped = np.asarray(action).reshape(self._action_shape)
             action = int(self._core._check_actions(shaped)[0])
@@ -101,7 +103,7 @@ class TaskEnv(gym.Env):
         core = self._core
         core._require_reset()
         if core._done[0]:
-            raise RuntimeError("the episode has ended; call reset() before step()")
+            raise ResetNeeded("the episode has ended; call reset() before step()")
         if self._discrete_n is not None and type(action) is int and 0 <= action < self._discrete_n:
             actions = np.array((action,))  # the common case, checked without numpy
         else:

@@ -1,9 +1,12 @@
-"""PMLL: the Persistent Memory Logic Loop (shared/seeds/pmll-persistent-memory.md).
+"""PMLL: the Persistent Memory Logic Loop, a persistent hash-chained store of memory lines.
 
 A persistent, hash-chained store of memory lines (:class:`PersistentStore`)
 with JSONL, LMDB and DuckDB backends and exact or FAISS search; the
 ``PersistentMemory`` module (memory/persistent/module.py) that puts it behind
 the memory protocol; and the logits-bias and low-rank delta-W integrations.
+One writing handle per store at a time (:class:`StoreLockedError` otherwise);
+read-only handles may sit beside it.  docs/pmll.md describes the files, the
+locking and the damage policy.
 """
 
 from memworld.memory.persistent.config import StoreConfig
@@ -18,6 +21,7 @@ from memworld.memory.persistent.line import (
     ReadOnlyError,
     canonical_ctx,
 )
+from memworld.memory.persistent.lock import StoreLockedError
 from memworld.memory.persistent.race import Race
 from memworld.memory.persistent.store import PersistentStore
 
@@ -32,6 +36,7 @@ __all__ = [
     "Race",
     "ReadOnlyError",
     "StoreConfig",
+    "StoreLockedError",
     "VerifyReport",
     "canonical_ctx",
 ]

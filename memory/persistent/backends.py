@@ -14,8 +14,10 @@ vectors, which are base64 of little-endian float32 so they round-trip exactly::
 
 (with encryption: ``{"n":…,"anchor":…,"prev":…,"t":…,"enc":"…"}``).  A record
 is written with one ``write`` call, so a crash can leave at most the last line
-torn; opening drops it with a warning and truncates the log to the last whole
-line.  Snapshot segments (``snapshot/seg-START-STOP.npz``) hold the columns of
+unterminated (torn); a writing handle drops it at open with a warning giving its
+byte count and truncates the log to the last whole line.  Any whole line that
+does not parse is damage, not a crash: :class:`CorruptStoreError` names it and
+nothing is cut.  A failed append is cut back, so no half record stays behind it.  Snapshot segments (``snapshot/seg-START-STOP.npz``) hold the columns of
 lines ``START..STOP-1`` and the log offset after them, so opening a large store
 reads the arrays and parses only the log tail.
 """
@@ -23,7 +25,6 @@ reads the arrays and parses only the log tail.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import struct
@@ -42,7 +43,14 @@ from memworld.memory.persistent.line import (
     from_hex,
     to_hex,
 )
-from memworld.memory.persistent.table import LineTable, Records
+from memworld.memory.persistent.lock import writer_alive
+from memworld.memory.persistent.snapshots import discard_segments, load_segments, write_segment
+from memworld.memory.persistent.table import (
+    LineTable,
+    Records,
+    check_continues,
+    warn_broken_chain,
+)
 
 FSYNC_MODES = ("always", "batch", "never")
 _sync = getattr(os, "fdatasync", os.fsync)
@@ -119,6 +127,10 @@ class Backend:
     def append(self, records: Records) -> None:
         pass
 
+    def read_new(self, start: int, head: int) -> Records:
+        """Lines another process appended since this (read-only) handle last read."""
+        return Records.empty(self.dim, self.value_dim)
+
     def flush(self) -> None:
         pass
 
@@ -143,6 +155,8 @@ class JsonlBackend(Backend):
             self.log_path.touch(exist_ok=True)
         self.fd = -1
         self.snap_stop = 0  # lines covered by snapshot segments
+        self.read_end = 0  # log offset after the last whole line loaded (read-only refresh)
+        self.log_end = 0  # log size after the last complete append (a failed one is cut back)
 
     # ------------------------------------------------------------- encoding
     def _encode(self, records: Records) -> bytes:
@@ -195,99 +209,80 @@ class JsonlBackend(Backend):
         return Records(n, anchor, prev, t, keys, values, ctxs)
 
     # -------------------------------------------------------------- reading
-    def _read_lines(self, offset: int) -> tuple[list[bytes], int]:
-        """Whole lines from ``offset`` and the offset after the last whole line."""
+    def _read_lines(self, offset: int) -> tuple[list[bytes], int, int]:
+        """Whole lines from ``offset``, the offset after the last whole line, and the file size."""
         with open(self.log_path, "rb") as f:
             f.seek(offset)
             data = f.read()
         end = data.rfind(b"\n") + 1
-        return data[:end].split(b"\n")[:-1], offset + end
-
-    def _load_snapshots(self) -> tuple[list[Records], int]:
-        parts, stop, offset = [], 0, 0
-        paths = sorted(self.snap_dir.glob("seg-*")) if self.snap_dir.exists() else []
-        for path in paths:
-            try:
-                start, end = (int(x) for x in path.name.split(".")[0].split("-")[1:3])
-                if start != stop:
-                    break
-                blob = path.read_bytes()
-                if self.cipher is not None:
-                    blob = self.cipher.decrypt(blob, path.name.encode(), where=str(path))
-                arrays = np.load(io.BytesIO(blob))
-                ctx_off = arrays["ctx_off"]
-                ctx_blob = arrays["ctx_blob"].tobytes()
-                parts.append(
-                    Records(
-                        arrays["n"],
-                        arrays["anchor"],
-                        arrays["prev"],
-                        arrays["t"],
-                        arrays["key"],
-                        arrays["value"],
-                        [ctx_blob[a:b] for a, b in zip(ctx_off[:-1], ctx_off[1:])],
-                    )
-                )
-                stop, offset = end, int(arrays["log_offset"])
-            except (OSError, ValueError, KeyError) as err:
-                warnings.warn(
-                    f"ignoring unreadable snapshot {path} ({err}); the log is re-read", stacklevel=2
-                )
-                break
-        return parts, offset
+        return data[:end].split(b"\n")[:-1], offset + end, offset + len(data)
 
     def load(self) -> Records:
-        parts, offset = self._load_snapshots()
-        size = self.log_path.stat().st_size
-        stop = int(parts[-1].n[-1]) + 1 if parts else 0
-        boundary_ok = offset <= size and (offset == 0 or self._byte_at(offset - 1) == b"\n")
-        if not boundary_ok:
-            warnings.warn(
-                f"snapshot of {self.root} does not match the log; re-reading the log", stacklevel=2
-            )
-            parts, offset, stop = [], 0, 0
-        lines, _ = self._read_lines(offset)
-        tail, tail_end = self._parse_tail(lines, offset, stop)
-        if tail_end < size:
-            self._drop_torn(tail_end, size)
-        if len(tail) and int(tail.n[0]) != stop and parts:
-            warnings.warn(
-                f"snapshot of {self.root} does not match the log; re-reading the log", stacklevel=2
-            )
-            self.snap_stop = 0
-            lines, _ = self._read_lines(0)
-            tail, _ = self._parse_tail(lines, 0, 0)
-            return tail
-        self.snap_stop = stop
-        return Records.concat([*parts, tail], self.dim, self.value_dim)
-
-    def _byte_at(self, pos: int) -> bytes:
-        with open(self.log_path, "rb") as f:
-            f.seek(pos)
-            return f.read(1)
-
-    def _parse_tail(self, lines: list[bytes], offset: int, first: int) -> tuple[Records, int]:
-        """Parse whole lines; an unreadable *last* line is a torn write and is left out."""
-        end = offset + sum(len(x) + 1 for x in lines)
-        try:
-            return self._decode(lines, first), end
-        except CorruptStoreError:
-            if not lines:
-                raise
-            try:
-                self._decode(lines[-1:], first + len(lines) - 1)
-            except CorruptStoreError:  # the last line alone is bad: treat it as torn
-                return self._decode(lines[:-1], first), end - len(lines[-1]) - 1
-            raise
-
-    def _drop_torn(self, keep: int, size: int) -> None:
-        warnings.warn(
-            f"{self.log_path}: dropped a torn last record ({size - keep} bytes after line end at "
-            f"byte {keep}), left by a crash mid-write; every whole line is kept",
-            stacklevel=2,
+        parts, offset = load_segments(
+            self.snap_dir, self.cipher, self.read_only, self.dim, self.value_dim
         )
-        if not self.read_only:
-            os.truncate(self.log_path, keep)
+        stop = int(parts[-1].n[-1]) + 1 if parts else 0
+        if parts and not self._boundary_ok(offset):
+            warnings.warn(
+                f"snapshot of {self.root} does not match the log; ignoring it and re-reading "
+                "the log (the snapshot is rebuilt)",
+                stacklevel=3,
+            )
+            discard_segments(self.snap_dir, 0, self.read_only)
+            parts, offset, stop = [], 0, 0
+        lines, end, size = self._read_lines(offset)
+        tail = self._decode(lines, stop)  # a whole line that does not parse: CorruptStoreError
+        if len(tail) and parts and int(tail.n[0]) != stop:
+            warnings.warn(
+                f"snapshot of {self.root} does not match the log; ignoring it and re-reading "
+                "the log (the snapshot is rebuilt)",
+                stacklevel=3,
+            )
+            discard_segments(self.snap_dir, 0, self.read_only)
+            parts, stop = [], 0
+            lines, end, size = self._read_lines(0)
+            tail = self._decode(lines, 0)
+        if end < size:
+            self._torn_tail(end, size)
+        self.snap_stop, self.read_end = stop, end
+        records = Records.concat([*parts, tail], self.dim, self.value_dim)
+        warn_broken_chain(records, str(self.log_path))
+        return records
+
+    def _boundary_ok(self, offset: int) -> bool:
+        if offset > self.log_path.stat().st_size:
+            return False
+        if offset == 0:
+            return True
+        with open(self.log_path, "rb") as f:
+            f.seek(offset - 1)
+            return f.read(1) == b"\n"
+
+    def _torn_tail(self, keep: int, size: int) -> None:
+        """An unterminated last line: a write cut short (or, read-only, one in progress)."""
+        if self.read_only:
+            if not writer_alive(self.root):
+                warnings.warn(
+                    f"{self.log_path}: ignoring a torn last record (unterminated, {size - keep} "
+                    f"bytes after byte {keep}), left by a crash mid-write; a writing handle "
+                    "cuts it",
+                    stacklevel=4,
+                )
+            return
+        warnings.warn(
+            f"{self.log_path}: dropped a torn last record (unterminated, {size - keep} bytes "
+            f"after byte {keep}), left by a crash mid-write; every whole line is kept",
+            stacklevel=4,
+        )
+        os.truncate(self.log_path, keep)
+
+    def read_new(self, start: int, head: int) -> Records:
+        """Whole lines appended by the writer since the last load or refresh."""
+        lines, end, _ = self._read_lines(self.read_end)
+        records = self._decode(lines, start)
+        check_continues(records, start, head, str(self.log_path))
+        self.read_end = end
+        return records
 
     def iter_records(self, chunk: int = 65536) -> Iterator[Records]:
         first, pending = 0, []
@@ -306,12 +301,21 @@ class JsonlBackend(Backend):
     def append(self, records: Records) -> None:
         if self.fd < 0:
             self.fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self.log_end = os.fstat(self.fd).st_size
         data = memoryview(self._encode(records))
-        while data:
-            written = os.write(self.fd, data)
-            data = data[written:]
-        if self.policy.due(len(records)):
-            self.flush()
+        size = len(data)
+        try:
+            while data:
+                written = os.write(self.fd, data)
+                if written <= 0:
+                    raise OSError(f"{self.log_path}: write returned {written}")
+                data = data[written:]
+            if self.policy.due(len(records)):
+                self.flush()
+        except BaseException:
+            os.ftruncate(self.fd, self.log_end)  # no half record stays behind a failed put
+            raise
+        self.log_end += size
 
     def flush(self) -> None:
         if self.fd >= 0 and self.policy.unsynced:
@@ -328,32 +332,9 @@ class JsonlBackend(Backend):
         if stop <= start or self.read_only:
             return
         self.flush()
-        records = table.records(start, stop)
-        lens = np.fromiter((len(c) for c in records.ctx), np.int64, count=stop - start)
-        buf = io.BytesIO()
-        np.savez(
-            buf,
-            n=records.n,
-            anchor=records.anchor,
-            prev=records.prev,
-            t=records.t,
-            key=records.key,
-            value=records.value,
-            ctx_blob=np.frombuffer(b"".join(records.ctx), np.uint8),
-            ctx_off=np.concatenate([[0], np.cumsum(lens)]),
-            log_offset=np.int64(os.path.getsize(self.log_path)),
+        write_segment(
+            self.snap_dir, table.records(start, stop), os.path.getsize(self.log_path), self.cipher
         )
-        name = f"seg-{start:012d}-{stop:012d}.npz"
-        blob = buf.getvalue()
-        if self.cipher is not None:
-            blob = self.cipher.encrypt(blob, name.encode())
-        self.snap_dir.mkdir(exist_ok=True)
-        tmp = self.snap_dir / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.snap_dir / name)
         self.snap_stop = stop
 
     def close(self, table: LineTable | None = None) -> None:

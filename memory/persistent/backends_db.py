@@ -24,8 +24,9 @@ from collections.abc import Iterator
 import numpy as np
 
 from memworld.memory.persistent.backends import Backend, decrypt_payload, encrypt_payload
-from memworld.memory.persistent.line import from_hex, to_hex
-from memworld.memory.persistent.table import Records
+from memworld.memory.persistent.line import PMLLError, from_hex, to_hex
+from memworld.memory.persistent.lock import StoreLockedError, read_holder
+from memworld.memory.persistent.table import Records, check_continues
 
 _LMDB_HEADER = struct.Struct("<QQd")
 
@@ -41,17 +42,29 @@ class LmdbBackend(Backend):
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ImportError("backend='lmdb' needs lmdb: pip install 'memworld[pmll]'") from err
         self.lmdb = lmdb
-        self.env = lmdb.open(
-            str(root / "lines.lmdb"),
+        options = dict(
             map_size=config.lmdb_map_size,
             subdir=True,
             sync=fsync == "always",
             metasync=fsync != "never",
             readonly=read_only,
-            lock=not read_only,
             max_dbs=0,
         )
+        try:  # readers take LMDB's reader lock too: they may sit beside the writer
+            self.env = lmdb.open(str(root / "lines.lmdb"), lock=True, **options)
+        except lmdb.Error:
+            if not read_only:
+                raise
+            self.env = lmdb.open(str(root / "lines.lmdb"), lock=False, **options)
         self.fixed = _LMDB_HEADER.size + 4 * dim + 4 * value_dim
+
+    def _begin(self):
+        """A read transaction; adopts a map the writer grew since this handle opened."""
+        try:
+            return self.env.begin(buffers=False)
+        except self.lmdb.MapResizedError:
+            self.env.set_mapsize(0)
+            return self.env.begin(buffers=False)
 
     def _decode(self, keys: list[bytes], vals: list[bytes]) -> Records:
         m, dim, vdim = len(vals), self.dim, self.value_dim
@@ -82,8 +95,18 @@ class LmdbBackend(Backend):
             ctx,
         )
 
+    def read_new(self, start: int, head: int) -> Records:
+        with self._begin() as txn:
+            cursor = txn.cursor()
+            items = list(cursor.iternext()) if cursor.set_range(start.to_bytes(8, "big")) else []
+        if not items:
+            return Records.empty(self.dim, self.value_dim)
+        records = self._decode([k for k, _ in items], [v for _, v in items])
+        check_continues(records, start, head, str(self.root / "lines.lmdb"))
+        return records
+
     def iter_records(self, chunk: int = 65536) -> Iterator[Records]:
-        with self.env.begin(buffers=False) as txn:
+        with self._begin() as txn:
             keys, vals = [], []
             for key, value in txn.cursor():
                 keys.append(key)
@@ -110,7 +133,12 @@ class LmdbBackend(Backend):
             try:
                 with self.env.begin(write=True) as txn:
                     for key, value in items:
-                        txn.put(key, value, append=True)
+                        if not txn.put(key, value, append=True, overwrite=False):
+                            raise PMLLError(  # raised inside: the transaction is aborted
+                                f"{self.root / 'lines.lmdb'}: line {int.from_bytes(key, 'big')} "
+                                "is already stored: something wrote to the store beside this "
+                                "handle; nothing of this put was written; reopen and verify()"
+                            )
                 break
             except self.lmdb.MapFullError:
                 self.env.set_mapsize(2 * self.env.info()["map_size"])
@@ -142,7 +170,19 @@ class DuckDBBackend(Backend):
                 "backend='duckdb' needs duckdb and pyarrow: pip install 'memworld[pmll]' pyarrow"
             ) from err
         self.pa = pyarrow
-        self.con = duckdb.connect(str(root / "lines.duckdb"), read_only=read_only)
+        try:
+            self.con = duckdb.connect(str(root / "lines.duckdb"), read_only=read_only)
+        except (duckdb.IOException, duckdb.ConnectionException) as err:
+            holder = read_holder(root)
+            raise StoreLockedError(
+                f"PMLL store {root} (duckdb) is held by another handle (writer: process "
+                f"{holder.get('pid', '?')}); DuckDB lets no other process read or write beside "
+                "a writer, nor a read-only handle beside a writer in one process: share the "
+                "writing handle, or use backend='jsonl' or 'lmdb' for readers beside a writer "
+                f"({type(err).__name__}: {str(err).splitlines()[0]})",
+                root,
+                holder,
+            ) from err
         if not read_only:
             self.con.execute(
                 "CREATE TABLE IF NOT EXISTS lines (n BIGINT, anchor VARCHAR, prev VARCHAR, "
@@ -218,9 +258,13 @@ class DuckDBBackend(Backend):
         )
         self.con.register("pmll_batch", batch)
         try:
-            self.con.execute(f"INSERT INTO lines SELECT {', '.join(self.columns)} FROM pmll_batch")
+            inserted = self.con.execute(
+                f"INSERT INTO lines SELECT {', '.join(self.columns)} FROM pmll_batch"
+            ).fetchone()
         finally:
             self.con.unregister("pmll_batch")
+        if inserted is None or inserted[0] != m:
+            raise PMLLError(f"{self.root / 'lines.duckdb'}: inserted {inserted} rows of {m}")
         self.pending = []
         self.policy.done()
 

@@ -34,22 +34,35 @@ def _secret(name: str | None):
     if name is None:
         return None
     if name not in os.environ:
-        raise SystemExit(f"--key-env {name}: the variable is not set")
+        raise ValueError(f"--key-env {name}: the variable is not set")
     value = os.environ[name]
     return bytes.fromhex(value[4:]) if value.startswith("hex:") else value
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run a parsed ``pmll`` command; return the exit status (0 ok, 1 verify failed, 2 error)."""
+    """Run a parsed ``pmll`` command; return the exit status (0 ok, 1 verify failed, 2 error).
+
+    Every error is one line on stderr (``error: ...``) and exit status 2, never a traceback.
+    """
     from memworld.memory.persistent.line import PMLLError
-    from memworld.memory.persistent.store import PersistentStore
 
     try:
-        store = PersistentStore(args.path, read_only=True, encryption_key=_secret(args.key_env))
-    except (PMLLError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        return _run(args)
+    except SystemExit as err:
+        if isinstance(err.code, str):
+            print(f"error: {err.code}", file=sys.stderr)
+            return 2
+        raise
+    except (PMLLError, OSError, ValueError, TypeError, IndexError, KeyError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"error: {message}", file=sys.stderr)
         return 2
-    with store:
+
+
+def _run(args: argparse.Namespace) -> int:
+    from memworld.memory.persistent.store import PersistentStore
+
+    with PersistentStore(args.path, read_only=True, encryption_key=_secret(args.key_env)) as store:
         if args.action == "stats":
             stats = store.stats()
             print(
@@ -58,12 +71,14 @@ def run(args: argparse.Namespace) -> int:
                 else "\n".join(f"{k:10s} {v}" for k, v in stats.items())
             )
             return 0
-        if args.action == "seal":
+        if args.action == "seal":  # verifies first: a damaged store is an error
             seal = store.seal(os.path.join(args.path, "seal.json"))
             print(json.dumps(seal, indent=1))
             return 0
         if args.action == "verify":
             seal_file = args.seal_file or os.path.join(args.path, "seal.json")
+            if args.seal_file is not None and not os.path.exists(seal_file):
+                raise FileNotFoundError(f"--seal {seal_file}: no such file")
             report = store.verify(seal_file if os.path.exists(seal_file) else None)
             if args.json:
                 print(json.dumps(report.__dict__))
@@ -71,11 +86,19 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{'ok' if report.ok else 'FAILED'}: {report.message} ({report.lines} lines)")
             return 0 if report.ok else 1
         if (args.vector is None) == (args.line is None):
-            print("error: query needs exactly one of --vector or --line", file=sys.stderr)
-            return 2
+            raise ValueError("query needs exactly one of --vector or --line")
         if args.vector is not None:
-            q = np.array([float(x) for x in args.vector.split(",")], np.float32)
+            try:
+                q = np.array([float(x) for x in args.vector.split(",")], np.float32)
+            except ValueError:
+                raise ValueError(
+                    f"--vector {args.vector!r}: give {store.dim} comma-separated numbers"
+                ) from None
         else:
+            if not -len(store) <= args.line < len(store):
+                raise IndexError(
+                    f"--line {args.line}: the store has {len(store)} lines; pass 0..{len(store) - 1}"
+                )
             q = store.line(args.line).key
         lines = store.query(q, args.k)
         if args.json:

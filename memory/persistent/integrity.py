@@ -10,16 +10,22 @@ first disagreement is named:
 - ``removed``: line i's ``prev`` points past a line that is gone;
 - ``reordered``: line i's ``prev`` belongs to a line that comes later;
 - ``truncated``: the seal counts more lines than there are;
-- ``checksum``: chain intact but a field outside it (a timestamp) changed.
+- ``checksum``: chain intact but a field outside it (a timestamp) changed;
+- ``seal``: the seal itself is damaged (verify fails: "seal damaged").
 
-``seal`` writes ``seal.json``: final anchor, line count, and the FNV-1a/64 of
-``anchor (8 bytes, big-endian) || t (float64 LE)`` over the lines in order.
+``seal`` verifies the chain first (a damaged store is never sealed), then
+writes ``seal.json``: final anchor, line count, the FNV-1a/64 of ``anchor (8
+bytes, big-endian) || t (float64 LE)`` over the lines in order, and
+``seal_checksum``, the FNV-1a/64 of the seal's other fields as canonical JSON.
+A seal that is not a JSON object of those fields with a matching
+``seal_checksum`` makes ``verify`` fail with problem ``"seal"`` ("seal damaged").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -64,10 +70,65 @@ def _chunks(store):
             yield store.table.records(start, min(len(store.table), start + 65536))
 
 
+SEAL_FORMAT = "pmll-seal/2"
+_SEAL_FIELDS = ("format", "final_anchor", "lines", "fnv1a64", "checksum_covers", "sealed_at")
+
+
+def seal_checksum(fields: dict) -> str:
+    """FNV-1a/64 of the seal's fields (all but ``seal_checksum``) as canonical JSON."""
+    body = {k: v for k, v in fields.items() if k != "seal_checksum"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{fnv1a64(text.encode('utf-8')):016x}"
+
+
+def _hex16(value) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def check_seal(seal) -> str | None:
+    """Why ``seal`` (a parsed seal.json) is damaged, or None if it is whole."""
+    if not isinstance(seal, dict):
+        return f"a seal is a JSON object, got {type(seal).__name__}"
+    missing = [name for name in (*_SEAL_FIELDS, "seal_checksum") if name not in seal]
+    if missing:
+        return f"fields {missing} are missing"
+    if seal["format"] != SEAL_FORMAT:
+        return f"format {seal['format']!r}, want {SEAL_FORMAT!r} (seal the store again)"
+    lines = seal["lines"]
+    if not isinstance(lines, int) or isinstance(lines, bool) or lines < 0:
+        return f"'lines' is {lines!r}, want an integer >= 0"
+    if not (_hex16(seal["final_anchor"]) and _hex16(seal["fnv1a64"])):
+        return "'final_anchor' and 'fnv1a64' must be 16 lowercase hex digits"
+    try:
+        expected = seal_checksum(seal)
+    except (TypeError, ValueError) as err:
+        return f"its fields are not canonical JSON ({err})"
+    if seal["seal_checksum"] != expected:
+        return f"seal_checksum {seal['seal_checksum']!r} does not match its fields ({expected})"
+    return None
+
+
+def _load_seal(seal):
+    """``(seal dict, None)`` or ``(None, why it is damaged)``."""
+    if isinstance(seal, str | Path):
+        try:
+            seal = json.loads(Path(seal).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no seal at {seal}; pass the path of a seal.json") from None
+        except (OSError, ValueError) as err:
+            return None, f"{seal} is not readable JSON ({err})"
+    why = check_seal(seal)
+    return (None, why) if why else (seal, None)
+
+
 def verify(store, seal=None) -> VerifyReport:
     """Re-walk the chain from line 0; compare with ``seal`` (dict or path) if given."""
-    if isinstance(seal, str | Path):
-        seal = json.loads(Path(seal).read_text())
+    if seal is not None:
+        seal, damage = _load_seal(seal)
+        if damage:
+            return VerifyReport(False, 0, None, "seal", f"seal damaged: {damage}")
     with store._lock:
         if store.backend.persistent and not store.read_only:
             store.backend.flush()
@@ -184,9 +245,14 @@ def _check_seal(seal: dict, lines: int, last_anchor: int, checksum: int, store) 
 
 
 def seal(store, path=None) -> dict:
-    """Write (and return) the seal of the store as it is now."""
+    """Verify the store, then write (and return) its seal as it is now."""
     with store._lock:
         store.flush()
+        report = verify(store)
+        if not report.ok:
+            raise CorruptStoreError(
+                f"refusing to seal a store that does not verify: {report.message}"
+            )
         size = len(store.table)
         checksum = FNV_OFFSET
         for start in range(0, size, 65536):
@@ -195,17 +261,20 @@ def seal(store, path=None) -> dict:
                 checksum_bytes(store.table.anchor[start:stop], store.table.t[start:stop]), checksum
             )
         out = {
-            "format": "pmll-seal/1",
+            "format": SEAL_FORMAT,
             "final_anchor": store.head,
             "lines": size,
             "fnv1a64": f"{checksum:016x}",
             "checksum_covers": "per line: anchor (8 bytes, big-endian) || t (float64, LE)",
             "sealed_at": time.time(),
         }
+        out["seal_checksum"] = seal_checksum(out)
         if path is None and store.root is not None:
             path = store.root / "seal.json"
         if path is not None:
-            Path(path).write_text(json.dumps(out, indent=1))
+            tmp = Path(f"{path}.tmp")
+            tmp.write_text(json.dumps(out, indent=1))
+            os.replace(tmp, path)
         return out
 
 
@@ -245,6 +314,7 @@ def rewind(store, anchor_or_n, verify_prefix: bool = False):
         view.__dict__.update(store.__dict__)
         view.table = store.table.prefix(n)
         view.read_only, view.root, view.derived_file, view.closed = True, None, None, False
+        view._writer_lock = None  # the live store keeps its lock; closing the view is a no-op
         view.backend = Backend(None, store.dim, store.value_dim, store.config, "never", None, True)
         if store.table.derived >= n:  # search the live index, restricted to ids < n
             view.index = PrefixIndex(store.index, n)  # shared, so the live store's lock too

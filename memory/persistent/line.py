@@ -113,8 +113,17 @@ def canonical_ctx(ctx: dict | None) -> bytes:
         )
     except ValueError as err:
         raise ValueError(
-            f"ctx cannot hold NaN or infinity (canonical JSON forbids them): {err}"
+            f"ctx is not canonical JSON ({err}): it cannot hold NaN, infinity or itself"
         ) from None
+    except TypeError as err:
+        if "not supported between" not in str(err):
+            raise
+        raise TypeError(
+            "ctx keys must all be strings (JSON object keys, sorted for the canonical form); "
+            f"a dict in ctx mixes key types ({err}); convert the keys with str()"
+        ) from None
+    except RecursionError:
+        raise ValueError("ctx is nested too deeply (or refers to itself)") from None
     return text.encode("utf-8")
 
 

@@ -27,17 +27,20 @@ class StoreReads:
 
     def _rank(self, queries, k, now, as_of):
         """(m, k) line ids (-1: none), weights, similarities, recencies, best first."""
-        k = self.config.k if k is None else int(k)
-        if k < 1:
-            raise ValueError(f"k (lines per query) must be >= 1, got {k}")
+        if k is None:
+            k = self.config.k
+        check_range("k", k, 1, integer=True, fix="the lines per query, e.g. k=5")
         if as_of is not None:
             check_range("as_of", as_of, 0, integer=True, fix="None reads every line")
-        queries = normalise(self._matrix(queries, self.dim, "queries"))
+        queries = normalise(self._matrix(queries, self.dim, "queries", key=True))
         cfg = self.config
         with self._lock:
             self._sync()
             now = self.clock() if now is None else now
-            sims, ids = self.index.search(queries, max(k, k * cfg.candidate_factor), as_of)
+            size = max(1, len(self.table))  # no query returns more lines than the store holds
+            k = min(int(k), size)
+            candidates = min(k * cfg.candidate_factor, size)
+            sims, ids = self.index.search(queries, candidates, as_of)
             valid = (ids >= 0) & (sims >= cfg.floor)
             safe = np.where(valid, ids, 0)
             recency = np.exp(-np.maximum(now - self.table.t[safe], 0.0) / cfg.tau)

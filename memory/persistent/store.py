@@ -22,15 +22,14 @@ the same methods in a worker thread and return the same values.
 
 from __future__ import annotations
 
-import json
+import os
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from memworld.memory.base import check_range
-from memworld.memory.persistent import crypto, integrity, race
+from memworld.memory.persistent import integrity, race
 from memworld.memory.persistent.aio import AsyncStoreMixin
 from memworld.memory.persistent.backends import Backend, JsonlBackend
 from memworld.memory.persistent.backends_db import DuckDBBackend, LmdbBackend
@@ -39,7 +38,6 @@ from memworld.memory.persistent.derived import DerivedFile
 from memworld.memory.persistent.index import make_index, normalise
 from memworld.memory.persistent.line import (
     ConflictError,
-    CorruptStoreError,
     PMLLError,
     ReadOnlyError,
     anchor_digest,
@@ -47,11 +45,12 @@ from memworld.memory.persistent.line import (
     from_hex,
     to_hex,
 )
+from memworld.memory.persistent.lock import LOCK_NAME, StoreLockedError, WriterLock
+from memworld.memory.persistent.meta import check_secret, open_meta, resolve_root
 from memworld.memory.persistent.reads import StoreReads
 from memworld.memory.persistent.table import LineTable, Records
 
 BACKENDS = {"memory": Backend, "jsonl": JsonlBackend, "lmdb": LmdbBackend, "duckdb": DuckDBBackend}
-FORMAT = "pmll/1"
 _BLOCK = 512  # lines per novelty/index block: a small (block, block) Gram matrix is cheaper
 
 
@@ -69,7 +68,10 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         config: heuristics and tuning (:class:`StoreConfig`).
         encryption_key: AES key (16/24/32 bytes) or passphrase (str) for encryption at rest.
         clock: time source for timestamps and recency (``time.time``: seconds).
-        read_only: open without writing anything (no torn-tail repair either).
+        read_only: open without writing anything and without the writer lock, so it may
+            sit beside the writing handle (in another process); :meth:`refresh` reads the
+            lines written since.  A store has one writing handle at a time: a second one
+            raises :class:`StoreLockedError` naming the holder.
     """
 
     def __init__(
@@ -87,92 +89,60 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         read_only: bool = False,
     ) -> None:
         self.config = config or StoreConfig()
-        self.clock, self.read_only, self.index_kind = clock, read_only, index
+        self.clock, self.read_only, self.index_kind = clock, bool(read_only), index
         self._lock = threading.RLock()
-        self.root = None if path is None else Path(path)
-        meta = self._open_meta(dim, value_dim, backend, encryption_key)
-        self.dim, self.value_dim, self.backend_name = (
-            meta["dim"],
-            meta["value_dim"],
-            meta["backend"],
-        )
-        self.encrypted = meta.get("encryption") is not None
-        self.backend = BACKENDS[self.backend_name](
-            self.root, self.dim, self.value_dim, self.config, fsync, self._cipher, read_only
-        )
-        self.table = LineTable(self.dim, self.value_dim)
-        self.table.append(self.backend.load())
-        self.derived_file = None
-        if self.backend.persistent:
-            self.derived_file = DerivedFile(self.root / "derived.bin", self._cipher, read_only)
-            novelty, similarity = self.derived_file.load(self.table.anchor[: len(self.table)])
-            self.table.set_derived(0, novelty, similarity)
-        self.index = make_index(index, self.dim, self.config)
-        self.index.add(normalise(self.table.key[: self.table.derived]))
+        self._writer_lock: WriterLock | None = None
+        self.closed = True  # until every part is open
+        check_secret(encryption_key)
+        self.root = None if path is None else resolve_root(path)
+        created = self.root is not None and not self.root.exists()
+        try:
+            if self.root is not None and not self.read_only:  # the lock before meta.json
+                self.root.mkdir(parents=True, exist_ok=True)
+                self._writer_lock = WriterLock(self.root)
+            meta, self._cipher = open_meta(
+                self.root, self.read_only, dim, value_dim, backend, encryption_key
+            )
+            self.dim, self.value_dim, self.backend_name = (
+                meta["dim"],
+                meta["value_dim"],
+                meta["backend"],
+            )
+            self.encrypted = meta.get("encryption") is not None
+            self.backend = BACKENDS[self.backend_name](
+                self.root, self.dim, self.value_dim, self.config, fsync, self._cipher, read_only
+            )
+            self.table = LineTable(self.dim, self.value_dim)
+            self.table.append(self.backend.load())
+            self.derived_file = None
+            if self.backend.persistent:
+                self.derived_file = DerivedFile(self.root / "derived.bin", self._cipher, read_only)
+                novelty, similarity = self.derived_file.load(self.table.anchor[: len(self.table)])
+                self.table.set_derived(0, novelty, similarity)
+            self.index = make_index(index, self.dim, self.config)
+            self.index.add(normalise(self.table.key[: self.table.derived]))
+        except BaseException:
+            self._abandon(created)
+            raise
         self.closed = False
 
-    def _open_meta(self, dim, value_dim, backend, secret) -> dict:
-        self._cipher = None
-        for name, value in (("dim", dim), ("value_dim", value_dim)):
-            if value is not None:
-                check_range(name, value, 1, integer=True, fix="None: dim (or the stored width)")
-        if self.root is None:
-            if backend not in (None, "memory"):
-                raise ValueError(
-                    f"backend={backend!r} needs a path; pass path= or backend='memory'"
-                )
-            if secret is not None:
-                raise ValueError(
-                    "encryption_key needs a path: an in-memory store has nothing at rest"
-                )
-            if dim is None:
-                raise ValueError("dim (the key width) is required for a new store")
-            return {
-                "dim": dim,
-                "value_dim": dim if value_dim is None else value_dim,
-                "backend": "memory",
-            }
-        meta_path = self.root / "meta.json"
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("format") != FORMAT:
-                raise CorruptStoreError(
-                    f"{meta_path}: format {meta.get('format')!r}, want {FORMAT}"
-                )
-            for name, asked in (("dim", dim), ("value_dim", value_dim), ("backend", backend)):
-                if asked is not None and asked != meta[name]:
-                    raise ValueError(
-                        f"store {self.root} has {name}={meta[name]!r}, asked {asked!r}; "
-                        f"open it with {name}={meta[name]!r} (or None) or use another path"
-                    )
-            self._cipher = crypto.open_cipher(meta.get("encryption"), secret, str(self.root))
-            return meta
-        if self.read_only:
-            raise FileNotFoundError(
-                f"no PMLL store at {self.root} (no meta.json) to open read-only"
-            )
-        if self.root.exists() and any(self.root.iterdir()):
-            raise CorruptStoreError(f"{self.root} is not empty and has no meta.json: not a store")
-        if dim is None:
-            raise ValueError(f"{self.root} is a new store: pass dim (the key width)")
-        backend = backend or "jsonl"
-        if backend not in BACKENDS or backend == "memory":
-            raise ValueError(
-                f"backend must be one of jsonl, lmdb, duckdb for a path, got {backend!r}"
-            )
-        meta = {
-            "format": FORMAT,
-            "dim": int(dim),
-            "value_dim": int(dim if value_dim is None else value_dim),
-            "backend": backend,
-            "created": time.time(),
-            "encryption": None,
-        }
-        if secret is not None:
-            meta["encryption"], self._cipher = crypto.new_encryption_meta(secret)
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "meta.json").write_text(json.dumps(meta, indent=1))
-        return meta
+    def _abandon(self, created: bool) -> None:
+        """Undo a failed open: close the backend, drop the lock, remove a folder we made."""
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            try:
+                backend.close(None)
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+        if created and self.root is not None and not (self.root / "meta.json").exists():
+            (self.root / LOCK_NAME).unlink(missing_ok=True)
+            try:
+                self.root.rmdir()
+            except OSError:
+                pass
 
     # ----------------------------------------------------------------- writes
     def put(
@@ -189,7 +159,7 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         ``prev_anchor``, if given, must be the current head (optimistic concurrency):
         otherwise :class:`ConflictError` is raised and nothing is written.
         """
-        keys = self._matrix(key, self.dim, "key")
+        keys = self._matrix(key, self.dim, "key", key=True)
         values = self._matrix(value, self.value_dim, "value")
         if len(keys) != 1 or len(values) != 1:
             raise ValueError("put() takes one key and one value; use put_many() for more")
@@ -200,7 +170,7 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         self, keys, values, ctxs=None, prev_anchor: str | None = None, *, timestamps=None
     ) -> list[str]:
         """Append lines in order, as one write; return their anchors."""
-        keys = self._matrix(keys, self.dim, "keys")
+        keys = self._matrix(keys, self.dim, "keys", key=True)
         values = self._matrix(values, self.value_dim, "values")
         m = len(keys)
         if len(values) != m:
@@ -249,22 +219,52 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
                 self._sync()
         return [to_hex(a) for a in anchors]
 
-    def _matrix(self, x, width: int, name: str) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+    def _matrix(self, x, width: int, name: str, key: bool = False) -> np.ndarray:
+        try:
+            with np.errstate(over="ignore"):
+                x = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__}") from err
         x = x.reshape(1, -1) if x.ndim == 1 else x
         if x.ndim != 2 or x.shape[1] != width:
             raise ValueError(f"{name} must have shape (m, {width}) or ({width},), got {x.shape}")
         if not np.isfinite(x).all():
-            raise ValueError(f"{name} contain NaN or infinity; clean them before put()")
+            raise ValueError(
+                f"{name} contain NaN, infinity or numbers beyond float32's range (3.4e38); "
+                "clean them before put()"
+            )
+        if key:  # cosine needs the norm: a key whose norm overflows would match nothing
+            with np.errstate(over="ignore"):
+                norm = np.linalg.norm(x, axis=1)
+            if not np.isfinite(norm).all():
+                row = int(np.flatnonzero(~np.isfinite(norm))[0])
+                raise ValueError(
+                    f"{name}: row {row} has a norm beyond float32's range (largest entry "
+                    f"{float(np.abs(x[row]).max()):.3g}); keys are compared by cosine, so "
+                    "scale them down (e.g. divide by their norm)"
+                )
         return np.ascontiguousarray(x)
 
-    def _check_writable(self) -> None:
+    def _check_open(self) -> None:
         if self.closed:
-            raise PMLLError("the store is closed; open it again")
+            where = "" if self.root is None else f" {self.root}"
+            raise PMLLError(f"the store{where} is closed; open it again with PersistentStore(path)")
+
+    def _check_writable(self) -> None:
+        self._check_open()
         if self.read_only:
             raise ReadOnlyError(
                 "this store is read-only (a rewound view, or opened read_only=True); "
                 "write to the live store instead"
+            )
+        lock = self._writer_lock
+        if lock is not None and lock.pid != os.getpid():
+            raise StoreLockedError(
+                f"this handle on {self.root} was opened by process {lock.pid}; a forked process "
+                "cannot write through it: send the lines to that process, or open the store "
+                "here (read_only=True beside the writer)",
+                self.root,
+                {"pid": lock.pid},
             )
 
     def _sync(self, upto: int | None = None) -> None:
@@ -311,12 +311,30 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         return integrity.rewind(self, anchor_or_n, verify)
 
     def seal(self, path: str | Path | None = None) -> dict:
-        """Write ``seal.json`` (final anchor, lines, FNV-1a/64 checksum); return it."""
+        """Verify the chain, then write ``seal.json`` (final anchor, lines, checksums); return it.
+
+        Raises :class:`CorruptStoreError` (and writes nothing) if the chain does not verify.
+        """
+        self._check_open()
         return integrity.seal(self, path)
 
     def verify(self, seal: dict | str | Path | None = None) -> integrity.VerifyReport:
         """Re-walk the chain from disk; name the first changed, removed or reordered line."""
+        self._check_open()
         return integrity.verify(self, seal)
+
+    def refresh(self) -> int:
+        """Read the lines the writer appended since this read-only handle loaded; return how many.
+
+        A writing handle already holds every line (it is the only writer): 0.
+        """
+        with self._lock:
+            self._check_open()
+            if not self.read_only or not self.backend.persistent:
+                return 0
+            records = self.backend.read_new(len(self.table), self.table.head)
+            self.table.append(records)
+            return len(records)
 
     def reindex(self, index: str) -> None:
         """Rebuild the search index as another kind (novelty is kept)."""
@@ -347,17 +365,29 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
     def flush(self) -> None:
         """Sync written lines to disk now, whatever the fsync mode."""
         with self._lock:
+            self._check_open()
             self.backend.policy.unsynced = max(1, self.backend.policy.unsynced)
             self.backend.flush()
 
     def close(self) -> None:
+        """Sync, close the files and give the writer lock up (idempotent)."""
         with self._lock:
             if self.closed:
                 return
-            if not self.read_only:
-                self._sync()
-            self.backend.close(self.table)
-            self.closed = True
+            try:
+                if not self.read_only:
+                    self._sync()
+                self.backend.close(self.table)
+            finally:
+                self.closed = True
+                if self._writer_lock is not None:
+                    self._writer_lock.release()
+
+    def __getstate__(self):
+        raise TypeError(
+            "a PersistentStore handle cannot be pickled or sent to another process; pass the "
+            "store's path instead (PersistentMemoryWrapper(env, store=path) opens it read-only)"
+        )
 
     def __enter__(self) -> PersistentStore:
         return self

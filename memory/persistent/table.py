@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 
-from memworld.memory.persistent.line import GENESIS
+from memworld.memory.persistent.line import GENESIS, CorruptStoreError
 
 TRACE_FIELD = "_trace"  # ctx field that race/trace writes; "status": "decayed" marks a loser
 
@@ -172,3 +173,35 @@ class LineTable:
         """Position of the line with this anchor, or -1."""
         hits = np.flatnonzero(self.anchor[: self.size] == np.uint64(anchor))
         return int(hits[0]) if len(hits) else -1
+
+
+def warn_broken_chain(records: Records, where: str) -> None:
+    """Warn (once, naming the line) when loaded lines are misnumbered or do not link up.
+
+    The cheap part of ``verify`` (numbers and links, no hashes), run at open so a
+    damaged or forked log is reported before it is written to; ``verify()`` names
+    what happened.
+    """
+    m = len(records)
+    if m == 0:
+        return
+    bad = np.flatnonzero(records.n != np.arange(m))
+    links = np.concatenate([[np.uint64(GENESIS)], records.anchor[:-1]])
+    broken = np.flatnonzero(records.prev != links)
+    if len(bad) or len(broken):
+        first = int(min([*bad[:1], *broken[:1]]))
+        warnings.warn(
+            f"{where}: the chain is broken at line {first} (misnumbered or not linked to the "
+            "line before); the store was damaged or written by two writers: run verify() "
+            "before writing to it",
+            stacklevel=4,
+        )
+
+
+def check_continues(records: Records, start: int, head: int, where: str) -> None:
+    """Refuse lines read on refresh that do not continue the chain this handle holds."""
+    if len(records) and (int(records.n[0]) != start or int(records.prev[0]) != head):
+        raise CorruptStoreError(
+            f"{where}: the line read after line {start - 1} does not continue the chain this "
+            "handle loaded (the store was rewritten or damaged); open it again and verify()"
+        )
