@@ -383,6 +383,12 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
                 if self._writer_lock is not None:
                     self._writer_lock.release()
 
+    def __del__(self) -> None:  # a handle dropped without close() still syncs and unlocks
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown, or a half-built handle
+            pass
+
     def __getstate__(self):
         raise TypeError(
             "a PersistentStore handle cannot be pickled or sent to another process; pass the "
