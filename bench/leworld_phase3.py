@@ -27,7 +27,7 @@ import json
 import shutil
 from pathlib import Path
 
-from memworld.leworld_runs import LEWORLD_TRAIN, build, held_out_batches
+from memworld.leworld.runs import LEWORLD_TRAIN, build, held_out_batches
 from memworld.runs import package_versions, read_run_config, write_json, write_results
 from memworld.world_models.leworld.config import TrainingConfig, to_dict
 from memworld.world_models.leworld.evaluation import acceptance, evaluate, request_gain_z

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from memworld.args import check_flags
+
 BENCHES = {
     "envs": "bench/env_throughput.py",
     "memory": "bench/memory_ops.py",
@@ -37,25 +39,6 @@ def cmd_list(args: argparse.Namespace) -> None:
             f"{env_id:42s} {info.description[:58]:58s} {obs:28s} {str(env.action_space):16s} "
             f"{env.chance_return:+.3f} {env.max_return:+.3f}"
         )
-
-
-def env_arg(name: str) -> str:
-    """argparse type of ``--env``: a registered id, or a memworld short name resolved to one."""
-    from memworld import envs
-
-    try:
-        return envs.resolve_id(name)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def check_flags(args: argparse.Namespace, **limits: tuple[float, float]) -> None:
-    """Refuse an integer option out of ``[low, high]``, naming the flag (``--n-envs``)."""
-    from memworld.memory.base import check_range
-
-    for dest, (low, high) in limits.items():
-        if getattr(args, dest) is not None:
-            check_range("--" + dest.replace("_", "-"), getattr(args, dest), low, high, integer=True)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -116,7 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> None:
-    from memworld.record import record
+    from memworld.video.record import record
 
     check_flags(args, episodes=(1, math.inf), max_frames=(1, math.inf))
     paths = record(args.run, episodes=args.episodes, fmt=args.format, max_frames=args.max_frames)
@@ -178,10 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     from memworld.experiments.cli import add_subparser as add_experiment
 
     add_experiment(sub)
-    from memworld.leworld_cli import add_subparser as add_leworld
+    from memworld.leworld.cli import add_subparser as add_leworld
 
     add_leworld(sub)
-    from memworld.sweep_cli import add_subparser as add_sweep
+    from memworld.sweep.cli import add_subparser as add_sweep
 
     add_sweep(sub)
     from memworld.memory.persistent import cli as pmll_cli

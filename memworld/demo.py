@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from memworld import envs
-from memworld.videos import write_video
+from memworld.video.writer import write_video
 
 
 def rollout_returns(env_id: str, policy: str, num_envs: int = 64, seed: int = 0) -> float:
@@ -60,8 +60,8 @@ def env_table(out_dir: Path, console: Console) -> None:
 
 def train_section(out_dir: Path, console: Console, env_id: str, steps: int) -> None:
     """Train MemoryPPO+GRU and a memoryless PPO; compare returns; record the memory agent."""
-    from memworld.record import record
     from memworld.train import TrainConfig, evaluate, train
+    from memworld.video.record import record
 
     table = Table(title=f"{env_id}: {steps:,} env steps each, 8 envs, 50 deterministic episodes")
     for col in ("agent", "mean return", "train time (s)", "run folder"):
@@ -95,7 +95,7 @@ def leworld_section(out_dir: Path, console: Console, env_id: str, steps: int) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    from memworld.cli import env_arg
+    from memworld.args import env_arg
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="folder for the videos")

@@ -123,7 +123,7 @@ def test_leworld_trains_on_cuda_and_resumes_a_cpu_checkpoint(tmp_path):
 
 
 def test_leworld_cli_trains_on_cuda_with_baselines(tmp_path):
-    from memworld.leworld_cli import main
+    from memworld.leworld.cli import main
 
     run = tmp_path / "run"
     main(

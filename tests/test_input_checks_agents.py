@@ -7,7 +7,7 @@ import pytest
 from memworld.agents import MemoryPPO
 from memworld.agents.ppo_checks import check_hyperparams
 from memworld.cli import main
-from memworld.sweep import SweepConfig
+from memworld.sweep.config import SweepConfig
 from tests.test_memory_ppo import cue_env
 
 
@@ -119,7 +119,7 @@ def test_sweep_check_refuses_bad_values_before_training(changes, name):
 
 
 def test_sweep_max_concurrent_zero_is_refused_not_replaced():
-    from memworld.sweep_ray import run_sweep
+    from memworld.sweep.driver import run_sweep
 
     config = SweepConfig.from_dict({**SWEEP, "tune": {"max_concurrent": None}})
     assert config.max_concurrent is None  # null: as many as the CPUs allow

@@ -12,7 +12,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from memworld.leworld_cli import main, progress, trained_with
+from memworld.leworld.cli import main, progress, trained_with
 from memworld.world_models.leworld import TrainingConfig
 
 TINY = ["--steps", "8", "--num-envs", "2", "--seq-len", "6", "--codec-steps", "5"]
@@ -167,7 +167,7 @@ def test_progress_rewrites_its_line_on_a_terminal_and_prints_lines_elsewhere(mon
 
 
 def test_more_held_out_episodes_extend_the_default_ones():
-    from memworld.leworld_runs import held_out_batches
+    from memworld.leworld.runs import held_out_batches
 
     training = TrainingConfig(num_envs=2, seq_len=6)
     few, more = held_out_batches(training, 2), held_out_batches(training, 3)

@@ -175,7 +175,7 @@ def test_rollout_source_refuses_bad_arguments(kwargs, message):
 
 @pytest.mark.parametrize("steps", ["-100", "0", "2", "3"])
 def test_cli_refuses_too_few_steps_naming_the_minimum(steps, capsys):
-    from memworld.leworld_cli import main
+    from memworld.leworld.cli import main
 
     with pytest.raises(SystemExit):
         main(["leworld", "train", f"--steps={steps}"])

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from memworld import memory
-from memworld.panel import MAX_ROWS, panel_vectors
+from memworld.video.panel import MAX_ROWS, panel_vectors
 
 
 def one_step(module, state, batch: int, dim: int, seed: int = 0):

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from memworld import sweep_cli
 from memworld.runs import write_json
-from memworld.sweep import SweepConfig
-from memworld.sweep_folder import EVALS_FILE, pending_trials, trial_status
-from memworld.sweep_trial import run_trial
-from memworld.table import aggregate, read_runs, t_quantile, write_table
+from memworld.sweep import cli as sweep_cli
+from memworld.sweep.config import SweepConfig
+from memworld.sweep.folder import EVALS_FILE, pending_trials, trial_status
+from memworld.sweep.table import aggregate, read_runs, t_quantile, write_table
+from memworld.sweep.trial import run_trial
 from memworld.train import TrainConfig
 
 ENV = "memworld/RepeatPreviousEasy-v0"
@@ -117,7 +117,7 @@ def test_trial_that_raises_records_error_per_attempt(tmp_path):
         with pytest.raises(ValueError, match="not_a_kwarg"):
             run_trial(trial, tmp_path)
     assert trial_status(tmp_path, trial) is None and pending_trials(tmp_path, [trial]) == [trial]
-    from memworld.table import failures
+    from memworld.sweep.table import failures
 
     ((name, attempts, error),) = failures(tmp_path)
     assert name == trial.name and attempts == 2 and "not_a_kwarg" in error
@@ -222,7 +222,7 @@ def local_ray():
 
 
 def test_smoke_sweep_on_local_ray_then_resume(local_ray, tmp_path):
-    from memworld.sweep_ray import run_sweep
+    from memworld.sweep.driver import run_sweep
 
     config = _config()
     summary = run_sweep(config, tmp_path, verbose=0)
@@ -242,7 +242,7 @@ def test_smoke_sweep_on_local_ray_then_resume(local_ray, tmp_path):
 
 
 def test_failing_trial_is_retried_and_reported_on_ray(local_ray, tmp_path):
-    from memworld.sweep_ray import run_sweep
+    from memworld.sweep.driver import run_sweep
 
     # A known key with a bad value passes the sweep's check and fails in the trial.
     config = _config(
@@ -258,7 +258,7 @@ def test_failing_trial_is_retried_and_reported_on_ray(local_ray, tmp_path):
 @pytest.mark.slow  # ~15-30 s on 2 cores; the random search is tested without Ray above
 def test_optuna_search_then_best_on_every_seed_on_ray(local_ray, tmp_path):
     pytest.importorskip("optuna")
-    from memworld.sweep_ray import run_sweep
+    from memworld.sweep.driver import run_sweep
 
     space = {"hyperparams.learning_rate": {"loguniform": [1e-4, 1e-2]}}
     config = _config(

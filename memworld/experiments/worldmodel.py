@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from memworld.experiments.common import experiment_folder, pyplot, savefig
-from memworld.leworld_runs import EVAL_BATCHES, HELD_OUT_SEED  # `leworld eval`'s episodes
+from memworld.leworld.runs import EVAL_BATCHES, HELD_OUT_SEED  # `leworld eval`'s episodes
 from memworld.memory.base import check_range
 from memworld.runs import write_results
 

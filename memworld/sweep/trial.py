@@ -21,8 +21,8 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from memworld.runs import write_json
-from memworld.sweep import Trial, hp_label
-from memworld.sweep_folder import ERROR_FILE, EVALS_FILE, TRIAL_FILE, trial_status
+from memworld.sweep.config import Trial, hp_label
+from memworld.sweep.folder import ERROR_FILE, EVALS_FILE, TRIAL_FILE, trial_status
 
 
 class EvalCallback(BaseCallback):

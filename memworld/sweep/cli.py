@@ -7,9 +7,9 @@ from pathlib import Path
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from memworld.sweep import SweepConfig, load_sweep_dir
-    from memworld.sweep_ray import RayMissingError, default_sweep_dir, require_ray, run_sweep
-    from memworld.table import write_table
+    from memworld.sweep.config import SweepConfig, load_sweep_dir
+    from memworld.sweep.driver import RayMissingError, default_sweep_dir, require_ray, run_sweep
+    from memworld.sweep.table import write_table
 
     if bool(args.config) == bool(args.resume):
         raise ValueError("pass either a sweep CONFIG.yaml or --resume DIR (not both)")
@@ -59,7 +59,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_table(args: argparse.Namespace) -> None:
-    from memworld.table import write_table
+    from memworld.sweep.table import write_table
 
     paths = write_table(args.dir, out=args.out)
     print(paths["md"].read_text(), end="")

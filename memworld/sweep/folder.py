@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from memworld.runs import read_json
-from memworld.sweep import SEARCH_PREFIX, Trial
+from memworld.sweep.config import SEARCH_PREFIX, Trial
 
 EVALS_FILE = "evals.json"  # the evaluation curve; ``"complete": true`` marks a finished trial
 ERROR_FILE = "error.txt"  # tracebacks of failed attempts

@@ -1,6 +1,6 @@
 """A LeWorld run folder: its config, its rebuilt system and data, and its evaluation.
 
-``memworld leworld train`` writes the folder (:mod:`memworld.leworld_cli`);
+``memworld leworld train`` writes the folder (:mod:`memworld.leworld.cli`);
 ``memworld leworld eval``, ``bench/leworld_phase3.py`` and the world-model experiment
 read it, or draw the same held-out episodes, through this module.
 """

@@ -22,8 +22,8 @@ from pathlib import Path
 import yaml
 
 from memworld.runs import write_json
-from memworld.sweep import SEARCH_PREFIX, SweepConfig, Trial
-from memworld.sweep_folder import (
+from memworld.sweep.config import SEARCH_PREFIX, SweepConfig, Trial
+from memworld.sweep.folder import (
     ERROR_FILE,
     best_overrides,
     finished_trials,
@@ -33,7 +33,7 @@ from memworld.sweep_folder import (
     trial_status,
     unfinished_trials,
 )
-from memworld.sweep_space import tune_space
+from memworld.sweep.space import tune_space
 
 INSTALL_HINT = (
     "memworld sweep needs Ray Tune and Optuna, which are an optional extra: "
@@ -197,7 +197,7 @@ def _fit(
         return {}
     from ray import tune
 
-    from memworld.sweep_trial import resolve_trial, tune_trainable
+    from memworld.sweep.trial import resolve_trial, tune_trainable
 
     specs = {t.name: t.to_dict() for t in trials}
     trainable = tune.with_resources(

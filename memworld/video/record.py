@@ -8,9 +8,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from memworld.panel import draw_panel, panel_vectors
 from memworld.train import algo_class, checkpoint, load_config
-from memworld.videos import write_video
+from memworld.video.panel import draw_panel, panel_vectors
+from memworld.video.writer import write_video
 
 
 def record(

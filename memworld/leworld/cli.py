@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from memworld.leworld_runs import LEWORLD_TRAIN, build, eval_batches, evaluate_run
+from memworld.leworld.runs import LEWORLD_TRAIN, build, eval_batches, evaluate_run
 
 # --steps is split 1/4 pretrain, 1/2 joint, the rest refine: 4 is the least that gives
 # every phase an update (1 + 2 + 1).
@@ -279,7 +279,7 @@ def add_subparser(subparsers) -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="train the three phases and the baselines; writes a run folder"
     )
-    from memworld.cli import env_arg
+    from memworld.args import env_arg
 
     train.add_argument(
         "--env",

@@ -41,7 +41,7 @@ import numpy as np
 import yaml
 
 from memworld.memory.base import check_range
-from memworld.sweep_space import check_space, sample_space, space_ends
+from memworld.sweep.space import check_space, sample_space, space_ends
 
 KEYS = (
     "name",

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from memworld.sweep import SEARCH_PREFIX
-from memworld.sweep_folder import finished_trials, last_error, trial_folders, trial_status
+from memworld.sweep.config import SEARCH_PREFIX
+from memworld.sweep.folder import finished_trials, last_error, trial_folders, trial_status
 
 ROW_NAMES = {
     "ppo": "PPO-MLP",
