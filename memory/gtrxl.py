@@ -1,0 +1,215 @@
+"""GTrXL: a gated Transformer-XL whose memory of past hidden states is the carried state.
+
+Every layer keeps the last ``mem_len`` hidden states that entered it (the
+Transformer-XL memory) and attends from each new step to them and to the
+chunk's own earlier steps; keys and values are recomputed from the remembered
+states with the layer's current weights.  Residual connections are replaced by
+GRU-type gates initialised near the identity, which is what lets the
+transformer train under RL's noisy gradients.  A per-row episode index (the
+cumulative count of ``episode_starts``, as in memory/window.py) hides every
+remembered state from before the row's latest episode start, per step, inside
+the chunk as across chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.window import episode_index
+
+
+class GRUGate(nn.Module):
+    """``g(x, y)``: a GRU update with ``x`` as the hidden state and ``y`` as the input.
+
+    ``r = s(W_r y + U_r x)``, ``z = s(W_z y + U_z x - bias)``,
+    ``h = tanh(W_g y + U_g (r * x))``, out ``(1 - z) * x + z * h``.  A positive
+    ``bias`` (default 2) starts the gate near ``out = x``: the block begins as
+    the identity, and learns how much of the sublayer to let through.
+
+    Args:
+        d_model: width of ``x``, ``y`` and the output.
+        bias: initial gate bias.
+    """
+
+    def __init__(self, d_model: int, bias: float = 2.0) -> None:
+        super().__init__()
+        self.from_input = nn.Linear(d_model, 3 * d_model, bias=False)  # W_r, W_z, W_g
+        self.from_hidden = nn.Linear(d_model, 2 * d_model, bias=False)  # U_r, U_z
+        self.candidate = nn.Linear(d_model, d_model, bias=False)  # U_g
+        self.bias = nn.Parameter(torch.full((d_model,), float(bias)))
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        wr, wz, wg = self.from_input(y).chunk(3, dim=-1)
+        ur, uz = self.from_hidden(x).chunk(2, dim=-1)
+        r = torch.sigmoid(wr + ur)
+        z = torch.sigmoid(wz + uz - self.bias)
+        h = torch.tanh(wg + self.candidate(r * x))
+        return x + z * (h - x)
+
+
+class GTrXLBlock(nn.Module):
+    """One layer: ``Y = g(E, relu(MHA(LN([M; E]))))``, ``E' = g(Y, relu(MLP(LN(Y))))``.
+
+    Args:
+        d_model: model width, divisible by ``num_heads``.
+        num_heads: attention heads.
+        mem_len: remembered states the layer attends to before each step.
+        mlp_ratio: MLP hidden width as a multiple of ``d_model``.
+        gate_bias: initial bias of both gates.
+    """
+
+    def __init__(
+        self, d_model: int, num_heads: int, mem_len: int, mlp_ratio: int, gate_bias: float
+    ) -> None:
+        super().__init__()
+        self.num_heads, self.mem_len = num_heads, mem_len
+        self.norm_attn = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        # (heads, mem_len + 1): learned bias for a key 0 .. mem_len steps before the query.
+        self.position_bias = nn.Parameter(torch.zeros(num_heads, mem_len + 1))
+        self.gate_attn = GRUGate(d_model, gate_bias)
+        self.norm_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.ReLU(),
+            nn.Linear(mlp_ratio * d_model, d_model),
+        )
+        self.gate_mlp = GRUGate(d_model, gate_bias)
+
+    def forward(self, h: Tensor, memory: Tensor, segment: Tensor) -> Tensor:
+        """h (B, T, d) this layer's inputs; memory (B, M, d) the remembered ones;
+        segment (B, M + T) episode index of ``[memory; h]``.  Returns (B, T, d)."""
+        batch, steps, d_model = h.shape
+        heads, head_dim = self.num_heads, d_model // self.num_heads
+        span = memory.shape[1] + steps
+        q, k, v = self.qkv(self.norm_attn(torch.cat([memory, h], dim=1))).chunk(3, dim=-1)
+        q = q[:, -steps:].reshape(batch, steps, heads, head_dim).transpose(1, 2)  # (B, H, T, e)
+        k = k.reshape(batch, span, heads, head_dim).transpose(1, 2)  # (B, H, M + T, e)
+        v = v.reshape(batch, span, heads, head_dim).transpose(1, 2)
+        positions = torch.arange(span, device=h.device)
+        distance = positions[-steps:, None] - positions[None, :]  # (T, M + T): query - key
+        in_reach = (distance >= 0) & (distance <= self.mem_len)
+        bias = self.position_bias[:, distance.clamp(0, self.mem_len)]  # (H, T, M + T)
+        same_episode = segment[:, None, :] == segment[:, -steps:, None]  # (B, T, M + T)
+        # The query always sees itself, so no row of the softmax is all -inf.
+        mask = bias.masked_fill(~(in_reach & same_episode)[:, None], float("-inf"))
+        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        mixed = mixed.transpose(1, 2).reshape(batch, steps, d_model)
+        y = self.gate_attn(h, F.relu(self.out_proj(mixed)))
+        return self.gate_mlp(y, F.relu(self.mlp(self.norm_mlp(y))))
+
+
+@register("gtrxl")
+class GTrXL(MemoryModule):
+    """Gated Transformer-XL: pre-LayerNorm attention blocks with GRU-type gates for residuals.
+
+    Follows the GTrXL design in its blocks: LayerNorm before attention and MLP,
+    a ReLU on each sublayer's output, and a GRU-type gate (bias 2 at the start,
+    so each block begins near the identity) where Transformer-XL adds a
+    residual; each layer attends over the remembered hidden states of earlier
+    steps.  memworld chooses: gradients flow through the memory inside one
+    call (Transformer-XL's stop-gradient holds only at a chunk's start, whose
+    state comes from the rollout); a
+    learned per-head bias for each relative distance ``0 .. mem_len`` in place
+    of sinusoidal relative encodings; a sliding memory, so every step sees
+    exactly the ``mem_len`` steps before it whatever its place in the chunk
+    (a chunk split in two gives the same outputs as one call); episode starts
+    hide the memory; a linear encoder before the first layer and a final
+    LayerNorm.  With ``L`` layers a step can reach ``L * mem_len`` steps back.
+    State: ``memory (B, num_layers, mem_len, d_model)`` (newest last, zeros
+    before the episode start) and ``valid (B, mem_len)``, 1.0 where the place
+    holds a step of the current episode.
+
+    Args:
+        input_dim: width of each input.
+        d_model: model and output width, divisible by ``num_heads`` (default 64).
+        num_heads: attention heads (default 4).
+        num_layers: stacked blocks (default 2).
+        mem_len: remembered steps per layer (default 32).
+        mlp_ratio: MLP hidden width as a multiple of ``d_model`` (default 2).
+        gate_bias: initial bias of the gates; larger starts closer to the identity (default 2).
+        max_block: longest piece of a chunk attended in one go; longer chunks go
+            piece by piece through the carried memory (same result, default 64).
+    """
+
+    recommended_lr = 1e-3
+
+    def __init__(
+        self,
+        input_dim: int,
+        d_model: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        mem_len: int = 32,
+        mlp_ratio: int = 2,
+        gate_bias: float = 2.0,
+        max_block: int = 64,
+    ) -> None:
+        for name, value in [
+            ("d_model", d_model),
+            ("num_heads", num_heads),
+            ("num_layers", num_layers),
+            ("mem_len", mem_len),
+            ("mlp_ratio", mlp_ratio),
+            ("max_block", max_block),
+        ]:
+            check_positive_int(name, value)
+        if d_model % num_heads:
+            raise ValueError(
+                f"d_model={d_model} must be divisible by num_heads={num_heads}; "
+                "change one of them (e.g. d_model=64, num_heads=4)"
+            )
+        super().__init__(input_dim, d_model)
+        self.d_model, self.num_layers, self.mem_len = d_model, num_layers, mem_len
+        self.max_block = max_block
+        self.input_proj = nn.Linear(input_dim, d_model)
+        self.blocks = nn.ModuleList(
+            GTrXLBlock(d_model, num_heads, mem_len, mlp_ratio, gate_bias) for _ in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(d_model)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        return {
+            "memory": torch.zeros(
+                batch_size, self.num_layers, self.mem_len, self.d_model, device=device
+            ),
+            "valid": torch.zeros(batch_size, self.mem_len, device=device),
+        }
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        self.check_inputs(x, episode_starts, state)
+        starts = episode_starts.bool()
+        h = self.input_proj(x.transpose(0, 1))  # (B, T, d)
+        outputs = []
+        for h_block, block_starts in zip(h.split(self.max_block, 1), starts.split(self.max_block)):
+            y, state = self._forward_block(h_block, state, block_starts)
+            outputs.append(y)
+        return self.norm_out(torch.cat(outputs, dim=1)).transpose(0, 1), state
+
+    def _forward_block(self, h: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        segment = episode_index(state["valid"], starts)  # (B, M + T)
+        # Places of the new memory that hold a step of the last step's episode.
+        valid = (segment[:, -self.mem_len :] == segment[:, -1:])[..., None]  # (B, M, 1)
+        new_memory = []
+        for layer, block in enumerate(self.blocks):
+            remembered = state["memory"][:, layer]  # (B, M, d)
+            states = torch.cat([remembered, h], dim=1)[:, -self.mem_len :]
+            new_memory.append(torch.where(valid, states, 0.0))  # zeros outside the episode
+            h = block(h, remembered, segment)
+        new_state = {
+            "memory": torch.stack(new_memory, dim=1),  # (B, L, M, d)
+            "valid": valid[..., 0].to(state["valid"].dtype),
+        }
+        return h, new_state
+
+    @torch.no_grad()
+    def diagnostics(self, state: State) -> dict[str, float]:
+        gates = [torch.sigmoid(-b.gate_attn.bias).mean() for b in self.blocks]
+        return {
+            "memory_fill": float(state["valid"].mean()),
+            "attention_gate_open": float(torch.stack(gates).mean()),
+        }

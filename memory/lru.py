@@ -1,0 +1,229 @@
+"""A Linear Recurrent Unit: a complex diagonal linear recurrence trained by a parallel scan.
+
+Each layer keeps ``state_dim`` complex numbers per row and updates them with
+``h_t = lambda * h_{t-1} + gamma * (B u_t)``: a diagonal, time-invariant
+recurrence whose eigenvalues ``lambda = exp(-exp(nu) + i exp(theta))`` lie
+strictly inside the unit circle for every value of the parameters, so it can
+neither explode nor need a gradient clip to stay stable.  ``gamma =
+sqrt(1 - |lambda|^2)`` scales the input so that slowly decaying channels (those
+near the circle, which remember longest) do not grow larger than fast ones.
+The read is ``Re(C h_t) + D * u_t``.
+
+Because the recurrence is linear, a chunk of ``T`` steps runs as a scan over
+``(lambda, b_t)`` pairs in ``ceil(log2 T)`` tensor operations with no loop over
+the steps: at level ``k`` every step adds ``lambda^k * b_{t-k}`` unless an
+episode starts in between (a boolean mask that is itself scanned).  A rollout
+step (``T == 1``) is one multiply and one add.  :func:`lru_reference` is the
+step-by-step recurrence the scan is tested against.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+
+
+def _scan(lam: Tensor, b: Tensor, links: Tensor) -> Tensor:
+    """``h_0 = b_0``, ``h_t = links_t * lam * h_{t-1} + b_t``: a Hillis-Steele scan, in place.
+
+    After the level with offset ``k``, ``h[t]`` holds the sum over the last ``2k``
+    steps; the products of ``lam`` are powers (``lam^k``, squared each level) and
+    ``linked[t]`` says that no link in ``(t - k, t]`` is cut, so nothing is divided
+    and nothing grows.
+    """
+    steps = b.shape[0]
+    h, linked, power, offset = b.clone(), links.clone(), lam, 1
+    while offset < steps:
+        carried = h[:-offset]
+        if not bool(linked[offset:].all()):  # a full-size mask only where some link is cut
+            carried = carried * linked[offset:, :, None]
+        h[offset:] += power * carried  # the right side is computed before h changes
+        linked[offset:] = linked[offset:] & linked[:-offset]
+        power, offset = power * power, 2 * offset
+    return h
+
+
+class _ScanWithResets(torch.autograd.Function):
+    """The scan with a hand-written backward: the gradient with respect to ``b`` is the
+    same scan run backwards in time with ``conj(lam)``, and the gradient with respect to
+    ``lam`` is ``sum_t conj(h_{t-1}) g_t`` over linked steps.  Autograd through the
+    scan's slices would keep every level's tensors and cost ten times as much."""
+
+    @staticmethod
+    def forward(ctx, lam: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+        h = _scan(lam.detach(), b.detach(), keep)
+        ctx.save_for_backward(lam, h, keep)
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, None]:
+        lam, h, keep = ctx.saved_tensors
+        # g_t = grad_t + conj(lam) keep_{t+1} g_{t+1}: reversed, step i links to i - 1
+        # through keep[T - i].
+        links = torch.cat([keep[:1], keep.flip(0)[:-1]])
+        grad_b = _scan(lam.conj(), grad_h.flip(0).contiguous(), links).flip(0)
+        carried = h[:-1] * keep[1:, :, None]  # (T - 1, B, N): what lam multiplied
+        grad_lam = (carried.conj() * grad_b[1:]).sum(dim=(0, 1))
+        return grad_lam, grad_b, None
+
+
+def scan_with_resets(lam: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+    """All ``h_t = keep_t * lam * h_{t-1} + b_t`` (with ``h_{-1} = 0``) at once.
+
+    Args:
+        lam: (N,) complex eigenvalues, shared by every step and row.
+        b: (T, B, N) complex inputs (the carried state already folded into ``b[0]``).
+        keep: (T, B) bool, False where a row's episode starts (its past is dropped).
+
+    Returns:
+        (T, B, N) complex: every ``h_t``, in ``ceil(log2 T)`` tensor operations.
+    """
+    return _ScanWithResets.apply(lam, b, keep.bool())
+
+
+def lru_reference(lam: Tensor, b: Tensor, keep: Tensor, h0: Tensor) -> Tensor:
+    """The recurrence of :func:`scan_with_resets` one step at a time (the spec it is held to).
+
+    ``h0`` (B, N) is the carried state; returns every ``h_t`` (T, B, N).
+    """
+    h, out = h0, []
+    for b_t, keep_t in zip(b.unbind(0), keep.unbind(0)):
+        h = torch.where(keep_t[:, None], lam * h, torch.zeros_like(h)) + b_t
+        out.append(h)
+    return torch.stack(out)
+
+
+class LRULayer(nn.Module):
+    """One residual block: LayerNorm, the linear recurrence, GELU, a gated linear unit.
+
+    Args:
+        d_model: width of the block's input and output.
+        state_dim: complex state entries (the recurrence's eigenvalues).
+        r_min, r_max: range of the eigenvalues' moduli at initialisation.
+        max_phase: eigenvalue phases are drawn from ``[0, max_phase]``.
+    """
+
+    def __init__(
+        self, d_model: int, state_dim: int, r_min: float, r_max: float, max_phase: float
+    ) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        # Eigenvalues uniform on the ring r_min <= |lambda| <= r_max.
+        u1, u2 = torch.rand(state_dim), torch.rand(state_dim)
+        radius_sq = u1 * (r_max**2 - r_min**2) + r_min**2
+        self.nu_log = nn.Parameter(torch.log(-0.5 * torch.log(radius_sq)))
+        self.theta_log = nn.Parameter(torch.log(max_phase * u2 + 1e-4))
+        self.gamma_log = nn.Parameter(torch.log(torch.sqrt(1 - radius_sq)))
+        # Complex B (N, d) as its real rows then its imaginary rows; complex C (d, N) as
+        # (real, imag) pairs. Real matmuls: torch's complex matmul is slower on the CPU.
+        self.b_proj = nn.Parameter(torch.randn(2 * state_dim, d_model) / math.sqrt(2 * d_model))
+        self.c_proj = nn.Parameter(torch.randn(d_model, state_dim, 2) / math.sqrt(state_dim))
+        self.skip = nn.Parameter(torch.randn(d_model))
+        self.glu = nn.Linear(d_model, 2 * d_model)
+
+    def eigenvalues(self) -> Tensor:
+        """(N,) complex, modulus ``exp(-exp(nu_log)) < 1``."""
+        return torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))
+
+    def drive(self, u: Tensor) -> Tensor:
+        """``gamma * (B u)``: (T, B, d) real -> (T, B, N) complex."""
+        real, imag = (u @ self.b_proj.transpose(0, 1)).chunk(2, dim=-1)  # each (T, B, N)
+        return torch.complex(real, imag) * torch.exp(self.gamma_log)
+
+    def readout(self, x: Tensor, u: Tensor, h: Tensor) -> Tensor:
+        """Block output from the input ``x``, its normalised ``u`` and the states ``h``."""
+        # Re(C h) = C_re h_re - C_im h_im, one real matmul over the (re, im) pairs.
+        weight = (self.c_proj * self.c_proj.new_tensor([1.0, -1.0])).flatten(1)  # (d, 2N)
+        y = torch.view_as_real(h).flatten(-2) @ weight.transpose(0, 1) + self.skip * u
+        value, gate = self.glu(F.gelu(y)).chunk(2, dim=-1)
+        return x + value * torch.sigmoid(gate)
+
+
+@register("lru")
+class LRU(MemoryModule):
+    """Linear Recurrent Units stacked as residual blocks.
+
+    Follows the LRU paper in the recurrence: a complex diagonal ``lambda`` with
+    the ``exp(-exp(nu) + i exp(theta))`` parametrisation, eigenvalues drawn on a
+    ring ``[r_min, r_max]`` with phases in ``[0, max_phase]``, the ``gamma``
+    normalisation (trained, initialised to ``sqrt(1 - |lambda|^2)``), the read
+    ``Re(C h) + D u``, and blocks of pre-LayerNorm, GELU and a gated linear unit
+    around a residual.  memworld chooses: a linear encoder to ``d_model``
+    before the first block and a final LayerNorm; ``r_min = 0.5`` (RL episodes
+    need fast channels as well as slow ones); resets drop the state to zero
+    inside the scan.  State: ``h (B, num_layers, state_dim, 2)``, the complex
+    states as (real, imag) pairs.
+
+    Args:
+        input_dim: width of each input.
+        d_model: width of the blocks and of the output (default 64).
+        state_dim: complex state entries per layer (default 64).
+        num_layers: stacked blocks (default 1).
+        r_min: smallest eigenvalue modulus at initialisation, in [0, r_max) (default 0.5).
+        r_max: largest eigenvalue modulus at initialisation, in (r_min, 1) (default 0.999).
+        max_phase: largest eigenvalue phase at initialisation, in (0, 2 pi] (default pi / 5).
+    """
+
+    recommended_lr = 1e-3
+
+    def __init__(
+        self,
+        input_dim: int,
+        d_model: int = 64,
+        state_dim: int = 64,
+        num_layers: int = 1,
+        r_min: float = 0.5,
+        r_max: float = 0.999,
+        max_phase: float = math.pi / 5,
+    ) -> None:
+        for name, value in [("d_model", d_model), ("state_dim", state_dim)]:
+            check_positive_int(name, value)
+        check_positive_int("num_layers", num_layers)
+        check_range("r_max", r_max, 0, 1, open_low=True, open_high=True, fix="0.999 is usual")
+        check_range("r_min", r_min, 0, r_max, open_high=True, fix="pick r_min < r_max, e.g. 0.5")
+        check_range("max_phase", max_phase, 0, 2 * math.pi, open_low=True, fix="pi / 5 is usual")
+        super().__init__(input_dim, d_model)
+        self.d_model, self.state_dim, self.num_layers = d_model, state_dim, num_layers
+        self.input_proj = nn.Linear(input_dim, d_model)
+        self.layers = nn.ModuleList(
+            LRULayer(d_model, state_dim, r_min, r_max, max_phase) for _ in range(num_layers)
+        )
+        self.norm_out = nn.LayerNorm(d_model)
+
+    def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
+        return {"h": torch.zeros(batch_size, self.num_layers, self.state_dim, 2, device=device)}
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        self.check_inputs(x, episode_starts, state)
+        keep = ~episode_starts.bool()  # (T, B)
+        carried = torch.view_as_complex(state["h"].contiguous())  # (B, L, N)
+        h_seq = self.input_proj(x)  # (T, B, d)
+        finals = []
+        for index, layer in enumerate(self.layers):
+            u = layer.norm(h_seq)
+            lam = layer.eigenvalues()
+            b = layer.drive(u)  # (T, B, N)
+            h0 = torch.where(keep[0, :, None], lam * carried[:, index], 0)
+            if x.shape[0] == 1:  # a rollout step: O(1)
+                h = b + h0
+            else:
+                h = scan_with_resets(lam, torch.cat([b[:1] + h0, b[1:]]), keep)
+            finals.append(h[-1])
+            h_seq = layer.readout(h_seq, u, h)
+        new_h = torch.view_as_real(torch.stack(finals, dim=1))  # (B, L, N, 2)
+        return self.norm_out(h_seq), {"h": new_h.to(state["h"].dtype)}
+
+    @torch.no_grad()
+    def diagnostics(self, state: State) -> dict[str, float]:
+        moduli = torch.cat([layer.eigenvalues().abs() for layer in self.layers])
+        return {
+            "state_norm": float(state["h"].flatten(2).norm(dim=-1).mean()),
+            "eigenvalue_modulus_max": float(moduli.max()),
+            # Steps for the slowest channel to fall to 1/e: how far the memory can reach.
+            "slowest_decay_steps": float(-1 / torch.log(moduli.max().clamp(max=1 - 1e-7))),
+        }
