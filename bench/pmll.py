@@ -16,6 +16,10 @@
    is re-indexed for each index kind.
 3. Open time of a store of the largest size on each disk backend (10^5 with
    ``--quick``, 10^6 otherwise), and its size on disk.
+4. A read-only handle's ``refresh()`` before every read (what a SubprocVecEnv
+   worker's wrapper does) against the same read alone, on a 10^4-line JSONL
+   store, in alternating rounds; printed as a ratio (``--reader-only`` runs only
+   this).  On a shared machine only such ratios mean anything.
 
 Writes runs/bench/pmll.json; temporary stores live in runs/bench/pmll_tmp and
 are deleted at the end.  Targets (issue 7): query p50 <= 5 ms at 10^6 x 128
@@ -241,6 +245,57 @@ def bench_open(args, n: int, tmp: Path) -> list[dict]:
     return rows
 
 
+def bench_reader(args, tmp: Path, rounds: int = 5, reads: int = 300) -> dict:
+    """A read-only handle's ``refresh()`` before each read (the SubprocVecEnv worker pattern)
+    against the same read alone, round by round in alternating order (JSONL, 10^4 lines)."""
+    rng = np.random.default_rng(2)
+    path = tmp / "reader"
+    writer = PersistentStore(path, args.dim, fsync="never")
+    keys = clustered(10_000, args.dim, rng)
+    writer.put_many(keys, keys)
+    writer.flush()
+    reader = PersistentStore(path, read_only=True)
+    queries = keys[rng.integers(0, len(keys), reads)]
+    reader.bias_vector(queries[0])  # novelty and index built once, outside the timing
+
+    def plain() -> float:
+        start = time.perf_counter()
+        for q in queries:
+            reader.bias_vector(q)
+        return time.perf_counter() - start
+
+    def refreshed() -> float:
+        start = time.perf_counter()
+        for q in queries:
+            reader.refresh()
+            reader.bias_vector(q)
+        return time.perf_counter() - start
+
+    ratios = []
+    for r in range(rounds):
+        if r % 2:
+            t_refresh, t_plain = refreshed(), plain()
+        else:
+            t_plain, t_refresh = plain(), refreshed()
+        ratios.append(t_refresh / t_plain)
+    reader.close()
+    writer.close()
+    shutil.rmtree(path)
+    row = {
+        "lines": 10_000,
+        "reads_per_round": reads,
+        "rounds": rounds,
+        "refresh_plus_read_over_read": ratios,
+        "median_ratio": float(np.median(ratios)),
+    }
+    print(
+        f"  reader: refresh()+bias_vector / bias_vector = {row['median_ratio']:.3f} "
+        f"(median of {rounds} rounds: {', '.join(f'{x:.3f}' for x in ratios)})",
+        flush=True,
+    )
+    return row
+
+
 def print_tables(report: dict) -> None:
     print("\n| backend | fsync | put (lines/s) | put_many x256 (lines/s) |")
     print("|---|---|---|---|")
@@ -275,6 +330,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", help="comma-separated store sizes (overrides --quick)")
     parser.add_argument("--out", default="runs/bench/pmll.json")
     parser.add_argument("--tmp", default="runs/bench/pmll_tmp")
+    parser.add_argument(
+        "--reader-only", action="store_true", help="only the read-only refresh() measurement"
+    )
     args = parser.parse_args(argv)
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     if args.sizes:
@@ -291,18 +349,22 @@ def main(argv: list[str] | None = None) -> dict:
         "sizes": sizes,
     }
     try:
-        print("put throughput", flush=True)
-        report["puts"] = bench_puts(args, tmp)
-        print("queries", flush=True)
-        report["queries"] = [row for n in sizes for row in bench_queries(args, n)]
-        print("open", flush=True)
-        report["open"] = bench_open(args, sizes[-1], tmp)
+        if not args.reader_only:
+            print("put throughput", flush=True)
+            report["puts"] = bench_puts(args, tmp)
+            print("queries", flush=True)
+            report["queries"] = [row for n in sizes for row in bench_queries(args, n)]
+            print("open", flush=True)
+            report["open"] = bench_open(args, sizes[-1], tmp)
+        print("reader refresh", flush=True)
+        report["reader"] = bench_reader(args, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report["load_avg_after"] = os.getloadavg()
     out = Path(args.out)
     write_results(out, report)
-    print_tables(report)
+    if not args.reader_only:
+        print_tables(report)
     print(f"\nwrote {out}")
     return report
 

@@ -278,6 +278,8 @@ class JsonlBackend(Backend):
 
     def read_new(self, start: int, head: int) -> Records:
         """Whole lines appended by the writer since the last load or refresh."""
+        if os.stat(self.log_path).st_size <= self.read_end:  # the usual case: one stat
+            return Records.empty(self.dim, self.value_dim)
         lines, end, _ = self._read_lines(self.read_end)
         records = self._decode(lines, start)
         check_continues(records, start, head, str(self.log_path))
