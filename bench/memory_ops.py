@@ -1,8 +1,16 @@
-"""Memory-module speed: forward+backward of every registered module against torch's nn.LSTM.
+"""Memory-module speed: rollout steps against nn.GRUCell, forward+backward against nn.LSTM.
 
     python bench/memory_ops.py [--quick] [--device cpu|cuda] [--steps 128 --batch 64 --dim 64]
-                               [--modules lstm gru ...]
+                               [--modules lstm gru ...] [--threads 1]
 
+Torch runs on ``--threads`` threads (default 1, printed).  Every time is paired with
+its peer in the same rounds (alternating order); on the CPU with one thread the rollout,
+module and slot rows are the process's CPU time (bench/timing.py ``process_clock``), so
+time spent descheduled on a shared machine does not count.  Still, compare ratios.
+
+0. One rollout step (T=1, 8 rows, input width 8, no grad, default sizes) of every
+   chosen module, against a bare ``nn.GRUCell(8, 128)``; modules with a fast path
+   also time their reference path (``forward_reference``) in the same rounds.
 1. Forward+backward time of one chunk (T=128, B=64, D=64) for every name in
    ``memory.names()``, at width 64 where a module has a width, and of
    ``torch.nn.LSTM(64, 64)`` in the same run; the table gives the ratio to it.
@@ -26,10 +34,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timing import interleaved_medians, median_seconds
+from timing import interleaved_medians, median_seconds, process_clock
 from torch import nn
 
 from memworld import memory
+from memworld.memory.base import reference_mode
 from memworld.memory.slot_bank import SlotBank
 from memworld.runs import write_results
 
@@ -166,6 +175,7 @@ def bench_modules(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 },
                 device,
                 args.repeats,
+                process_clock(device),
             )
             return {
                 "output_dim": module.output_dim,
@@ -179,6 +189,94 @@ def bench_modules(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
         rows.append({"module": name, **guarded(case)})
         print_module_row(rows[-1])
+    return rows
+
+
+ROLLOUT_INPUT, ROLLOUT_ROWS, ROLLOUT_STEPS = 8, 8, 20
+
+
+def rollout_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
+    """``ROLLOUT_STEPS`` rollout steps of a module (T=1, 8 rows, no grad), carrying its state."""
+    gen = torch.Generator().manual_seed(0)
+    xs = torch.randn(ROLLOUT_STEPS, 1, ROLLOUT_ROWS, ROLLOUT_INPUT, generator=gen).to(device)
+    starts = torch.zeros(ROLLOUT_STEPS, 1, ROLLOUT_ROWS, dtype=torch.bool, device=device)
+    box = [module.initial_state(ROLLOUT_ROWS, device)]
+
+    @torch.no_grad()
+    def run() -> None:
+        state = box[0]
+        for x, s in zip(xs, starts):
+            _, state = module(x, state, s)
+        box[0] = state
+
+    return run
+
+
+def cell_fn(device: torch.device) -> Callable[[], None]:
+    """``ROLLOUT_STEPS`` steps of a bare ``nn.GRUCell(8, 128)`` on 8 rows, no grad: the peer."""
+    torch.manual_seed(0)
+    cell = nn.GRUCell(ROLLOUT_INPUT, 128).to(device)
+    xs = torch.randn(ROLLOUT_STEPS, ROLLOUT_ROWS, ROLLOUT_INPUT, device=device)
+
+    @torch.no_grad()
+    def run() -> None:
+        h = torch.zeros(ROLLOUT_ROWS, 128, device=device)
+        for x in xs:
+            h = cell(x, h)
+
+    return run
+
+
+def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """One rollout step (T=1, 8 rows, no grad) of every module at its default sizes, input
+    width 8, paired round by round with a bare ``nn.GRUCell(8, 128)``; for modules with a
+    fast path, its reference (``forward_reference``) in the same rounds."""
+    rows = []
+    print(f"rollout step, T=1, {ROLLOUT_ROWS} rows, no grad, x nn.GRUCell(8, 128):")
+    for name in args.modules:
+
+        def case(name: str = name) -> dict:
+            torch.manual_seed(0)
+            module = memory.make(name, input_dim=ROLLOUT_INPUT).to(device).eval()
+            fns = {"cell": cell_fn(device), "module": rollout_fn(module, device)}
+            has_reference = (
+                type(module).forward_reference is not memory.MemoryModule.forward_reference
+            )
+            if has_reference:
+                reference = rollout_fn(module, device)
+
+                def run_reference() -> None:
+                    with reference_mode(module):
+                        reference()
+
+                fns["reference"] = run_reference
+            medians = interleaved_medians(fns, device, args.repeats, process_clock(device))
+            row = {
+                "cell_step_s": medians["cell"] / ROLLOUT_STEPS,
+                "step_s": medians["module"] / ROLLOUT_STEPS,
+                "ratio_to_gru_cell": medians["module"] / medians["cell"],
+            }
+            if has_reference:
+                row["reference_step_s"] = medians["reference"] / ROLLOUT_STEPS
+                row["reference_ratio_to_gru_cell"] = medians["reference"] / medians["cell"]
+            return row
+
+        rows.append({"module": name, **guarded(case)})
+        row = rows[-1]
+        if "skipped" in row:
+            print(f"  {name:>16s}: skipped ({row['skipped']})", flush=True)
+            continue
+        ref = ""
+        if "reference_step_s" in row:
+            ref = (
+                f"   reference {1e6 * row['reference_step_s']:8.0f} us "
+                f"{row['reference_ratio_to_gru_cell']:6.2f}x"
+            )
+        print(
+            f"  {name:>16s}: nn.GRUCell {1e6 * row['cell_step_s']:6.0f} us   "
+            f"module {1e6 * row['step_s']:8.0f} us {row['ratio_to_gru_cell']:6.2f}x{ref}",
+            flush=True,
+        )
     return rows
 
 
@@ -212,6 +310,7 @@ def bench_slot(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 },
                 device,
                 args.repeats,
+                process_clock(device),
             )
             return {
                 "fwd_bwd_s": medians["plain"],
@@ -344,10 +443,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="modules to time (default: all); slot/dual/bit extras run only when chosen",
     )
     parser.add_argument("--out", default="runs/bench/memory_ops.json")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = 2
     device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
+    rollout = bench_rollout(args, device)
 
     print(f"T={args.steps} B={args.batch} D={args.dim} on {device}, median of {args.repeats}")
     lstm_s = median_seconds(lstm_peer_step(args, device), device, args.repeats)
@@ -363,6 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "nn_lstm_fwd_bwd_s": lstm_s,
+        "rollout_step": rollout,
         "modules": bench_modules(args, device),
     }
     if {"lstm", "gru"} & set(args.modules):

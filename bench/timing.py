@@ -14,10 +14,27 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def process_clock(device: torch.device) -> Callable[[], float]:
+    """``time.process_time`` on the CPU with one torch thread, else ``time.perf_counter``.
+
+    The process's CPU time leaves out the time it spends descheduled, which on a shared
+    machine (more busy processes than cores) is most of the spread between rounds; it
+    would add up the threads' times with several torch threads, so it is used with one.
+    """
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.process_time
+    return time.perf_counter
+
+
 def interleaved_medians(
-    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int
+    fns: dict[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median wall time of each of ``fns`` over ``repeats`` rounds, after one warm-up call.
+    """Median time of each of ``fns`` over ``repeats`` rounds, after one warm-up call.
+
+    ``clock`` is wall time by default; :func:`process_clock` gives CPU time on a shared CPU.
 
     Each round calls every function once, so a drift in the machine's speed during the run
     hits all of them alike and their ratios stay fair; every other round runs them in
@@ -31,10 +48,10 @@ def interleaved_medians(
     names = list(fns)
     for round_ in range(repeats):
         for name in names if round_ % 2 == 0 else reversed(names):
-            start = time.perf_counter()
+            start = clock()
             fns[name]()
             sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -30,10 +30,18 @@ class MemoryModule(nn.Module):
     marks a module whose memory deliberately survives episode starts.
     ``recommended_lr`` is the Adam learning rate MemoryPPO uses for the module
     when the user gives none.
+
+    Fast paths: a module with a faster way to compute the same thing (a one-step
+    rollout path, a compiled step) keeps its plain code as
+    :meth:`forward_reference`, and :meth:`forward` takes the fast path only while
+    ``fast_path`` is True (set it to False on an instance, or with
+    :func:`reference_mode`, to run the reference everywhere).  Tests hold every
+    fast path to its reference.
     """
 
     persistent: bool = False
     recommended_lr: float = 3e-3
+    fast_path: bool = True
 
     def __init__(self, input_dim: int, output_dim: int) -> None:
         super().__init__()
@@ -47,6 +55,17 @@ class MemoryModule(nn.Module):
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         raise NotImplementedError
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The plain computation the fast paths must equal (a module without one: ``forward``)."""
+        return self.forward(x, state, episode_starts)
+
+    def use_fast_path(self, x: Tensor) -> bool:
+        """Whether ``forward`` may take a one-step fast path for ``x``: ``fast_path`` is on and
+        ``x`` holds one step (``T == 1``)."""
+        return self.fast_path and x.dim() == 3 and x.shape[0] == 1
 
     def aux_loss(self, state: State | None = None) -> Tensor:
         """Auxiliary loss from the last forward pass; zero where a module has none."""
@@ -77,7 +96,7 @@ class MemoryModule(nn.Module):
                 f"x must have shape (T, B, input_dim={self.input_dim}) with at least one step "
                 f"(T >= 1), got {tuple(x.shape)}; add a time axis with x.unsqueeze(0) for one step"
             )
-        want = next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
+        want = self._param_dtype()
         if not x.is_floating_point() or want not in (None, x.dtype):
             want_name = f"dtype {want} (the module's parameters)" if want else "a floating dtype"
             raise ValueError(
@@ -99,6 +118,10 @@ class MemoryModule(nn.Module):
             )
         if state is not None:
             self.check_state(state, x.shape[1])
+
+    def _param_dtype(self) -> torch.dtype | None:
+        """The dtype of the first floating parameter (None without one); x must have it."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), None)
 
     def check_state(self, state: State, batch_size: int) -> None:
         """Refuse a ``state`` without the keys of :meth:`initial_state` or whose tensors'
@@ -130,6 +153,32 @@ class MemoryModule(nn.Module):
         for value in (state or {}).values():
             return value.device
         return torch.device("cpu")
+
+
+class reference_mode:  # noqa: N801 (used like a function: ``with reference_mode(m):``)
+    """Context manager: ``module`` (and every memory module inside it) runs its reference path.
+
+    Args:
+        module: a module; each :class:`MemoryModule` in ``module.modules()`` has its
+            ``fast_path`` switched off inside the block and restored after it.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.modules = [m for m in module.modules() if isinstance(m, MemoryModule)]
+        self.saved: list[bool] = []
+
+    def __enter__(self) -> nn.Module:
+        self.saved = [m.__dict__.get("fast_path") for m in self.modules]
+        for m in self.modules:
+            m.fast_path = False
+        return self.modules[0] if self.modules else None
+
+    def __exit__(self, *exc: object) -> None:
+        for m, value in zip(self.modules, self.saved):
+            if value is None:
+                m.__dict__.pop("fast_path", None)
+            else:
+                m.fast_path = value
 
 
 def check_positive_int(name: str, value: int) -> None:

@@ -14,7 +14,13 @@ alternative, and the chunk runs instead:
 - elsewhere, step by step through the fused cells (``torch.lstm_cell`` /
   ``torch.gru_cell``, the same weights): ``step_loop_above``.
 
-All paths give the same values, states and gradients (tests/test_recurrent.py).
+A one-step call (``T == 1``, a rollout step) skips all of that: the rows that
+start are zeroed with one ``masked_fill`` and each layer is one fused cell call
+(:meth:`_Recurrent.step`), the same ops as a bare ``nn.GRUCell``/``nn.LSTMCell``.
+
+All paths give the same values, states and gradients (tests/test_recurrent.py,
+tests/test_fast_paths.py); ``forward_reference`` is the chunk code above, which
+the one-step path is tested against.
 """
 
 from __future__ import annotations
@@ -24,8 +30,6 @@ from torch import Tensor, nn
 
 from memworld.memory import fused_rnn
 from memworld.memory.base import MemoryModule, State, check_positive_int, register
-
-WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class _Recurrent(MemoryModule):
@@ -54,6 +58,36 @@ class _Recurrent(MemoryModule):
         return {name: z.clone() for name in self.state_names}
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        if not self.use_fast_path(x):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        y, new_state = self.step(x[0], state, episode_starts[0])
+        return y.unsqueeze(0), new_state
+
+    def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One step: ``x (B, input_dim)``, ``starts (B,)`` -> ``y (B, hidden)`` and the state.
+
+        The rows that start are zeroed (one host sync tells whether any does), then
+        each layer is one ``torch.gru_cell``/``torch.lstm_cell`` call on the module's
+        weights.  No input checks: :meth:`forward` makes them.
+        """
+        hidden = [state[n] for n in self.state_names]  # each (B, L, H)
+        if not self.persistent and bool(starts.any()):
+            rows = starts.bool().view(-1, 1, 1)
+            hidden = [h.masked_fill(rows, 0.0) for h in hidden]
+        inp, per_layer = x, []
+        for layer in range(self.num_layers):
+            hx = tuple(h[:, layer] for h in hidden)
+            out = self.cell_fn(inp, hx if len(hx) > 1 else hx[0], *self._layer_weights(layer))
+            out = out if isinstance(out, tuple) else (out,)
+            per_layer.append(out)
+            inp = out[0]
+        return inp, {n: torch.stack(h, dim=1) for n, h in zip(self.state_names, zip(*per_layer))}
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The chunk paths (split sequence calls, fused kernels or the step loop)."""
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         # Split points: steps where some row starts an episode (step 0 is handled by reset).
@@ -76,7 +110,11 @@ class _Recurrent(MemoryModule):
         return torch.cat(outputs, dim=0), state
 
     def _layer_weights(self, layer: int) -> list[Tensor]:
-        return [getattr(self.rnn, f"{w}_l{layer}") for w in WEIGHT_NAMES]
+        # nn.RNNBase keeps its weights in this order, updated on .to() and assignment.
+        return self.rnn._flat_weights[4 * layer : 4 * layer + 4]
+
+    def _param_dtype(self) -> torch.dtype:
+        return self.rnn._flat_weights[0].dtype
 
     def _keep(self, starts: Tensor, dtype: torch.dtype) -> Tensor:
         """``(T, B, 1)``: 0 where a row starts an episode (its state is zeroed), else 1."""

@@ -72,10 +72,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memworld.memory.slot_bank import HeadOutputs, MemoryIO, SlotBank, slot_utilisation
+from memworld.memory.compile import CompiledStep
+from memworld.memory.slot_bank import HeadOutputs, SlotBank, last_addressing, slot_utilisation
 from memworld.memory.slot_controller import make_controller
-
-BANK_KEYS = ("memory", "age", "usage")
+from memworld.memory.slot_rollout import BANK_KEYS, rollout_forward, rollout_step
 
 
 @register("slot")
@@ -105,6 +105,8 @@ class SlotMemory(MemoryModule):
         live_threshold: slot norm above which :meth:`diagnostics` counts a slot live (default 1e-3).
         reset_on_episode_start: empty the slot bank at episode starts (default True);
             False keeps it across episodes (``persistent = True``).
+        compile: compile the rollout step with ``torch.compile`` (default None: only if
+            the environment sets ``MEMWORLD_COMPILE=1``; see memory/compile.py).
     """
 
     # MemoryPPO's default for it: at 3e-3 the transformer controller collapses (memory
@@ -134,6 +136,7 @@ class SlotMemory(MemoryModule):
         util_eps: float = 1e-8,
         live_threshold: float = 1e-3,
         reset_on_episode_start: bool = True,
+        compile: bool | None = None,
     ) -> None:
         for name, value in [
             ("num_slots", num_slots),
@@ -194,6 +197,8 @@ class SlotMemory(MemoryModule):
         self.read_norm = nn.LayerNorm(slot_dim)
         self.fuse = nn.Linear(h * d, hidden_dim)
         self._last_aux: dict[str, object] | None = None
+        self._rollout = CompiledStep(rollout_step, compile, "SlotMemory rollout step")
+        self._tie_breaks: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     def __getstate__(self) -> dict:
         # The cached aux terms hold autograd graphs, which cannot be copied or pickled.
@@ -240,6 +245,16 @@ class SlotMemory(MemoryModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        """A one-step call without grad (a rollout) runs memory/slot_rollout.py's dense step;
+        everything else runs :meth:`forward_reference`, the chunk path."""
+        if self.use_fast_path(x) and not torch.is_grad_enabled():
+            return rollout_forward(self, x, state, episode_starts)
+        return self.forward_reference(x, state, episode_starts)
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The chunk path: a :class:`SlotBank` with lazy decay and a log of written values."""
         self.check_inputs(x, episode_starts, state)
         steps, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
@@ -288,7 +303,7 @@ class SlotMemory(MemoryModule):
             aux_weights += [io.write_weights.flatten(1), io.read_weights.flatten(1)]
             aux_read.append(io.read_weights)
         memory = bank.materialise()
-        carry.update(self._last_addressing(io, heads, bank.usage))
+        carry.update(last_addressing(io, heads.write_gate, self.num_read_heads, bank.usage))
         self._last_aux = {
             "index": aux_index,
             "weights": aux_weights,
@@ -298,24 +313,6 @@ class SlotMemory(MemoryModule):
         }
         new_state = {"memory": memory, "age": bank.age, "usage": bank.usage, **carry}
         return torch.stack(outputs), new_state
-
-    def _last_addressing(self, io: MemoryIO, heads: HeadOutputs, like: Tensor) -> State:
-        """``(B, N)`` read and write weights over the slots in the call's last step.
-
-        ``read_slots``: the read heads' weights, averaged over heads (rows sum to
-        1); ``write_slots``: the write heads' gated weights, summed over heads.
-        """
-        with torch.no_grad():
-            reads = io.read_weights.flatten(1) / self.num_read_heads
-            writes = (heads.write_gate[..., None] * io.write_weights).flatten(1)
-            return {
-                "read_slots": torch.zeros_like(like).scatter_add_(
-                    1, io.read_index.flatten(1), reads
-                ),
-                "write_slots": torch.zeros_like(like).scatter_add_(
-                    1, io.write_index.flatten(1), writes
-                ),
-            }
 
     def head_outputs(self, h: Tensor) -> HeadOutputs:
         """Split the heads layer's output for ``h`` (B, hidden) into keys, strengths, gates."""

@@ -232,6 +232,22 @@ class SlotBank:
         return self.log.read(self.source) * decay[..., None]
 
 
+@torch.no_grad()
+def last_addressing(io: MemoryIO, write_gate: Tensor, num_read_heads: int, like: Tensor) -> dict:
+    """``(B, N)`` read and write weights over the slots in a call's last step.
+
+    ``read_slots``: the read heads' weights, averaged over heads (rows sum to 1);
+    ``write_slots``: the write heads' gated weights (``write_gate (B, Hw)``), summed
+    over heads.  ``like`` is any ``(B, N)`` tensor of the right dtype and device.
+    """
+    reads = io.read_weights.flatten(1) / num_read_heads
+    writes = (write_gate[..., None] * io.write_weights).flatten(1)
+    return {
+        "read_slots": torch.zeros_like(like).scatter_add_(1, io.read_index.flatten(1), reads),
+        "write_slots": torch.zeros_like(like).scatter_add_(1, io.write_index.flatten(1), writes),
+    }
+
+
 def sparse_attention(
     keys_unit: Tensor, strength: Tensor, values: Tensor, bias: Tensor | None = None
 ) -> Tensor:

@@ -1,0 +1,205 @@
+"""Fast paths equal their references: the one-step paths of gru, lstm and slot, and the
+compile wrapper's switches and eager fallback.
+
+Each module runs a chunk with episode starts inside it twice: step by step through
+``forward`` (the fast path) and as one call of ``forward_reference`` (today's code);
+outputs, carried states and, where the fast path runs with grad, the gradients of
+the inputs, the initial state and every parameter must agree within 1e-5.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from memworld import memory
+from memworld.memory import compile as mcompile
+from memworld.memory.base import reference_mode
+
+STEPS, BATCH, INPUT = 10, 4, 5
+
+
+def chunk(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and episode starts with starts inside the chunk (and a lone row's start)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(STEPS, BATCH, INPUT, generator=gen)
+    starts = torch.rand(STEPS, BATCH, generator=gen) < 0.25
+    starts[0] = True
+    starts[4] = False
+    starts[4, 1] = True
+    return x, starts
+
+
+def random_state(module: memory.MemoryModule, seed: int = 2) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        k: torch.randn(v.shape, generator=gen).requires_grad_(True)
+        for k, v in module.initial_state(BATCH).items()
+    }
+
+
+def step_by_step(module, x, state, starts):
+    outputs = []
+    for t in range(x.shape[0]):
+        y, state = module(x[t : t + 1], state, starts[t : t + 1])
+        outputs.append(y)
+    return torch.cat(outputs), state
+
+
+def assert_states(a: dict, b: dict, atol: float = 1e-5) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0, msg=f"state[{key!r}]")
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_recurrent_step_path_equals_reference_with_gradients(name, num_layers):
+    torch.manual_seed(0)
+    module = memory.make(name, input_dim=INPUT, hidden_dim=8, num_layers=num_layers)
+    x, starts = chunk()
+    x.requires_grad_(True)
+    state = random_state(module)
+    calls = []
+    step = module.step
+    module.step = lambda *a: calls.append(1) or step(*a)
+    results = []
+    for run in (
+        lambda: step_by_step(module, x, state, starts),
+        lambda: module.forward_reference(x, state, starts),
+    ):
+        y, end = run()
+        loss = y.pow(2).sum() + sum((v * (i + 1)).sum() for i, v in enumerate(end.values()))
+        grads = torch.autograd.grad(loss, [x, *state.values(), *module.parameters()])
+        results.append((y, end, grads))
+    assert len(calls) == STEPS  # the fast path ran, once a step
+    (y1, s1, g1), (y2, s2, g2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=0)
+    assert_states(s1, s2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gru", "lstm"])
+def test_recurrent_rollout_without_grad_equals_reference(name):
+    torch.manual_seed(0)
+    module = memory.make(name, input_dim=INPUT, hidden_dim=8)
+    x, starts = chunk(3)
+    state = module.initial_state(BATCH)
+    with torch.no_grad():
+        y1, s1 = step_by_step(module, x, state, starts)
+        y2, s2 = module.forward_reference(x, state, starts)
+        with reference_mode(module):  # the switch: forward is the reference
+            y3, s3 = step_by_step(module, x, state, starts)
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=0)
+    torch.testing.assert_close(y3, y2, atol=1e-5, rtol=0)
+    assert_states(s1, s2)
+    assert_states(s3, s2)
+    assert module.fast_path  # restored after the block
+
+
+def slot(controller: str, persistent: bool) -> memory.MemoryModule:
+    torch.manual_seed(0)
+    return memory.make(
+        "slot",
+        input_dim=INPUT,
+        num_slots=8,
+        slot_dim=4,
+        hidden_dim=16,
+        controller=controller,
+        controller_window=3,
+        num_write_heads=2,
+        reset_on_episode_start=not persistent,
+    ).eval()
+
+
+@pytest.mark.parametrize(
+    ("controller", "persistent"),
+    [("transformer", False), ("transformer", True), ("gru", False), ("mlp", True)],
+)
+def test_slot_rollout_step_equals_reference(controller, persistent):
+    module = slot(controller, persistent)
+    x, starts = chunk(4)
+    calls = []
+    original = module._rollout
+    module._rollout = lambda *a: calls.append(1) or original(*a)
+    with torch.no_grad():
+        state = module.initial_state(BATCH)
+        for _ in range(2):  # a second chunk starts from the first one's state
+            y1, s1 = step_by_step(module, x, state, starts)
+            y2, s2 = module.forward_reference(x, state, starts)
+            torch.testing.assert_close(y1, y2, atol=1e-5, rtol=0)
+            assert_states(s1, s2)
+            state = s2
+    assert len(calls) == 2 * STEPS
+    if persistent:  # the bank survived the starts: some memory is left in every row
+        assert (state["memory"].abs().sum(dim=(1, 2)) > 0).all()
+
+
+def test_slot_rollout_keeps_the_aux_terms_of_the_call():
+    module = slot("gru", False)
+    x, starts = chunk(5)
+    state = module.initial_state(BATCH)
+    with torch.no_grad():
+        state = module(x[:3], state, starts[:3])[1]
+        module(x[3:4], state, starts[3:4])
+        fast = module.aux_terms()
+        module.forward_reference(x[3:4], state, starts[3:4])
+        reference = module.aux_terms()
+    for key in reference:
+        torch.testing.assert_close(fast[key], reference[key], atol=1e-6, rtol=0, msg=key)
+
+
+def test_slot_with_grad_runs_the_reference():
+    module = slot("gru", False).train()
+    x, starts = chunk(6)
+    calls = []
+    original = module._rollout
+    module._rollout = lambda *a: calls.append(1) or original(*a)
+    y, _ = module(x[:1], module.initial_state(BATCH), starts[:1])
+    y.sum().backward()
+    assert calls == [] and module.fuse.weight.grad is not None
+
+
+def test_compile_switches(monkeypatch):
+    monkeypatch.delenv(mcompile.ENV_VAR, raising=False)
+    assert not mcompile.compile_wanted(None)  # off by default
+    assert mcompile.compile_wanted(True)
+    monkeypatch.setenv(mcompile.ENV_VAR, "1")
+    assert mcompile.compile_wanted(None) and not mcompile.compile_wanted(False)
+    monkeypatch.setenv(mcompile.ENV_VAR, "0")
+    assert not mcompile.compile_wanted(True)  # the environment turns it off everywhere
+
+
+@pytest.mark.parametrize("failure", ["no_compiler", "compile_error"])
+def test_compile_falls_back_to_eager_with_one_warning(monkeypatch, failure):
+    monkeypatch.setattr(mcompile, "_WARNED", set())
+    monkeypatch.delenv(mcompile.ENV_VAR, raising=False)
+    if failure == "no_compiler":
+        monkeypatch.setattr(mcompile, "have_cxx_compiler", lambda: False)
+    else:
+
+        def broken(*args, **kwargs):
+            def run(*a):
+                raise RuntimeError("C++ compile error: cannot find cl.exe")
+
+            return run
+
+        monkeypatch.setattr(mcompile, "have_cxx_compiler", lambda: True)
+        monkeypatch.setattr(torch, "compile", broken)
+    torch.manual_seed(0)
+    compiled = memory.make("slot", input_dim=INPUT, num_slots=8, hidden_dim=16, compile=True)
+    x, starts = (a[:4] for a in chunk(7))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            y1, s1 = step_by_step(compiled.eval(), x, compiled.initial_state(BATCH), starts)
+            step_by_step(compiled, x, compiled.initial_state(BATCH), starts)
+    ours = [w for w in caught if "torch.compile is unavailable" in str(w.message)]
+    assert len(ours) == 1 and "MEMWORLD_COMPILE=0" in str(ours[0].message)
+    with torch.no_grad():
+        y2, s2 = compiled.forward_reference(x, compiled.initial_state(BATCH), starts)
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=0)
+    assert_states(s1, s2)
