@@ -52,7 +52,15 @@ class LmdbBackend(Backend):
         )
         try:  # readers take LMDB's reader lock too: they may sit beside the writer
             self.env = lmdb.open(str(root / "lines.lmdb"), lock=True, **options)
-        except lmdb.Error:
+        except lmdb.Error as err:
+            if "already open in this process" in str(err):
+                raise StoreLockedError(
+                    f"PMLL store {root} (lmdb) is already open in this process, and LMDB "
+                    "allows one handle per process: share that handle (it is thread-safe), "
+                    "or read from another process",
+                    root,
+                    read_holder(root),
+                ) from err
             if not read_only:
                 raise
             self.env = lmdb.open(str(root / "lines.lmdb"), lock=False, **options)

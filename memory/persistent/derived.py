@@ -28,9 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from memworld.memory.persistent.crypto import Cipher
+from memworld.memory.persistent.index import normalise
 from memworld.memory.persistent.line import EncryptionKeyError
 
 MAGIC = b"PMLLDRV2"
+BLOCK = 512  # lines per novelty/index block: a small (block, block) Gram matrix is cheaper
 _HEADER = struct.Struct("<QQQII")
 _CRC_AT = _HEADER.size - 4  # the CRC covers the header before it
 
@@ -112,3 +114,29 @@ class DerivedFile:
             if f.tell() == 0:
                 f.write(MAGIC)
             f.write(head + struct.pack("<I", crc) + body)
+
+
+def derive_pending(table, index, derived_file: DerivedFile | None, upto: int | None = None):
+    """Novelty, insertion similarity and index entries of the lines not derived yet, in blocks.
+
+    Within a block, each line's nearest earlier line is found with a small Gram matrix;
+    the index (holding every line before the block) gives the nearest one outside it,
+    so novelty is exactly what a search at each put would give.
+    """
+    upto = len(table) if upto is None else min(upto, len(table))
+    while table.derived < upto:
+        start = table.derived
+        stop = min(len(table), start + BLOCK)
+        unit = normalise(table.key[start:stop])
+        best = np.full(stop - start, -np.inf, np.float32)
+        if start:  # nearest earlier line outside the block: the index holds lines < start
+            best = index.search(unit, 1)[0][:, 0]
+        earlier = np.tri(len(unit), k=-1, dtype=bool)  # only lines before, in the block
+        gram = np.where(earlier, unit @ unit.T, -np.inf)
+        best = np.maximum(best, gram.max(axis=1))
+        similarity = np.where(np.isfinite(best), best, 0.0).astype(np.float32)
+        novelty = np.where(np.isfinite(best), 1.0 - best, 1.0).astype(np.float32)
+        table.set_derived(start, novelty, similarity)
+        index.add(unit)
+        if derived_file is not None:
+            derived_file.append(start, table.anchor[stop - 1], novelty, similarity)

@@ -31,11 +31,11 @@ import numpy as np
 
 from memworld.memory.persistent import integrity, race
 from memworld.memory.persistent.aio import AsyncStoreMixin
-from memworld.memory.persistent.backends import Backend, JsonlBackend
+from memworld.memory.persistent.backends import FSYNC_MODES, Backend, JsonlBackend
 from memworld.memory.persistent.backends_db import DuckDBBackend, LmdbBackend
 from memworld.memory.persistent.config import StoreConfig
-from memworld.memory.persistent.derived import DerivedFile
-from memworld.memory.persistent.index import make_index, normalise
+from memworld.memory.persistent.derived import DerivedFile, derive_pending
+from memworld.memory.persistent.index import INDEX_KINDS, make_index, normalise
 from memworld.memory.persistent.line import (
     ConflictError,
     PMLLError,
@@ -51,7 +51,6 @@ from memworld.memory.persistent.reads import StoreReads
 from memworld.memory.persistent.table import LineTable, Records
 
 BACKENDS = {"memory": Backend, "jsonl": JsonlBackend, "lmdb": LmdbBackend, "duckdb": DuckDBBackend}
-_BLOCK = 512  # lines per novelty/index block: a small (block, block) Gram matrix is cheaper
 
 
 class PersistentStore(StoreReads, AsyncStoreMixin):
@@ -93,6 +92,10 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
         self._lock = threading.RLock()
         self._writer_lock: WriterLock | None = None
         self.closed = True  # until every part is open
+        if fsync not in FSYNC_MODES:  # checked before anything is created on disk
+            raise ValueError(f"fsync must be one of {FSYNC_MODES}, got {fsync!r}")
+        if index not in INDEX_KINDS:
+            raise ValueError(f"index must be one of {INDEX_KINDS}, got {index!r}")
         check_secret(encryption_key)
         self.root = None if path is None else resolve_root(path)
         created = self.root is not None and not self.root.exists()
@@ -269,24 +272,7 @@ class PersistentStore(StoreReads, AsyncStoreMixin):
 
     def _sync(self, upto: int | None = None) -> None:
         """Novelty, insertion similarity and the index for lines not yet derived, in blocks."""
-        table = self.table
-        upto = len(table) if upto is None else min(upto, len(table))
-        while table.derived < upto:
-            start = table.derived
-            stop = min(len(table), start + _BLOCK)
-            unit = normalise(table.key[start:stop])
-            best = np.full(stop - start, -np.inf, np.float32)
-            if start:  # nearest earlier line outside the block: the index holds lines < start
-                best = self.index.search(unit, 1)[0][:, 0]
-            earlier = np.tri(len(unit), k=-1, dtype=bool)  # only lines before, in the block
-            gram = np.where(earlier, unit @ unit.T, -np.inf)
-            best = np.maximum(best, gram.max(axis=1))
-            similarity = np.where(np.isfinite(best), best, 0.0).astype(np.float32)
-            novelty = np.where(np.isfinite(best), 1.0 - best, 1.0).astype(np.float32)
-            table.set_derived(start, novelty, similarity)
-            self.index.add(unit)
-            if self.derived_file is not None:
-                self.derived_file.append(start, table.anchor[stop - 1], novelty, similarity)
+        derive_pending(self.table, self.index, self.derived_file, upto)
 
     # ------------------------------------------------- chain, audit, history
     @property
