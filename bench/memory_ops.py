@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import platform
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -335,33 +336,62 @@ def capacity_kwarg(cls: type) -> str:
 
 
 def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """Top-k retrieval from a full long-term store: ``query(q (B, D), top_k)`` per second."""
+    """Top-k retrieval from a full long-term store: ``query(q (64, D), top_k=8)`` by the exact
+    scan and by the HNSW graph (``ltm_index="hnsw"``), timed in the same rounds, with the
+    graph's recall@8 of the exact top-8 for queries near stored keys and for random ones."""
     rows = []
     cls = memory.make("dual", input_dim=args.dim).__class__
+    kinds = ("exact", "hnsw") if "ltm_index" in inspect.signature(cls.__init__).parameters else ()
     for capacity in args.dual_sizes:
 
         def case(capacity: int = capacity) -> dict:
             torch.manual_seed(0)
-            module = memory.make("dual", input_dim=args.dim, **{capacity_kwarg(cls): capacity})
-            module.to(device).eval()
-            keys = torch.randn(capacity, module.key_dim if hasattr(module, "key_dim") else args.dim)
-            values = torch.randn(
-                capacity, module.value_dim if hasattr(module, "value_dim") else args.dim
-            )
-            with torch.no_grad():
-                module.store_experience(keys.to(device), values.to(device))
-            queries = keys[: args.batch].to(device) + 0.01
-
-            @torch.no_grad()
-            def step() -> None:
-                module.query(queries, top_k=8)
-
-            seconds = median_seconds(step, device, args.repeats)
-            return {
-                "query_batch": args.batch,
-                "query_s": seconds,
-                "queries_per_s": args.batch / seconds,
+            modules = {
+                kind: memory.make(
+                    "dual", input_dim=args.dim, ltm_index=kind, **{capacity_kwarg(cls): capacity}
+                )
+                .to(device)
+                .eval()
+                for kind in kinds or ("exact",)
             }
+            some = next(iter(modules.values()))
+            gen = torch.Generator().manual_seed(0)
+            keys = torch.randn(capacity, some.key_dim, generator=gen)
+            values = torch.randn(capacity, some.value_dim, generator=gen)
+            queries = {
+                "near": keys[: args.batch].to(device) + 0.01,
+                "random": torch.randn(args.batch, some.key_dim, generator=gen).to(device),
+            }
+            result: dict = {"query_batch": args.batch}
+            with torch.no_grad():
+                for kind, module in modules.items():
+                    module.store_experience(keys.to(device), values.to(device))
+                    if kind == "hnsw":
+                        start = time.perf_counter()
+                        module.experience.slot_index()
+                        result["hnsw_build_s"] = time.perf_counter() - start
+
+            def query(kind: str, q: torch.Tensor):
+                # update_importance=False: every round reads the same store
+                return modules[kind].experience.query(q, top_k=8, update_importance=False)
+
+            with torch.no_grad():
+                medians = interleaved_medians(
+                    {kind: lambda kind=kind: query(kind, queries["near"]) for kind in modules},
+                    device,
+                    args.repeats,
+                )
+                for kind, seconds in medians.items():
+                    result[f"{kind}_query_s"] = seconds
+                    result[f"{kind}_queries_per_s"] = args.batch / seconds
+                if "hnsw" in modules:
+                    result["hnsw_over_exact"] = medians["hnsw"] / medians["exact"]
+                    for name, q in queries.items():
+                        want = query("exact", q).indices.tolist()
+                        got = query("hnsw", q).indices.tolist()
+                        hits = sum(len(set(a) & set(b)) for a, b in zip(want, got))
+                        result[f"hnsw_recall_{name}"] = hits / (8 * args.batch)
+            return result
 
         rows.append({"capacity": capacity, **guarded(case)})
         print(f"  dual capacity={capacity:>7d}: {format_case(rows[-1])}", flush=True)
@@ -444,6 +474,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--out", default="runs/bench/memory_ops.json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--rollout-only", action="store_true", help="time only the rollout-step rows"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = 2
@@ -451,6 +484,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     rollout = bench_rollout(args, device)
+    if args.rollout_only:
+        report = {"torch_threads": torch.get_num_threads(), "rollout_step": rollout}
+        write_results(Path(args.out), report)
+        return report
 
     print(f"T={args.steps} B={args.batch} D={args.dim} on {device}, median of {args.repeats}")
     lstm_s = median_seconds(lstm_peer_step(args, device), device, args.repeats)

@@ -79,9 +79,13 @@ Where the document is vague, and what was chosen:
   the step carries something new (``ltm_write_threshold=0.5``; 0 writes every
   step).  Distances for consolidation are Euclidean between unit keys
   (0.1 ~ cosine > 0.995): only near-duplicates merge.
-- Retrieval is an exact scan (one ``bmm`` + ``topk``, O(C) a query), not the
-  document's claimed O(log n): exact top-k keeps chunked and whole runs equal,
-  and at 100,000 slots a scan costs milliseconds.
+- Retrieval from the per-row stores is an exact scan (one ``bmm`` + ``topk``,
+  O(C) a query), not the document's claimed O(log n): exact top-k keeps chunked
+  and whole runs equal.  The experience store can use a graph index instead
+  (``ltm_index="hnsw"``, memory/dual_index.py), sublinear and approximate.
+- Speed: ``forward`` runs the chunk layer by layer with the stateless work of
+  each layer batched over the chunk (memory/dual_chunk.py);
+  ``forward_reference`` is the plain step loop it is tested against.
 - Persistence (``reset_on_episode_start=False``, continual learning) keeps the
   long-term stores, step counts and merge counts across episodes; the
   short-term memory, the working context, still resets.
@@ -94,6 +98,7 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.dual_chunk import chunk_forward
 from memworld.memory.dual_layer import DualMemoryLayer
 from memworld.memory.dual_ltm import (
     ExperienceReplay,
@@ -136,6 +141,11 @@ class DualMemory(ExperienceReplay, MemoryModule):
             included (default 16; 0 turns the self-attention off).
         reset_on_episode_start: empty both memories at episode starts (default
             True); False keeps the long-term stores (``persistent = True``).
+        ltm_index: retrieval from the experience store: ``"exact"`` (default, a scan of
+            every slot) or ``"hnsw"`` (a FAISS graph, sublinear, approximate; see
+            memory/dual_index.py).  The per-row stores of ``forward`` are always exact.
+        ltm_index_candidates: slots the graph returns per query (default None: ``4 *
+            ltm_top_k``).
     """
 
     # Attention and LayerNorm-residual layers: at 3e-3 MemoryPPO stalls on some seeds
@@ -163,6 +173,8 @@ class DualMemory(ExperienceReplay, MemoryModule):
         ffn_mult: int = 4,
         attention_window: int = 16,
         reset_on_episode_start: bool = True,
+        ltm_index: str = "exact",
+        ltm_index_candidates: int | None = None,
     ) -> None:
         for name, value in [
             ("hidden_dim", hidden_dim),
@@ -218,6 +230,8 @@ class DualMemory(ExperienceReplay, MemoryModule):
             initial_importance=initial_importance,
             consolidation_threshold=consolidation_threshold,
             memory_sample_ratio=memory_sample_ratio,
+            index=ltm_index,
+            index_candidates=ltm_index_candidates,
         )
 
     # ------------------------------------------------------------------ state
@@ -272,6 +286,18 @@ class DualMemory(ExperienceReplay, MemoryModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        """The chunk runs layer by layer, each layer's stateless work batched over the chunk
+        (memory/dual_chunk.py); ``fast_path = False`` runs :meth:`forward_reference`."""
+        if not getattr(self, "fast_path", True):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        starts = episode_starts.to(device=x.device, dtype=torch.bool)
+        return chunk_forward(self, x, state, starts)
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """Step by step, every layer at each step: the computation the fast path must equal."""
         self.check_inputs(x, episode_starts, state)
         steps_total, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
@@ -352,9 +378,12 @@ class DualMemory(ExperienceReplay, MemoryModule):
 
     # ---------------------------------------------------------- consolidation
     @torch.no_grad()
-    def _consolidate_rows(self, ltm: State, rows: Tensor, threshold: float) -> None:
-        """Consolidate the stores of batch ``rows`` (every layer) in place; count the merges."""
-        for i in range(self.num_layers):
+    def _consolidate_rows(
+        self, ltm: State, rows: Tensor, threshold: float, layers: tuple[int, ...] | None = None
+    ) -> None:
+        """Consolidate the stores of batch ``rows`` (of ``layers``, default every layer) in
+        place; count the merges."""
+        for i in range(self.num_layers) if layers is None else layers:
             store = self.layer_store(ltm, i)
             part = store.take(rows)
             merged = part.consolidate(threshold)

@@ -13,9 +13,11 @@ batch row.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import check_positive_int
+from memworld.memory.dual_index import SlotIndex, check_index_args
 from memworld.memory.dual_store import LTMBatch, Retrieval
 
 
@@ -73,6 +75,10 @@ class LongTermMemory(nn.Module):
             merges two entries (default 0.1, the document's ``consolidate_memories``).
         memory_sample_ratio: share of a batch that :meth:`mix_experiences` replaces
             by stored experience (default 0.2, the document's ``MemoryDataset``).
+        index: ``"exact"`` (default: every query scans every slot) or ``"hnsw"``: a
+            FAISS graph finds ``index_candidates`` slots by cosine, ranked exactly
+            after (sublinear in ``capacity``; approximate, see memory/dual_index.py).
+        index_candidates: slots the graph returns per query (default None: ``4 * top_k``).
     """
 
     def __init__(
@@ -87,6 +93,8 @@ class LongTermMemory(nn.Module):
         initial_importance: float = 1.0,
         consolidation_threshold: float = 0.1,
         memory_sample_ratio: float = 0.2,
+        index: str = "exact",
+        index_candidates: int | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("key_dim", key_dim)
@@ -108,6 +116,27 @@ class LongTermMemory(nn.Module):
             self.register_buffer(name, getattr(empty, name)[0])
         self.register_buffer("clock", torch.zeros((), dtype=torch.long))  # entries ever stored
         self.register_buffer("merges", torch.zeros((), dtype=torch.long))  # consolidation merges
+        self.index_candidates = 4 * top_k if index_candidates is None else index_candidates
+        check_index_args(index, self.index_candidates, top_k)
+        self.index_kind = index
+        self._index: SlotIndex | None = None  # built on the first query (never saved)
+
+    def __getstate__(self) -> dict:
+        # The FAISS graph is not picklable; a copy rebuilds it from its keys when queried.
+        return {**self.__dict__, "_index": None}
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        self._index = None  # the keys are replaced: rebuild the graph on the next query
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def slot_index(self) -> SlotIndex:
+        """The graph over the filled slots' keys (``index="hnsw"``), built if needed."""
+        if self._index is None:
+            self._index = SlotIndex(self.key_dim, self.capacity)
+            self._index.rebuild(self.keys, self.filled)
+        elif self._index.stale > len(self._index.slot_of_id) // 2:
+            self._index.rebuild(self.keys, self.filled)
+        return self._index
 
     def store(self) -> LTMBatch:
         """The buffers as a batch of one store (views: kernels edit the buffers)."""
@@ -136,6 +165,10 @@ class LongTermMemory(nn.Module):
             keys.to(self.keys), values.to(self.values), self.clock.view(1), self.initial_importance
         )
         self.clock += keys.shape[1]
+        if self._index is not None:  # the new entries replace whatever those slots held
+            slots = positions[0].unique()
+            self._index.forget(slots)
+            self._index.add(slots, self.keys[slots])
         return positions[0]
 
     def query(
@@ -154,7 +187,12 @@ class LongTermMemory(nn.Module):
         if not 1 <= k <= self.capacity:
             raise ValueError(f"top_k must be in [1, capacity={self.capacity}], got {k}")
         store = self.store()
-        found = store.retrieve(q, k, self.sharpness, self.importance_weight)
+        candidates = None
+        if self.index_kind == "hnsw":
+            n = max(k, self.index_candidates)
+            candidates = self.slot_index().search(F.normalize(q[0].detach(), dim=-1), n)
+            candidates = candidates.to(q.device).unsqueeze(0)  # (1, Q, n)
+        found = store.retrieve(q, k, self.sharpness, self.importance_weight, candidates)
         if update_importance:
             store.mark_reads(found, self.importance_decay)
         return Retrieval(*(t[0, 0] if single else t[0] for t in found))
@@ -166,6 +204,8 @@ class LongTermMemory(nn.Module):
         thr = self.consolidation_threshold if threshold is None else float(threshold)
         merged = int(self.store().consolidate(thr)[0])
         self.merges += merged
+        if merged:
+            self._index = None  # merged keys moved and partners were freed: rebuild when queried
         return merged
 
     def sample_experiences(

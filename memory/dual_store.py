@@ -177,7 +177,12 @@ class LTMBatch:
 
     # ----------------------------------------------------------------- reads
     def retrieve(
-        self, query: Tensor, top_k: int, sharpness: Tensor | float, importance_weight: float
+        self,
+        query: Tensor,
+        top_k: int,
+        sharpness: Tensor | float,
+        importance_weight: float,
+        candidates: Tensor | None = None,
     ) -> Retrieval:
         """Top-k importance-weighted retrieval for ``query (B, Q, Dk)``.
 
@@ -185,20 +190,36 @@ class LTMBatch:
         Slots are chosen by ``sharpness * cos + importance_weight * log(importance)``
         and weighted by the softmax of the same logits over the k chosen; empty
         slots are never chosen (weight 0 when fewer than k are filled).
+        ``candidates (B, Q, n)`` long (``n >= top_k``, -1 for none) limits the
+        choice to those slots (an index's search result); ``None`` scans every slot.
         """
         batch, n_query, _ = query.shape
         q = F.normalize(query, dim=-1)
         sharp = torch.as_tensor(sharpness, dtype=q.dtype, device=q.device).expand(batch, n_query)
         prior = importance_weight * torch.log(self.importance.clamp_min(TINY))  # (B, C)
+        rows = torch.arange(batch, device=q.device).view(-1, 1, 1)
         with torch.no_grad():  # full scan without a graph, one fused pass: (B, Q, C)
-            scan_prior = prior.masked_fill(~self.filled, float("-inf")).unsqueeze(1)
+            scan_prior = prior.masked_fill(~self.filled, float("-inf"))
             scaled_q = (
                 sharp.detach().unsqueeze(-1) * q.detach()
             )  # sharp * (q . k) = (sharp * q) . k
-            logits_all = torch.baddbmm(scan_prior, scaled_q, self.keys.transpose(1, 2))
-            indices = logits_all.topk(top_k, dim=-1).indices  # (B, Q, k)
-        rows = torch.arange(batch, device=q.device).view(-1, 1, 1)
+            if candidates is None:
+                logits_all = torch.baddbmm(
+                    scan_prior.unsqueeze(1), scaled_q, self.keys.transpose(1, 2)
+                )
+                indices = logits_all.topk(top_k, dim=-1).indices  # (B, Q, k)
+                found = None
+            else:
+                slots = candidates.clamp_min(0)
+                keys = self.keys[rows, slots]  # (B, Q, n, Dk)
+                logits_some = (keys @ scaled_q.unsqueeze(-1)).squeeze(-1) + scan_prior[rows, slots]
+                logits_some = logits_some.masked_fill(candidates < 0, float("-inf"))
+                best = logits_some.topk(top_k, dim=-1)
+                indices = slots.gather(-1, best.indices)
+                found = best.values > float("-inf")  # a candidate, and a filled slot
         valid = self.filled[rows, indices]  # (B, Q, k)
+        if found is not None:
+            valid = valid & found
         keys, values = self.keys[rows, indices], self.values[rows, indices]  # (B, Q, k, D)
         similarity = (keys * q.unsqueeze(2)).sum(dim=-1)  # differentiable in the query
         logits = sharp.unsqueeze(-1) * similarity + prior[rows, indices]
