@@ -2,6 +2,7 @@
 
 from memworld.agents.buffers import MemoryRolloutBuffer
 from memworld.agents.memory_ppo import MemoryPPO
+from memworld.agents.off_policy import MemoryDQN, MemorySAC, SequenceReplayBuffer
 from memworld.agents.pmll_wrapper import PersistentMemoryWrapper as PersistentMemoryWrapper
 from memworld.agents.policies import (
     MemoryActorCriticCnnPolicy,
@@ -15,7 +16,10 @@ __all__ = [
     "MemoryActorCriticCnnPolicy",
     "MemoryActorCriticPolicy",
     "MemoryMultiInputActorCriticPolicy",
+    "MemoryDQN",
     "MemoryPPO",
+    "MemorySAC",
     "MemoryRolloutBuffer",
+    "SequenceReplayBuffer",
     "make_vec_env",
 ]
