@@ -142,6 +142,31 @@ class _WindowBlock(nn.Module):
         h = h + self.mlp(self.norm_mlp(h))
         return h, all_keys, all_values
 
+    def step(
+        self, h: Tensor, keys: Tensor, values: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step: h (B, 1, d); keys/values (B, W, d) carried; valid (B, W) bool, the places
+        of the new window (carried shifted left, this step last) the step may see.
+
+        Returns the block output (B, 1, d) and the new window's keys/values (B, W, d).
+        """
+        batch, _, d_model = h.shape
+        heads, head_dim = self.num_heads, d_model // self.num_heads
+        q, k, v = self.qkv(self.norm_attn(h)).chunk(3, dim=-1)  # each (B, 1, d)
+        keys = torch.cat([keys[:, 1:], k], dim=1)  # (B, W, d)
+        values = torch.cat([values[:, 1:], v], dim=1)
+        q_heads = q.view(batch, 1, heads, head_dim).transpose(1, 2)  # (B, heads, 1, e)
+        k_heads = keys.view(batch, -1, heads, head_dim).transpose(1, 2)  # (B, heads, W, e)
+        v_heads = values.view(batch, -1, heads, head_dim).transpose(1, 2)
+        # Key j of the window is window - 1 - j steps back: bias column j.
+        mask = self.position_bias[None, :, None, :].masked_fill(
+            ~valid[:, None, None, :], float("-inf")
+        )  # (B, heads, 1, W)
+        mixed = F.scaled_dot_product_attention(q_heads, k_heads, v_heads, attn_mask=mask)
+        h = h + self.out_proj(mixed.transpose(1, 2).reshape(batch, 1, d_model))
+        h = h + self.mlp(self.norm_mlp(h))
+        return h, keys, values
+
 
 @register("window_attention")
 class WindowAttention(MemoryModule):
@@ -219,6 +244,43 @@ class WindowAttention(MemoryModule):
         }
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        if self.use_fast_path(x):
+            self.check_inputs(x, episode_starts, state)
+            return self._one_step(x[0], state, episode_starts[0].bool())
+        return self.forward_reference(x, state, episode_starts)
+
+    def _one_step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One step (a rollout): attention over the new window only, its mask the new ``valid``.
+
+        The window after this step is the carried one shifted left with this step last;
+        a place is visible where it holds a step of this step's episode (none of the
+        carried ones where the row starts), which is also the next ``valid``.
+        """
+        keep_old = (state["valid"][:, 1:] > 0.5) & ~starts[:, None]  # (B, W - 1)
+        valid = torch.cat([keep_old, torch.ones_like(keep_old[:, :1])], dim=1)  # (B, W)
+        h = self.input_proj(x)[:, None]  # (B, 1, d)
+        new_keys, new_values = [], []
+        for layer, block in enumerate(self.blocks):
+            h, keys, values = block.step(
+                h, state["keys"][:, layer], state["values"][:, layer], valid
+            )
+            keep = valid[..., None]
+            new_keys.append(torch.where(keep, keys, 0.0))
+            new_values.append(torch.where(keep, values, 0.0))
+        y = self.norm_out(h[:, 0])
+        if self.projection is not None:
+            y = self.projection(y)
+        new_state = {
+            "keys": torch.stack(new_keys, dim=1),
+            "values": torch.stack(new_values, dim=1),
+            "valid": valid.to(state["valid"].dtype),
+        }
+        return y[None], new_state
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The chunk path: every step of the chunk attends in one masked product."""
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         outputs = []

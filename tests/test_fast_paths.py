@@ -1,5 +1,5 @@
-"""Fast paths equal their references: the one-step paths of gru, lstm and slot, and the
-compile wrapper's switches and eager fallback.
+"""Fast paths equal their references: the one-step paths of gru, lstm, window_attention
+and slot, and the compile wrapper's switches and eager fallback.
 
 Each module runs a chunk with episode starts inside it twice: step by step through
 ``forward`` (the fast path) and as one call of ``forward_reference`` (today's code);
@@ -98,6 +98,41 @@ def test_recurrent_rollout_without_grad_equals_reference(name):
     assert_states(s1, s2)
     assert_states(s3, s2)
     assert module.fast_path  # restored after the block
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_window_attention_step_path_equals_reference_with_gradients(num_layers):
+    torch.manual_seed(0)
+    module = memory.make(
+        "window_attention",
+        input_dim=INPUT,
+        window=4,
+        d_model=16,
+        num_heads=2,
+        num_layers=num_layers,
+        output_dim=7,
+    )
+    x, starts = chunk(8)
+    x.requires_grad_(True)
+    state = random_state(module)
+    gen = torch.Generator().manual_seed(9)
+    # a carried window partly of the running episode: valid is a suffix of 1s
+    filled = torch.randint(0, 5, (BATCH, 1), generator=gen)
+    state["valid"] = (torch.arange(4) >= 4 - filled).float()
+    results = []
+    for run in (
+        lambda: step_by_step(module, x, state, starts),
+        lambda: module.forward_reference(x, state, starts),
+    ):
+        y, end = run()
+        loss = y.sin().mean() + end["keys"].sin().mean() + end["values"].cos().mean()
+        grads = torch.autograd.grad(loss, [x, state["keys"], state["values"], *module.parameters()])
+        results.append((y, end, grads))
+    (y1, s1, g1), (y2, s2, g2) = results
+    torch.testing.assert_close(y1, y2, atol=1e-5, rtol=0)
+    assert_states(s1, s2)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def slot(controller: str, persistent: bool) -> memory.MemoryModule:
