@@ -74,10 +74,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = TrainConfig.from_file(args.config, **overrides)
     else:
         config = TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
-    if args.memory is not None and config.algo != "memoryppo":
+    if args.memory is not None and config.memory is None:
         raise ValueError(
-            f"--memory {args.memory} chooses memoryppo's memory module; {config.algo} has its own "
-            f"policy ({config.memory_label}): drop --memory or pass --algo memoryppo"
+            f"--memory {args.memory} chooses the memory module of memoryppo, memorydqn and "
+            f"memorysac; {config.algo} has its own policy ({config.memory_label}): drop --memory "
+            "or pass --algo memoryppo"
         )
     path = train(config, root=args.root, run=args.run_dir, progress=not args.quiet)
     print(f"run folder: {path}")

@@ -16,7 +16,8 @@ from memworld.memory.base import check_range
 from memworld.runs import package_versions, read_run_config, run_dir, write_json
 from memworld.tb import TrainCallback, memworld_logger
 
-ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn")
+ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn", "memorydqn", "memorysac")
+MEMORY_ALGOS = ("memoryppo", "memorydqn", "memorysac")  # algorithms that take --memory
 DEVICES = "cpu, cuda, cuda:N (N: the GPU's index), mps or auto"
 SET_BY_CONFIG = {"seed", "device", "verbose"}  # TrainConfig fields, not hyperparams
 
@@ -27,8 +28,10 @@ class TrainConfig:
 
     Args:
         env: a Gymnasium id (``memworld/...`` ids run batched).
-        algo: one of ``memoryppo``, ``ppo``, ``recurrentppo``, ``a2c``, ``dqn``.
-        memory: memory module name for ``memoryppo`` (see ``memworld list memory``); the
+        algo: one of ``memoryppo``, ``ppo``, ``recurrentppo``, ``a2c``, ``dqn``,
+            ``memorydqn`` (Discrete actions), ``memorysac`` (Box actions).
+        memory: memory module name for ``memoryppo``, ``memorydqn`` and ``memorysac``
+            (see ``memworld list memory``); the
             other algorithms have none and record ``None``.
         steps: env steps to train.
         n_envs: envs in the batch.
@@ -55,12 +58,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"algo must be one of {list(ALGOS)}, got {self.algo!r}")
-        if self.algo == "memoryppo":
+        if self.algo in MEMORY_ALGOS:
             from memworld import memory
 
             if self.memory not in memory.names():
                 raise ValueError(
-                    f"memory must be one of {memory.names()} for memoryppo, got {self.memory!r}"
+                    f"memory must be one of {memory.names()} for {self.algo}, got {self.memory!r}"
                 )
         else:  # the module is memoryppo's; record none (the default "gru" would mislead)
             if self.memory_kwargs:
@@ -96,8 +99,11 @@ class TrainConfig:
         check_keys(
             f"hyperparams of {self.algo}", self.hyperparams, accepted - {"_init_setup_model"}
         )
-        check_hyperparams(self.hyperparams, prefix="hyperparams.")
-        if self.algo == "memoryppo":
+        checked = self.hyperparams
+        if self.algo == "memorysac" and isinstance(checked.get("ent_coef"), str):
+            checked = {k: v for k, v in checked.items() if k != "ent_coef"}  # "auto": learned
+        check_hyperparams(checked, prefix="hyperparams.")
+        if self.algo in MEMORY_ALGOS:
             from memworld import memory
 
             fields = inspect.signature(memory.get(self.memory).__init__).parameters
@@ -121,7 +127,9 @@ class TrainConfig:
 
     @property
     def memory_label(self) -> str:
-        return {"memoryppo": self.memory or "none", "recurrentppo": "lstm"}.get(self.algo, "mlp")
+        if self.algo in MEMORY_ALGOS:
+            return self.memory or "none"
+        return {"recurrentppo": "lstm"}.get(self.algo, "mlp")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
@@ -214,7 +222,8 @@ def build_model(config: TrainConfig, env):
     except AssertionError as err:
         raise ValueError(
             f"algo {config.algo} cannot train on {config.env}: {err} (memoryppo, ppo, "
-            "recurrentppo and a2c act in every memworld task; dqn needs a Discrete action space)"
+            "recurrentppo and a2c act in every memworld task; dqn and memorydqn need a Discrete "
+            "action space, memorysac a Box one)"
         ) from None
 
 
@@ -226,6 +235,10 @@ def _build_model(config: TrainConfig, env):
         policy_kwargs = dict(memory=config.memory, memory_kwargs=dict(config.memory_kwargs))
         policy_kwargs.update(common.pop("policy_kwargs", {}))
         return MemoryPPO("MlpPolicy", env, policy_kwargs=policy_kwargs, **common)
+    if config.algo in ("memorydqn", "memorysac"):
+        policy_kwargs = dict(memory=config.memory, memory_kwargs=dict(config.memory_kwargs))
+        policy_kwargs.update(common.pop("policy_kwargs", {}))
+        return algo_class(config.algo)("MlpPolicy", env, policy_kwargs=policy_kwargs, **common)
     if config.algo == "recurrentppo":
         from sb3_contrib import RecurrentPPO
 
@@ -241,6 +254,10 @@ def algo_class(algo: str):
         from memworld.agents import MemoryPPO
 
         return MemoryPPO
+    if algo in ("memorydqn", "memorysac"):
+        from memworld.agents import MemoryDQN, MemorySAC
+
+        return MemoryDQN if algo == "memorydqn" else MemorySAC
     if algo == "recurrentppo":
         from sb3_contrib import RecurrentPPO
 

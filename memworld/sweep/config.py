@@ -42,6 +42,7 @@ import yaml
 
 from memworld.memory.base import check_range
 from memworld.sweep.space import check_space, sample_space, space_ends
+from memworld.train import MEMORY_ALGOS
 
 KEYS = (
     "name",
@@ -150,7 +151,7 @@ class SweepConfig:
             if not data.get(key):
                 raise ValueError(f"{source} needs a non-empty list `{key}:`")
         memory = data.get("memory", "all")
-        if "memoryppo" in data["algos"]:
+        if set(MEMORY_ALGOS) & set(_as_list(data["algos"])):
             from memworld import memory as memory_modules
 
             memory = memory_modules.names() if memory == "all" else list(_as_list(memory))
@@ -165,7 +166,7 @@ class SweepConfig:
             name=str(data.get("name", "sweep")),
             envs=tuple(_as_list(data["envs"])),
             algos=tuple(_as_list(data["algos"])),
-            memory=tuple(memory) if "memoryppo" in data["algos"] else (),
+            memory=tuple(memory) if set(MEMORY_ALGOS) & set(_as_list(data["algos"])) else (),
             seeds=tuple(_as_list(data["seeds"])),
             train=dict(data.get("train") or {}),
             algo_hyperparams=dict(data.get("algo_hyperparams") or {}),
@@ -235,10 +236,11 @@ class SweepConfig:
             raise ValueError(f"{err} (in {source}){hint}") from None
 
     def agents(self) -> list[tuple[str, str | None]]:
-        """(algo, memory) pairs: every memory module for memoryppo, no memory otherwise."""
+        """(algo, memory) pairs: every memory module for the algorithms that take one
+        (memoryppo, memorydqn, memorysac), no memory otherwise."""
         pairs = []
         for algo in self.algos:
-            pairs += [(algo, m) for m in self.memory] if algo == "memoryppo" else [(algo, None)]
+            pairs += [(algo, m) for m in self.memory] if algo in MEMORY_ALGOS else [(algo, None)]
         return pairs
 
     def base_trials(self, seeds: tuple[int, ...] | None = None, prefix: str = "") -> list[Trial]:
