@@ -14,14 +14,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, TypeVar
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 
 from memworld.agents.buffers import MemoryRolloutBuffer, MemorySequenceSamples
@@ -33,8 +32,8 @@ from memworld.agents.policies import (
 )
 from memworld.agents.ppo_checks import RULES, check_hyperparams, sequences_per_batch
 from memworld.agents.ppo_loss import UpdateStats, ppo_losses
+from memworld.agents.rollout import collect_memory_rollout
 from memworld.agents.sb3_logging import stdout_logger
-from memworld.agents.time_limits import bootstrap_time_limits
 from memworld.memory.base import State
 
 SelfMemoryPPO = TypeVar("SelfMemoryPPO", bound="MemoryPPO")
@@ -81,6 +80,10 @@ class MemoryPPO(OnPolicyAlgorithm):
         verbose: 0 silent, 1 info, 2 debug.
         seed: seed of the random generators.
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        torch_threads: torch's CPU threads while ``learn()`` runs (restored after).
+            1 (default): the networks here are small, and a second thread mostly
+            waits; on a busy 2-core machine torch's default ran MemoryPPO many
+            times slower (docs/memoryppo.md).  None leaves torch's setting alone.
         _init_setup_model: build the networks now.
 
     Defaults: ``learning_rate=3e-3`` (the LSTM's ``recommended_lr``), ``n_epochs=10``,
@@ -136,6 +139,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         verbose: int = 0,
         seed: int | None = None,
         device: th.device | str = "auto",
+        torch_threads: int | None = 1,
         _init_setup_model: bool = True,
     ) -> None:
         check_hyperparams({k: v for k, v in locals().items() if k in RULES})  # the arguments
@@ -173,6 +177,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         self.bptt_len = bptt_len
         self.aux_coef = aux_coef
         self.target_kl = target_kl
+        self.torch_threads = torch_threads
         self._last_memory_state: State | None = None
         if _init_setup_model:
             self._check_batch_size()  # early; train() checks again (a loaded model's n_envs)
@@ -226,71 +231,7 @@ class MemoryPPO(OnPolicyAlgorithm):
         n_rollout_steps: int,
     ) -> bool:
         """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps per env (see SB3's PPO)."""
-        assert self._last_obs is not None, "No previous observation was provided"
-        self.policy.set_training_mode(False)
-        rollout_buffer.reset()
-        if self.use_sde:
-            self.policy.reset_noise(env.num_envs)
-        state = self._last_memory_state
-        if state is None or next(iter(state.values())).shape[0] != env.num_envs:
-            state = self.policy.initial_state(env.num_envs)
-        callback.on_rollout_start()
-
-        n_steps = 0
-        while n_steps < n_rollout_steps:
-            if self.use_sde and self.sde_sample_freq > 0 and n_steps % self.sde_sample_freq == 0:
-                self.policy.reset_noise(env.num_envs)
-            with th.no_grad():
-                obs_tensor = obs_as_tensor(self._last_obs, self.device)  # type: ignore[arg-type]
-                starts = th.as_tensor(self._last_episode_starts, device=self.device).bool()
-                actions, values, log_probs, next_state = self.policy(obs_tensor, state, starts)
-            actions = actions.cpu().numpy()
-            clipped_actions = actions
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    clipped_actions = self.policy.unscale_action(clipped_actions)
-                else:
-                    clipped_actions = np.clip(
-                        actions, self.action_space.low, self.action_space.high
-                    )
-
-            new_obs, rewards, dones, infos = env.step(clipped_actions)
-            self.num_timesteps += env.num_envs
-            callback.update_locals(locals())
-            if not callback.on_step():
-                return False
-            self._update_info_buffer(infos, dones)
-            n_steps += 1
-            if isinstance(self.action_space, spaces.Discrete):
-                actions = actions.reshape(-1, 1)
-            rewards = bootstrap_time_limits(
-                self.policy, rewards, dones, infos, next_state, self.gamma
-            )
-            rollout_buffer.add(
-                self._last_obs,  # type: ignore[arg-type]
-                actions,
-                rewards,
-                self._last_episode_starts,  # type: ignore[arg-type]
-                values,
-                log_probs,
-                state=state,
-            )
-            self._last_obs = new_obs  # type: ignore[assignment]
-            self._last_episode_starts = dones
-            state = next_state
-
-        self._last_memory_state = state
-        with th.no_grad():
-            last_starts = th.as_tensor(dones, device=self.device).bool()
-            values = self.policy.predict_values(
-                obs_as_tensor(new_obs, self.device), state, last_starts
-            )  # type: ignore[arg-type]
-        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
-        for name, value in self.policy.memory_diagnostics(state).items():
-            self.logger.record(f"memory/{name}", value)
-        callback.update_locals(locals())
-        callback.on_rollout_end()
-        return True
+        return collect_memory_rollout(self, env, callback, rollout_buffer, n_rollout_steps)
 
     # ------------------------------------------------------------------ train
     def evaluate_sequences(
@@ -316,14 +257,20 @@ class MemoryPPO(OnPolicyAlgorithm):
             else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         )
         self._sequences_per_batch = self._check_batch_size()
+        # The critic learns returns in units of their running statistics (value_norm).
+        self.policy.update_value_norm(th.as_tensor(self.rollout_buffer.returns, device=self.device))
         stats = UpdateStats()
         continue_training = True
         for epoch in range(self.n_epochs):
             stats.approx_kl = []
             for batch in self.rollout_buffer.get(self._sequences_per_batch):
                 values, log_prob, entropy, aux_loss = self.evaluate_sequences(batch)
+                normalize = self.policy.normalize_values
+                batch = batch._replace(
+                    old_values=normalize(batch.old_values), returns=normalize(batch.returns)
+                )
                 terms = ppo_losses(
-                    values,
+                    normalize(values),
                     log_prob,
                     entropy,
                     batch,
@@ -389,11 +336,17 @@ class MemoryPPO(OnPolicyAlgorithm):
         reset_num_timesteps: bool = True,
         progress_bar: bool = False,
     ) -> SelfMemoryPPO:
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        threads = th.get_num_threads()
+        if self.torch_threads is not None:
+            th.set_num_threads(self.torch_threads)
+        try:
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+        finally:
+            th.set_num_threads(threads)

@@ -30,11 +30,13 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from memworld.agents.value_norm import ValueNormalizer
 from memworld.memory import get as get_memory_class
 from memworld.memory import make as make_memory
-from memworld.memory.base import MemoryModule, State
+from memworld.memory.base import MemoryModule, State, check_range
 
 DEFAULT_MEMORY = "lstm"
+DEFAULT_VALUE_NORM = None
 
 PI_PREFIX, VF_PREFIX = "pi.", "vf."
 
@@ -56,6 +58,17 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         shared_memory: one memory for actor and critic (True, the default:
             half the compute) or a separate one for each (False).  A shared
             memory needs a shared features extractor.
+        value_norm: how the critic's targets are scaled (see
+            :mod:`memworld.agents.value_norm`): ``"popart"`` (default) learns
+            returns in units of their running mean and spread and rescales the
+            value head so its outputs are kept when the statistics move;
+            ``"running"`` the same without the rescale; None raw returns.  With
+            a shared memory it keeps the value loss's gradient into the memory
+            the same size whatever the scale of the rewards.  Values that the
+            policy returns are always in return units.
+        value_grad_to_memory: factor on the value loss's gradient into a shared
+            memory, in [0, 1] (1, default: unchanged; 0: the memory learns from
+            the policy and auxiliary losses only).  The forward pass is unchanged.
     """
 
     def __init__(
@@ -80,7 +93,10 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         memory: str | type[MemoryModule] = DEFAULT_MEMORY,
         memory_kwargs: dict[str, Any] | None = None,
         shared_memory: bool = True,
+        value_norm: str | None = DEFAULT_VALUE_NORM,
+        value_grad_to_memory: float = 1.0,
     ) -> None:
+        check_range("value_grad_to_memory", value_grad_to_memory, 0.0, 1.0, fix="e.g. 1.0 or 0.0")
         if shared_memory and not share_features_extractor:
             raise ValueError(
                 "shared_memory=True needs share_features_extractor=True: one memory cannot "
@@ -90,6 +106,8 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         self.memory_name = memory
         self.memory_kwargs = dict(memory_kwargs or {})
         self.shared_memory = bool(shared_memory)
+        self.value_grad_to_memory = float(value_grad_to_memory)
+        self.value_norm = value_norm
         super().__init__(
             observation_space,
             action_space,
@@ -109,6 +127,8 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
             optimizer_class,
             optimizer_kwargs,
         )
+        # After super().__init__: a module with buffers only, outside the optimizer.
+        self.value_normalizer = None if value_norm is None else ValueNormalizer(value_norm)
 
     # ------------------------------------------------------------- building
     def _build_mlp_extractor(self) -> None:
@@ -134,8 +154,27 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
             memory_kwargs=self.memory_kwargs,
             shared_memory=self.shared_memory,
             share_features_extractor=self.share_features_extractor,
+            value_norm=self.value_norm,
+            value_grad_to_memory=self.value_grad_to_memory,
         )
         return data
+
+    # --------------------------------------------------------------- values
+    def _values(self, latent_vf: th.Tensor) -> th.Tensor:
+        """The value head's output in return units."""
+        values = self.value_net(latent_vf)
+        return (
+            values if self.value_normalizer is None else self.value_normalizer.denormalize(values)
+        )
+
+    def normalize_values(self, values: th.Tensor) -> th.Tensor:
+        """Return units -> the units the critic is trained in (unchanged without ``value_norm``)."""
+        return values if self.value_normalizer is None else self.value_normalizer.normalize(values)
+
+    def update_value_norm(self, returns: th.Tensor) -> None:
+        """Fold a rollout's returns into the value statistics (nothing without ``value_norm``)."""
+        if self.value_normalizer is not None:
+            self.value_normalizer.update(returns, self.value_net)
 
     # ---------------------------------------------------------------- state
     def initial_state(self, batch_size: int) -> State:
@@ -197,6 +236,10 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         )
         if self.critic_memory is None:
             memory_vf, new_state = memory_pi, pi_state
+            if self.value_grad_to_memory != 1.0 and th.is_grad_enabled():
+                # Same values, the value loss's gradient into the memory scaled.
+                scale = self.value_grad_to_memory
+                memory_vf = scale * memory_pi + (1.0 - scale) * memory_pi.detach()
         else:
             memory_vf, vf_state = self.critic_memory(
                 vf_features.reshape(num_steps, batch, -1), vf_state, episode_starts
@@ -218,7 +261,10 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         ``episode_starts`` is (B,) bool.
         """
         latent_pi, latent_vf, state = self._latents(obs, state, episode_starts.view(1, -1))
-        values = self.value_net(latent_vf)
+        values = self._values(latent_vf)
+        if isinstance(self.action_space, spaces.Discrete):
+            actions, log_prob = _sample_categorical(self.action_net(latent_pi), deterministic)
+            return actions, values, log_prob, state
         distribution = self._get_action_dist_from_latent(latent_pi)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
@@ -241,7 +287,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         latent_pi, latent_vf, state = self._latents(obs, state, episode_starts)
         distribution = self._get_action_dist_from_latent(latent_pi)
         return (
-            self.value_net(latent_vf),
+            self._values(latent_vf),
             distribution.log_prob(actions),
             distribution.entropy(),
             state,
@@ -259,7 +305,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
     ) -> th.Tensor:
         """Values (B, 1) of one step from ``state`` (``episode_starts`` (B,))."""
         _, latent_vf, _ = self._latents(obs, state, episode_starts.view(1, -1))
-        return self.value_net(latent_vf)
+        return self._values(latent_vf)
 
     def _predict(  # type: ignore[override]
         self,
@@ -334,6 +380,16 @@ class MemoryMultiInputActorCriticPolicy(MemoryActorCriticPolicy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("features_extractor_class", CombinedExtractor)
         super().__init__(*args, **kwargs)
+
+
+def _sample_categorical(logits: th.Tensor, deterministic: bool) -> tuple[th.Tensor, th.Tensor]:
+    """Actions (B,) and their log-probs from logits (B, n): what SB3's categorical
+    distribution computes, draw for draw, without building a distribution object (whose
+    argument checks cost more than the sampling in a one-step rollout)."""
+    log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)
+    probs = th.softmax(log_probs, dim=-1)
+    actions = probs.argmax(dim=-1) if deterministic else th.multinomial(probs, 1, True).squeeze(-1)
+    return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 
 def _join(pi_state: State, vf_state: State) -> State:

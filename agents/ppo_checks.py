@@ -28,8 +28,9 @@ RULES: dict[str, tuple[dict, str]] = {
     "learning_rate": (dict(low=0, open_low=True), "e.g. 3e-3, or a schedule (a callable)"),
     "clip_range": (dict(low=0, open_low=True), "e.g. 0.2, or a schedule (a callable)"),
     "clip_range_vf": (dict(low=0, open_low=True), "e.g. 0.2, or None for no value clipping"),
+    "torch_threads": (dict(low=1, integer=True), "e.g. 1, or None to leave torch's setting"),
 }
-NONE_OK = {"batch_size", "bptt_len", "target_kl", "clip_range_vf", "learning_rate"}
+NONE_OK = {"batch_size", "bptt_len", "target_kl", "clip_range_vf", "learning_rate", "torch_threads"}
 SCHEDULES = {"learning_rate", "clip_range", "clip_range_vf"}  # a callable is also accepted
 
 

@@ -53,7 +53,13 @@ def _memory_ppo(name: str, **memory_kwargs) -> Builder:
             raise LookupError(f"memory {name!r} is not registered (have {memory.names()})")
         policy_kwargs = dict(memory=name, memory_kwargs=memory_kwargs)
         return MemoryPPO(
-            "MlpPolicy", env, n_steps=N_STEPS, seed=seed, device=device, policy_kwargs=policy_kwargs
+            "MlpPolicy",
+            env,
+            n_steps=N_STEPS,
+            seed=seed,
+            device=device,
+            policy_kwargs=policy_kwargs,
+            torch_threads=torch.get_num_threads(),  # --threads, as for the other algorithms
         )
 
     return build
@@ -128,6 +134,7 @@ def run_one(
         "env_steps": int(model.num_timesteps),
         "train_seconds": train_seconds,
         "steps_per_second": model.num_timesteps / train_seconds,
+        "torch_threads": getattr(model, "torch_threads", torch.get_num_threads()),
         "eval_return": returns,
         "curve": curve.curve,
     }
@@ -218,6 +225,7 @@ def main() -> None:
     if args.quick:
         args.seeds, args.steps, args.eval_episodes = args.seeds[:1], 4096, 10
     torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()} (every algorithm; MemoryPPO torch_threads)")
     args.out.mkdir(parents=True, exist_ok=True)
 
     results, skipped = [], []

@@ -7,6 +7,8 @@ bench/profile_memory.py failing at import.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +44,24 @@ def test_every_bench_script_imports_and_prints_its_help():
         line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT ")
     )
     assert results == {name: "0" for name in SCRIPTS}, done.stderr[-3000:]
+
+
+def test_pomdp_zoo_quick_trains_recurrent_ppo_and_memory_ppo_side_by_side(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "bench/pomdp_zoo.py", "--quick", "--presets", "CartPoleNoVel-user"]
+        + ["--algos", "recurrent_ppo", "memory_ppo_gru", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCH.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    assert sorted(runs) == [
+        "CartPoleNoVel-user_memory_ppo_gru-default_s0.json",
+        "CartPoleNoVel-user_recurrent_ppo_s0.json",
+    ]
+    # The wrapper removed the velocities: both trained on 512 steps of 2-entry observations.
+    assert all(r["env_steps"] == 512 and r["obs_dim"] == 2 for r in runs.values())
+    assert "| CartPoleNoVel-user | memory_ppo_gru/default | 0 |" in done.stdout
