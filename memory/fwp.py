@@ -7,7 +7,12 @@ decayed, written and then read::
     W_t = gamma * W_{t-1} + beta_t * v_t phi(k_t)^T        y_t = W_t phi(q_t)
 
 with ``phi`` a softmax over the key width (positive features that sum to one),
-so a read is a convex mixture of the written values.  The update is linear in ``W``, so a chunk runs
+so a read is a convex mixture of the written values.  Queries, keys and values
+are computed from a short causal convolution of the last ``conv_width`` inputs
+of the episode: a key then says what came just before a step as well as what
+it holds, which is what lets a query ask for "the step after X" (with an
+additive update alone, a read can tell writes apart only by their content and
+their decay, not by their order).  The update is linear in ``W``, so a chunk runs
 in closed form: a step's read is the carried ``W`` decayed to it plus a causal,
 decayed linear attention over the chunk's own writes.  A long chunk is cut into
 blocks of ``max_block`` steps (a loop over blocks, not over steps) so the
@@ -23,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.window import episode_index, sliding_windows
 
 
 def feature_map(z: Tensor) -> Tensor:
@@ -117,13 +123,19 @@ class FastWeightMemory(MemoryModule):
             max_block: longest block of a chunk computed in one go (default 16).
     """
 
-    recommended_lr = 1e-3
+    recommended_lr = 3e-3
 
     def __init__(
-        self, input_dim: int, d_model: int = 64, num_heads: int = 4, max_block: int = 16
+        self,
+        input_dim: int,
+        d_model: int = 64,
+        num_heads: int = 4,
+        conv_width: int = 4,
+        max_block: int = 16,
     ) -> None:
         for name, value in [("d_model", d_model), ("num_heads", num_heads)]:
             check_positive_int(name, value)
+        check_positive_int("conv_width", conv_width)
         check_positive_int("max_block", max_block)
         if d_model % num_heads:
             raise ValueError(
@@ -132,9 +144,14 @@ class FastWeightMemory(MemoryModule):
             )
         super().__init__(input_dim, d_model)
         self.d_model, self.num_heads, self.max_block = d_model, num_heads, max_block
+        self.conv_width = conv_width
         self.head_dim = d_model // num_heads
         self.input_proj = nn.Linear(input_dim, d_model)
         self.norm_in = nn.LayerNorm(d_model)
+        # (conv_width, d): depthwise taps, oldest first; starts as the identity on the current step.
+        taps = torch.zeros(conv_width, d_model)
+        taps[-1] = 1.0
+        self.conv_taps = nn.Parameter(taps)
         self.query_key = nn.Linear(d_model, 2 * d_model)
         self.value_strength = nn.Linear(d_model, d_model + num_heads)
         self.out_proj = nn.Linear(d_model, d_model)
@@ -148,13 +165,31 @@ class FastWeightMemory(MemoryModule):
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (batch_size, self.num_heads, self.head_dim, self.head_dim)
-        return {"fast_weights": torch.zeros(shape, device=device)}
+        context = self.conv_width - 1
+        return {
+            "fast_weights": torch.zeros(shape, device=device),
+            "recent": torch.zeros(batch_size, context, self.d_model, device=device),
+            "recent_valid": torch.zeros(batch_size, context, device=device),
+        }
 
-    def project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def convolve(self, z: Tensor, state: State, starts: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Causal depthwise convolution of ``z`` (B, T, d) within each episode.
+
+        Returns the convolved (B, T, d) and the new ``recent`` and ``recent_valid``."""
+        steps, width = z.shape[1], self.conv_width
+        segment = episode_index(state["recent_valid"], starts)  # (B, K - 1 + T)
+        seq = torch.cat([state["recent"], z], dim=1)  # (B, K - 1 + T, d)
+        windows = sliding_windows(seq, width, steps)  # (B, T, K, d)
+        same = sliding_windows(segment, width, steps) == segment[:, -steps:, None]  # (B, T, K)
+        mixed = (torch.where(same[..., None], windows, 0) * self.conv_taps).sum(dim=2)
+        valid = segment[:, seq.shape[1] - (width - 1) :] == segment[:, -1:]  # (B, K - 1)
+        recent = torch.where(valid[..., None], seq[:, seq.shape[1] - (width - 1) :], 0)
+        return mixed, recent, valid.to(state["recent_valid"].dtype)
+
+    def project(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, T, d) -> queries, keys (B, H, T, dk) feature-mapped; values (B, H, T, dv) * beta."""
-        batch, steps, _ = u.shape
+        batch, steps, _ = z.shape
         heads, head_dim = self.num_heads, self.head_dim
-        z = self.norm_in(u)
         # The feature map runs on contiguous (B, T, 2, H, dk) before the heads move forward.
         features = feature_map(self.query_key(z).view(batch, steps, 2, heads, head_dim))
         q, k = features.permute(2, 0, 3, 1, 4)  # each (B, H, T, dk)
@@ -166,7 +201,8 @@ class FastWeightMemory(MemoryModule):
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         u = self.input_proj(x.transpose(0, 1))  # (B, T, d)
-        query, key, value = self.project(u)
+        z, recent, recent_valid = self.convolve(self.norm_in(u), state, starts)
+        query, key, value = self.project(z)
         log_decay, weights, reads = self.log_decay(), state["fast_weights"], []
         # split, not slices: its backward is one concatenation, not a zero-fill per block.
         blocks = zip(*(t.split(self.max_block, dim=2) for t in (query, key, value)))
@@ -175,7 +211,8 @@ class FastWeightMemory(MemoryModule):
             reads.append(block_reads)
         read = torch.cat(reads, dim=2).transpose(1, 2).flatten(2)  # (B, T, d)
         y = self.norm_out(u + self.out_proj(read))
-        return y.transpose(0, 1), {"fast_weights": weights}
+        new_state = {"fast_weights": weights, "recent": recent, "recent_valid": recent_valid}
+        return y.transpose(0, 1), new_state
 
     @torch.no_grad()
     def diagnostics(self, state: State) -> dict[str, float]:

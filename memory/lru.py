@@ -169,7 +169,7 @@ class LRU(MemoryModule):
         max_phase: largest eigenvalue phase at initialisation, in (0, 2 pi] (default pi / 5).
     """
 
-    recommended_lr = 1e-3
+    recommended_lr = 3e-3
 
     def __init__(
         self,

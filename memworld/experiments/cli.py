@@ -57,15 +57,24 @@ def cmd_experiment(args: argparse.Namespace) -> None:
             raise SystemExit(f"--merge combines distance runs only, not {args.name!r}")
         _report(module.merge(args.merge, root=args.root))
         return
-    if args.distances and args.name != "distance":
-        raise SystemExit(f"--distances is an option of the distance experiment, not {args.name!r}")
+    for flag, value in (
+        ("--distances", args.distances),
+        ("--task", args.task),
+        ("--train-max-distance", args.train_max_distance),
+    ):
+        if value and args.name != "distance":
+            raise SystemExit(f"{flag} is an option of the distance experiment, not {args.name!r}")
     for flag, value in (("--env", args.env), ("--seq-len", args.seq_len)):
         if value is not None and args.name != "worldmodel":
             raise SystemExit(f"{flag} is an option of the worldmodel experiment, not {args.name!r}")
     kwargs = dict(TINY[args.name]) if args.tiny else {}
+    if args.task:
+        kwargs["task"] = args.task
+    if args.train_max_distance is not None:
+        kwargs["train_max_distance"] = args.train_max_distance
     if args.steps is not None:
         key = "steps_per_task" if args.name == "continual" else "steps"
-        kwargs[key] = args.steps
+        kwargs["updates" if args.task == "Recall" else key] = args.steps
     if args.name == "forgetting":  # one slot-bank module at one seed per run
         for flag, values in (("--modules", args.modules), ("--seeds", args.seeds)):
             if values and len(values) > 1:
@@ -106,10 +115,25 @@ def add_subparser(sub) -> None:
         help="env steps per run (per task for continual; updates for worldmodel)",
     )
     p.add_argument(
-        "--modules", nargs="+", help="memory modules ('mlp' = no memory; worldmodel: 'none')"
+        "--modules",
+        nargs="+",
+        help="memory modules ('mlp' = no memory; distance: 'all' = every registered one; "
+        "worldmodel: 'none')",
     )
     p.add_argument("--seeds", nargs="+", type=int)
     p.add_argument("--distances", nargs="+", type=int, help="recall distances (distance only)")
+    p.add_argument(
+        "--task",
+        choices=["Recall", "RepeatPrevious", "MemoryLength"],
+        help="distance only: Recall (supervised; --steps = updates) or an RL task (default "
+        "RepeatPrevious)",
+    )
+    p.add_argument(
+        "--train-max-distance",
+        type=int,
+        dest="train_max_distance",
+        help="distance --task Recall only: train on the distances up to this, evaluate at all",
+    )
     p.add_argument(
         "--env", help="worldmodel only: a task with a world state (default OccludedDynamicsMedium)"
     )
