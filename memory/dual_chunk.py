@@ -62,7 +62,7 @@ def chunk_forward(
         count += 1
         clocks[t] = count
     schedule = Schedule(module, starts, starts_host, clocks)
-    ltm = {k: state[k].clone() for k in LONG_TERM_KEYS}
+    ltm = {k: state[k].clone(memory_format=torch.contiguous_format) for k in LONG_TERM_KEYS}
     ltm["steps"] = torch.from_numpy(clocks[-1]).to(state["steps"])
     h = module.embed(x)  # (T, B, H)
     carry: dict[str, list[Tensor]] = {}
@@ -226,6 +226,13 @@ def ltm_steps(
     scaled_q = (sharpness.detach() * q).transpose(0, 1).contiguous()  # (B, T, Dk)
     dots = torch.bmm(scaled_q, store.keys.transpose(1, 2))  # (B, T, C)
     top_k, weight = module.ltm_top_k, module.importance_weight
+    capacity = store.capacity
+    row_index = torch.arange(batch, device=q.device)
+    # Rows of the contiguous (B, L, C, ...) state tensors seen as (B * L * C, ...).
+    all_keys = ltm["ltm_keys"].view(-1, key_dim)
+    all_values = ltm["ltm_values"].view(-1, ltm["ltm_values"].shape[-1])
+    offsets = (row_index * module.num_layers * capacity + i * capacity).view(-1, 1)
+    column_base = (row_index[:, None] * steps + torch.arange(steps, device=q.device)) * capacity
     keys_out, values_out, prior_out, valid_out = [], [], [], []
     for t in range(steps):
         reset = schedule.reset_rows[t]
@@ -237,9 +244,9 @@ def ltm_steps(
         scan = dots[:, t] + prior.masked_fill(~store.filled, float("-inf"))
         indices = scan.topk(top_k, dim=-1).indices  # (B, k)
         valid = store.filled.gather(1, indices)
-        spread = indices.unsqueeze(-1)
-        keys = store.keys.gather(1, spread.expand(-1, -1, key_dim))  # (B, k, Dk)
-        values = store.values.gather(1, spread.expand(-1, -1, store.values.shape[-1]))
+        flat = (indices + offsets).flatten()  # rows of the (B * C, ...) views
+        keys = all_keys.index_select(0, flat).view(batch, top_k, key_dim)
+        values = all_values.index_select(0, flat).view(batch, top_k, -1)
         prior_k = prior.gather(1, indices)
         similarity = (keys * q[t].unsqueeze(1)).sum(dim=-1)  # (B, k)
         logits = sharpness[t].detach() * similarity + prior_k
@@ -247,14 +254,15 @@ def ltm_steps(
         read_weights = torch.softmax(logits, dim=-1) * valid
         store.importance.mul_(1.0 - module.importance_decay)
         store.importance.scatter_add_(1, indices, read_weights)
-        slot = store.write(
-            new_keys[t], z[t], schedule.clocks[t], written[t], module.initial_importance
-        )
-        column = slot.view(-1, 1, 1).expand(-1, steps, 1)
-        fresh = torch.bmm(scaled_q, F.normalize(new_keys[t], dim=-1).unsqueeze(-1))  # (B, T, 1)
-        dots.scatter_(
-            2, column, torch.where(written[t].view(-1, 1, 1), fresh, dots.gather(2, column))
-        )
+        key = F.normalize(new_keys[t], dim=-1)  # as LTMBatch.write stores it
+        position = store.write_positions()  # (B,)
+        entry = (key, z[t], module.initial_importance, schedule.clocks[t])
+        write_flat(ltm, position + offsets.view(-1), written[t], entry)
+        # The written slots' scan products for every step of the chunk: a column of the
+        # (B, T, C) products, addressed as one flat index per (row, step).
+        column = column_base + position.view(-1, 1)  # (B, T)
+        fresh = (scaled_q * key.unsqueeze(1)).sum(-1)  # (B, T)
+        dots.put_(column, torch.where(written[t, :, None], fresh, dots.take(column)))
         due = schedule.consolidate[t]
         if due is not None:
             module._consolidate_rows(ltm, due, module.consolidation_threshold, layers=(i,))
@@ -265,6 +273,26 @@ def ltm_steps(
         valid_out.append(valid)
     stack = torch.stack
     return stack(keys_out), stack(values_out), stack(prior_out), stack(valid_out)
+
+
+@torch.no_grad()
+def write_flat(ltm: State, rows: Tensor, mask: Tensor, entry: tuple) -> None:
+    """:meth:`LTMBatch.write` at ``rows`` of the ``(B * L * C, ...)`` views of
+    the state tensors (row copies instead of two-axis indexing).  ``entry`` is the unit key
+    ``(B, Dk)``, value ``(B, Dv)``, initial importance and clock ``(B,)``."""
+    key, value, importance, clock = entry
+    m = mask.view(-1, 1)
+    for name, new in (("ltm_keys", key), ("ltm_values", value)):
+        flat = ltm[name].view(-1, new.shape[-1])
+        flat.index_copy_(0, rows, torch.where(m, new, flat.index_select(0, rows)))
+    for name, new in (
+        ("ltm_importance", torch.full_like(clock, importance, dtype=key.dtype)),
+        ("ltm_written_at", clock),
+    ):
+        flat = ltm[name].view(-1)
+        flat.index_copy_(0, rows, torch.where(mask, new, flat.index_select(0, rows)))
+    filled = ltm["ltm_filled"].view(-1)
+    filled.index_copy_(0, rows, filled.index_select(0, rows) | mask)
 
 
 def attention_chunk(
