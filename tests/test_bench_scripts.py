@@ -65,3 +65,27 @@ def test_pomdp_zoo_quick_trains_recurrent_ppo_and_memory_ppo_side_by_side(tmp_pa
     # The wrapper removed the velocities: both trained on 512 steps of 2-entry observations.
     assert all(r["env_steps"] == 512 and r["obs_dim"] == 2 for r in runs.values())
     assert "| CartPoleNoVel-user | memory_ppo_gru/default | 0 |" in done.stdout
+
+
+def test_off_policy_quick_speed_pairs_memory_dqn_with_dqn(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/off_policy.py",
+            "--part",
+            "speed",
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCH.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "off_policy_speed_quick.json").read_text())
+    assert set(result["medians"]) == {"ours_grad", "peer_grad", "ours_env", "peer_env"}
+    assert result["ratio_grad"] > 0 and result["ratio_env"] > 0
+    assert "gradient steps/s: MemoryDQN(gru)" in done.stdout

@@ -3,6 +3,7 @@ that replay the rollout's memory, save/load, any SB3 VecEnv."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -140,3 +141,48 @@ def test_refuses_box_actions_and_bad_arguments():
     env = make_vec_env("memworld/OccludedDynamicsEasy-v0", n_envs=1, seed=0)
     with pytest.raises(AssertionError):
         MemoryDQN("MlpPolicy", env)
+
+
+def test_memworld_train_builds_memorydqn_with_its_memory_and_evaluates(tmp_path):
+    from memworld.train import TrainConfig, evaluate, train
+
+    config = TrainConfig(
+        algo="memorydqn",
+        memory="gru",
+        memory_kwargs=dict(hidden_dim=8),
+        steps=160,
+        n_envs=2,
+        checkpoint_every=80,
+        hyperparams=dict(learning_starts=80, seq_len=4, batch_size=4),
+    )
+    assert config.memory_label == "gru"
+    run = train(config, root=tmp_path, progress=False)
+    assert run.parts[-2] == "memorydqn-gru"
+    result = evaluate(run, episodes=2)
+    assert result["algo"] == "memorydqn" and np.isfinite(result["mean_return"])
+    with pytest.raises(ValueError, match="memory must be one of"):
+        TrainConfig(algo="memorysac", memory="nope")
+
+
+@pytest.mark.slow
+def test_memory_dqn_gru_solves_repeat_previous_easy():
+    env = make_vec_env(ENV, n_envs=8, seed=0)
+    model = MemoryDQN(
+        "MlpPolicy",
+        env,
+        gamma=0.9,
+        learning_starts=1000,
+        seq_len=16,
+        burn_in=8,
+        target_update_interval=1000,
+        policy_kwargs=dict(memory="gru"),
+        seed=0,
+        device="cpu",
+    )
+    model.learn(16_000)
+    task = gym.make(ENV).unwrapped
+    chance, best = float(task.chance_return), float(task.max_return)
+    mean, _ = evaluate_policy(
+        model, make_vec_env(ENV, n_envs=8, seed=100), n_eval_episodes=32, deterministic=True
+    )
+    assert (mean - chance) / (best - chance) >= 0.9, mean

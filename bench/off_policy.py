@@ -1,0 +1,357 @@
+"""Off-policy memory: MemoryDQN and MemorySAC against their peers, in one run.
+
+    python bench/off_policy.py --part dqn|sac|speed [--quick] [--seeds 0 1 2] [--steps N]
+    python bench/off_policy.py --plot      # curves of every part's JSON -> runs/bench/off_policy.png
+
+``dqn``: MemoryDQN(gru) against SB3's DQN (an MLP, no memory) and MemoryPPO(gru)
+on memworld's RepeatPreviousEasy, TMazeEasy and MemoryLengthEasy, 8 envs, the
+same env steps.  ``sac``: MemorySAC(gru) against SB3's SAC on Pendulum-v1 with
+the angular velocity removed (position only) and SB3's SAC on the full state,
+and on OccludedDynamicsEasy (Box actions), 1 env.  Every run is evaluated at 4
+points of its budget (deterministic episodes); returns are also given
+normalised: 0 = the task's chance return (a random policy's for Pendulum), 1 =
+its maximum (full-state SAC's final return for Pendulum).
+
+``speed``: gradient steps/s of MemoryDQN(gru) (32 windows of 16 loss rows) and
+SB3's DQN (batches of 512 transitions, the same number of rows), and env-steps/s
+of both (rollouts only), in alternating rounds on the same machine; the ratios
+are what to read on a shared machine.
+
+Writes runs/bench/off_policy_<part>.json.  ``--quick`` checks that everything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import DQN, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from memworld.agents import MemoryDQN, MemoryPPO, MemorySAC, make_vec_env
+from memworld.runs import write_results
+
+OUT_DIR = Path("runs/bench")
+DQN_TASKS = ("RepeatPreviousEasy", "TMazeEasy", "MemoryLengthEasy")
+SAC_TASKS = ("PendulumPosition", "Pendulum", "OccludedDynamicsEasy")
+GAMMA = 0.9  # memory tasks reward soon after the recall (see MemoryPPO's defaults)
+DQN_ARGS = dict(
+    learning_rate=1e-3,
+    gamma=GAMMA,
+    learning_starts=1000,
+    train_freq=1,
+    gradient_steps=1,
+    target_update_interval=1000,
+    exploration_fraction=0.3,
+    exploration_final_eps=0.05,
+)
+SAC_ARGS = dict(learning_rate=1e-3, learning_starts=1000, train_freq=1, gradient_steps=1)
+
+
+class PositionOnly(gym.ObservationWrapper):
+    """Pendulum without its angular velocity: the (cos, sin) of the angle only."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation[:2].astype(np.float32)
+
+
+def make_env(task: str, n_envs: int, seed: int):
+    if task == "PendulumPosition":
+        return sb3_make_vec_env("Pendulum-v1", n_envs=n_envs, seed=seed, wrapper_class=PositionOnly)
+    if task == "Pendulum":
+        return sb3_make_vec_env("Pendulum-v1", n_envs=n_envs, seed=seed)
+    return make_vec_env(f"memworld/{task}-v0", n_envs=n_envs, seed=seed)
+
+
+def return_range(task: str) -> tuple[float, float] | None:
+    """(chance, max) return of a memworld task (None for Pendulum: measured in the run)."""
+    if task.startswith("Pendulum"):
+        return None
+    env = gym.make(f"memworld/{task}-v0").unwrapped
+    low, high = float(env.chance_return), float(env.max_return)
+    env.close()
+    return low, high
+
+
+def build(algo: str, env, seed: int, quick: bool) -> BaseAlgorithm:
+    small = dict(learning_starts=200) if quick else {}
+    if algo == "memorydqn_gru":
+        args = {**DQN_ARGS, **small, "batch_size": 32}
+        return MemoryDQN(
+            "MlpPolicy",
+            env,
+            seed=seed,
+            device="cpu",
+            seq_len=16,
+            burn_in=8,
+            policy_kwargs=dict(memory="gru"),
+            **args,
+        )
+    if algo == "dqn":
+        args = {**DQN_ARGS, **small, "batch_size": 512}
+        return DQN("MlpPolicy", env, seed=seed, device="cpu", **args)
+    if algo == "memoryppo_gru":
+        return MemoryPPO(
+            "MlpPolicy", env, n_steps=128, seed=seed, device="cpu", policy_kwargs=dict(memory="gru")
+        )
+    if algo == "memorysac_gru":
+        return MemorySAC(
+            "MlpPolicy",
+            env,
+            seed=seed,
+            device="cpu",
+            batch_size=32,
+            seq_len=16,
+            burn_in=8,
+            policy_kwargs=dict(memory="gru"),
+            **{**SAC_ARGS, **small},
+        )
+    if algo == "sac":
+        return SAC(
+            "MlpPolicy", env, seed=seed, device="cpu", batch_size=256, **{**SAC_ARGS, **small}
+        )
+    raise ValueError(
+        f"algo must be one of memorydqn_gru, dqn, memoryppo_gru, memorysac_gru, sac; got {algo!r}"
+    )
+
+
+SINK: dict = {}  # where each finished run is written at once (a long run keeps what it did)
+
+
+def save_partial(results: list[dict]) -> None:
+    if SINK:
+        write_results(SINK["path"], {**SINK["meta"], "results": results, "partial": True})
+
+
+def run_one(
+    task: str, algo: str, seed: int, steps: int, n_envs: int, episodes: int, quick: bool
+) -> dict:
+    env = make_env(task, n_envs, seed)
+    eval_env = make_env(task, min(episodes, 8), seed + 10_000)
+    model = build(algo, env, seed, quick)
+    curve, seconds = [], 0.0
+    points = 2 if quick else 4
+    for i in range(1, points + 1):
+        start = time.perf_counter()
+        model.learn(steps * i // points - model.num_timesteps, reset_num_timesteps=i == 1)
+        seconds += time.perf_counter() - start
+        mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
+        curve.append((int(model.num_timesteps), float(mean)))
+    env.close()
+    eval_env.close()
+    print(
+        f"{task:22s} {algo:15s} seed {seed}: return {curve[-1][1]:8.3f} ({seconds:.0f} s training)",
+        flush=True,
+    )
+    return dict(
+        task=task,
+        algo=algo,
+        seed=seed,
+        n_envs=n_envs,
+        curve=curve,
+        final_return=curve[-1][1],
+        train_seconds=seconds,
+    )
+
+
+def random_return(task: str, episodes: int, seed: int) -> float:
+    env = make_env(task, 1, seed)
+    returns, total, done = [], 0.0, 0
+    env.seed(seed)
+    env.reset()
+    env.action_space.seed(seed)
+    while done < episodes:
+        _, reward, dones, _ = env.step(np.array([env.action_space.sample()]))
+        total += float(reward[0])
+        if dones[0]:
+            returns.append(total)
+            total, done = 0.0, done + 1
+    return float(np.mean(returns))
+
+
+def normalise(results: list[dict], ranges: dict[str, tuple[float, float]]) -> None:
+    for r in results:
+        low, high = ranges.get(r["task"], (None, None))
+        if low is not None:
+            r["normalised"] = (r["final_return"] - low) / (high - low)
+
+
+def table(results: list[dict]) -> None:
+    print(f"\n{'task':22s} {'algo':15s} {'seeds':>5s} {'return':>16s} {'normalised':>16s}")
+    keys = sorted({(r["task"], r["algo"]) for r in results}, key=str)
+    for task, algo in keys:
+        rows = [r for r in results if r["task"] == task and r["algo"] == algo]
+        ret = np.array([r["final_return"] for r in rows])
+        norm = np.array([r.get("normalised", np.nan) for r in rows])
+        print(
+            f"{task:22s} {algo:15s} {len(rows):5d} {ret.mean():8.3f} ± {ret.std():5.3f} "
+            f"{norm.mean():8.3f} ± {norm.std():5.3f}"
+        )
+
+
+def part_dqn(args) -> dict:
+    results = []
+    for seed in args.seeds:
+        for task in args.tasks or DQN_TASKS:
+            order = ["memorydqn_gru", "dqn", "memoryppo_gru"]
+            for algo in order[seed % 3 :] + order[: seed % 3]:
+                results.append(
+                    run_one(task, algo, seed, args.steps or 20_000, 8, args.episodes, args.quick)
+                )
+                save_partial(results)
+    normalise(results, {t: return_range(t) for t in {r["task"] for r in results}})
+    table(results)
+    return dict(part="dqn", results=results)
+
+
+def part_sac(args) -> dict:
+    results, ranges = [], {}
+    tasks = args.tasks or SAC_TASKS
+    for seed in args.seeds:
+        for task in tasks:
+            algos = ["sac"] if task == "Pendulum" else ["memorysac_gru", "sac"]
+            for algo in algos if seed % 2 == 0 else algos[::-1]:
+                results.append(
+                    run_one(task, algo, seed, args.steps or 10_000, 1, args.episodes, args.quick)
+                )
+                save_partial(results)
+    for task in {r["task"] for r in results}:
+        found = return_range(task)
+        if found is not None:
+            ranges[task] = found
+    if (
+        "Pendulum" in tasks and "PendulumPosition" in tasks
+    ):  # 0 = a random policy, 1 = full-state SAC's mean final return
+        low = random_return("Pendulum", 10, 0)
+        full = np.mean([r["final_return"] for r in results if r["task"] == "Pendulum"])
+        ranges["Pendulum"] = ranges["PendulumPosition"] = (low, float(full))
+    normalise(results, ranges)
+    table(results)
+    return dict(part="sac", results=results, ranges=ranges)
+
+
+def part_speed(args) -> dict:
+    env_a, env_b = make_env("RepeatPreviousEasy", 8, 0), make_env("RepeatPreviousEasy", 8, 0)
+    fill = 400 if args.quick else 4_000
+    ours = MemoryDQN(
+        "MlpPolicy",
+        env_a,
+        seed=0,
+        device="cpu",
+        seq_len=16,
+        burn_in=8,
+        batch_size=32,
+        learning_starts=10**9,
+        policy_kwargs=dict(memory="gru"),
+    )
+    peer = DQN("MlpPolicy", env_b, seed=0, device="cpu", batch_size=512, learning_starts=10**9)
+    rounds, grads, steps = (2, 5, 80) if args.quick else (6, 50, 800)
+    timings = {"ours_grad": [], "peer_grad": [], "ours_env": [], "peer_env": []}
+    for model in (ours, peer):
+        model.learn(fill)
+    for i in range(rounds):
+        for name, model in (
+            (("ours", ours), ("peer", peer)) if i % 2 == 0 else (("peer", peer), ("ours", ours))
+        ):
+            start = time.perf_counter()
+            model.train(gradient_steps=grads, batch_size=model.batch_size)
+            timings[f"{name}_grad"].append(grads / (time.perf_counter() - start))
+            start = time.perf_counter()
+            model.learn(steps, reset_num_timesteps=False)
+            timings[f"{name}_env"].append(steps / (time.perf_counter() - start))
+    med = {k: float(np.median(v)) for k, v in timings.items()}
+    ratio_grad = med["ours_grad"] / med["peer_grad"]
+    ratio_env = med["ours_env"] / med["peer_env"]
+    print(
+        f"\ngradient steps/s: MemoryDQN(gru) {med['ours_grad']:.1f}, DQN {med['peer_grad']:.1f}"
+        f" -> ratio {ratio_grad:.2f}"
+    )
+    print(
+        f"env steps/s (rollouts): MemoryDQN(gru) {med['ours_env']:.0f}, DQN "
+        f"{med['peer_env']:.0f} -> ratio {ratio_env:.2f}"
+    )
+    return dict(
+        part="speed",
+        medians=med,
+        timings=timings,
+        ratio_grad=ratio_grad,
+        ratio_env=ratio_env,
+        rounds=rounds,
+        gradient_steps=grads,
+        env_steps=steps,
+    )
+
+
+def plot(folder: Path, path: Path) -> None:
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = []
+    for part in ("dqn", "sac"):
+        file = folder / f"off_policy_{part}.json"
+        if file.exists():
+            results += json.loads(file.read_text())["results"]
+    tasks = sorted({r["task"] for r in results})
+    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.2))
+    for ax, task in zip(np.atleast_1d(axes), tasks):
+        for algo in sorted({r["algo"] for r in results if r["task"] == task}):
+            runs = [r["curve"] for r in results if r["task"] == task and r["algo"] == algo]
+            x = [p[0] for p in runs[0]]
+            y = np.mean([[p[1] for p in c] for c in runs if len(c) == len(x)], axis=0)
+            ax.plot(x, y, marker="o", label=f"{algo} ({len(runs)} seeds)")
+        ax.set_title(task)
+        ax.set_xlabel("env steps")
+        ax.legend(fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("evaluation return")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print(f"wrote {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("dqn", "sac", "speed"))
+    parser.add_argument("--quick", action="store_true", help="a few-minute check that it runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="env steps per run")
+    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--episodes", type=int, default=32, help="evaluation episodes")
+    parser.add_argument("--plot", action="store_true", help="draw runs/bench/off_policy.png")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder of the JSON files")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    out = args.out
+    if args.plot:
+        plot(out, out / "off_policy.png")
+        return
+    if args.part is None:
+        parser.error("give --part dqn, sac or speed (or --plot)")
+    if args.quick:
+        args.seeds, args.steps, args.episodes = args.seeds[:1], args.steps or 1_200, 2
+        args.tasks = args.tasks or (
+            ["RepeatPreviousEasy"] if args.part == "dqn" else ["PendulumPosition"]
+        )
+    meta = dict(quick=args.quick, seeds=args.seeds, steps=args.steps, torch_threads=1)
+    name = f"off_policy_{args.part}{'_quick' if args.quick else ''}.json"
+    SINK.update(path=out / name, meta=dict(part=args.part, **meta))
+    data = {"dqn": part_dqn, "sac": part_sac, "speed": part_speed}[args.part](args)
+    data.update(meta)
+    print(f"wrote {write_results(out / name, data)}")
+
+
+if __name__ == "__main__":
+    main()
