@@ -1,6 +1,6 @@
 """``memworld pmll stats|verify|seal|query PATH``: inspect a store from the shell.
 
-Also runnable as ``python -m memory.persistent.cli ...``.  Encrypted stores
+Also runnable as ``python -m memworld.memory.persistent.cli ...``.  Encrypted stores
 read their key from an environment variable (``--key-env NAME``), never from
 the command line: a passphrase, or ``hex:`` followed by a raw key in hex.
 """
