@@ -5,7 +5,7 @@ so ``gym.make("memworld/RepeatPreviousEasy-v0")`` and the
 ``"memworld:memworld/..."`` form both work) without importing torch.  The main
 entry points are attributes of the package, imported on first use::
 
-    from memworld import MemoryPPO, make_vec_env, memory
+    from memworld import MemoryPPO, make_vec_env, memory, record_video
 
 The subpackages are ``memworld.envs``, ``memworld.memory``, ``memworld.agents``
 and ``memworld.world_models``.
@@ -33,6 +33,7 @@ _LAZY = {
     "make_vec_env": "memworld.agents",
     "MemoryModule": "memworld.memory",
     "make_memory": "memworld.memory",
+    "record_video": "memworld.video.record",
 }
 _SUBPACKAGES = ("agents", "memory", "world_models")
 _ALIASES = {"make_memory": "make"}

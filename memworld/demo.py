@@ -94,10 +94,10 @@ def leworld_section(out_dir: Path, console: Console, env_id: str, steps: int) ->
     leworld_cli.main([*args, "--root", str(out_dir / "leworld")])
 
 
-def main(argv: list[str] | None = None) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The demo's options (``python -m memworld.demo`` and ``memworld demo`` share them)."""
     from memworld.args import env_arg
 
-    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="runs/demo", help="folder for the videos")
     parser.add_argument(
         "--env", type=env_arg, default="memworld/RepeatPreviousEasy-v0", help="task to train on"
@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--leworld-steps", type=int, default=60, help="LeWorld small-preset updates (0: skip)"
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The demo, for parsed :func:`add_arguments` options."""
     console = Console()
     start = time.perf_counter()
     env_table(Path(args.out), console)
@@ -122,6 +125,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.leworld_steps > 0:
             leworld_section(Path(args.out), console, args.leworld_env, args.leworld_steps)
     console.print(f"demo finished in {time.perf_counter() - start:.1f}s; videos in {args.out}/")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    add_arguments(parser)
+    run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ class TrainCallback(BaseCallback):
     """Logs ``charts/*``, shows a progress bar and saves latest/best checkpoints.
 
     Args:
-        total_steps: steps of this ``learn`` call (for the progress bar).
+        total_steps: steps asked of this ``learn`` call (the progress bar grows past it
+            when SB3 finishes its last rollout beyond them).
         checkpoint_dir: where ``latest.zip`` and ``best.zip`` go.
         checkpoint_every: save ``latest.zip`` every this many env steps (and at the end).
         window: episodes averaged for the mean return (and the best checkpoint).
@@ -93,7 +94,9 @@ class TrainCallback(BaseCallback):
         if self._bar is not None:
             fps = done / max(time.perf_counter() - self._start_time, 1e-9)
             ret = f"{np.mean(self.returns):+.3f}" if self.returns else "-"
-            self._bar.update(self._task, completed=min(done, self.total_steps), fps=fps, ret=ret)
+            # SB3 trains whole rollouts, so it can pass total_steps: count what it trained.
+            total = max(done, self.total_steps)
+            self._bar.update(self._task, completed=done, total=total, fps=fps, ret=ret)
         if self.num_timesteps - self._last_save >= self.checkpoint_every:
             self._save()
         return True

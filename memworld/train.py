@@ -41,6 +41,9 @@ class TrainConfig:
         memory_kwargs: keyword arguments of the memory module.
         env_kwargs: task parameters.
         checkpoint_every: save ``latest.zip`` every this many steps.
+        torch_threads: torch's CPU threads while training (``memworld train --threads``).
+            1 by default: memworld's networks are small and a second thread mostly waits
+            (MemoryPPO's own default, measured in docs/memoryppo.md).
     """
 
     env: str = "memworld/RepeatPreviousEasy-v0"
@@ -54,6 +57,7 @@ class TrainConfig:
     memory_kwargs: dict = dataclasses.field(default_factory=dict)
     env_kwargs: dict = dataclasses.field(default_factory=dict)
     checkpoint_every: int = 10_000
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -62,8 +66,11 @@ class TrainConfig:
             from memworld import memory
 
             if self.memory not in memory.names():
+                close = difflib.get_close_matches(str(self.memory), memory.names(), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(
-                    f"memory must be one of {memory.names()} for {self.algo}, got {self.memory!r}"
+                    f"memory must be one of {memory.names()} for {self.algo}, got "
+                    f"{self.memory!r}{hint}; `memworld list memory` describes each"
                 )
         else:  # the module is memoryppo's; record none (the default "gru" would mislead)
             if self.memory_kwargs:
@@ -72,7 +79,7 @@ class TrainConfig:
                     f"its own policy ({self.memory_label}): drop memory_kwargs or use algo memoryppo"
                 )
             object.__setattr__(self, "memory", None)
-        for name in ("steps", "n_envs", "checkpoint_every"):
+        for name in ("steps", "n_envs", "checkpoint_every", "torch_threads"):
             check_range(
                 name, getattr(self, name), 1, integer=True, fix="a whole number, e.g. 10000"
             )
@@ -234,19 +241,32 @@ def _build_model(config: TrainConfig, env):
 
         policy_kwargs = dict(memory=config.memory, memory_kwargs=dict(config.memory_kwargs))
         policy_kwargs.update(common.pop("policy_kwargs", {}))
+        if "torch_threads" in inspect.signature(MemoryPPO.__init__).parameters:
+            common.setdefault("torch_threads", config.torch_threads)
         return MemoryPPO("MlpPolicy", env, policy_kwargs=policy_kwargs, **common)
     if config.algo in ("memorydqn", "memorysac"):
         policy_kwargs = dict(memory=config.memory, memory_kwargs=dict(config.memory_kwargs))
         policy_kwargs.update(common.pop("policy_kwargs", {}))
         return algo_class(config.algo)("MlpPolicy", env, policy_kwargs=policy_kwargs, **common)
     if config.algo == "recurrentppo":
-        from sb3_contrib import RecurrentPPO
-
-        return RecurrentPPO("MlpLstmPolicy", env, **common)
+        return recurrent_ppo()("MlpLstmPolicy", env, **common)
     import stable_baselines3 as sb3
 
     cls = {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[config.algo]
     return cls("MlpPolicy", env, **common)
+
+
+def recurrent_ppo():
+    """sb3-contrib's RecurrentPPO, or an error that says how to install it."""
+    try:
+        from sb3_contrib import RecurrentPPO
+    except ModuleNotFoundError:
+        raise ValueError(
+            "algo recurrentppo is sb3-contrib's RecurrentPPO, which is not installed: "
+            'pip install "memworld[recurrent]" (or pip install sb3-contrib), '
+            "or pick another algo (memoryppo trains an LSTM too: --memory lstm)"
+        ) from None
+    return RecurrentPPO
 
 
 def algo_class(algo: str):
@@ -259,9 +279,7 @@ def algo_class(algo: str):
 
         return MemoryDQN if algo == "memorydqn" else MemorySAC
     if algo == "recurrentppo":
-        from sb3_contrib import RecurrentPPO
-
-        return RecurrentPPO
+        return recurrent_ppo()
     import stable_baselines3 as sb3
 
     return {"ppo": sb3.PPO, "a2c": sb3.A2C, "dqn": sb3.DQN}[algo]
@@ -295,22 +313,63 @@ def train(
     callback = TrainCallback(
         config.steps, path / "checkpoints", config.checkpoint_every, progress=progress
     )
-    model.learn(total_timesteps=config.steps, callback=[callback, *(callbacks or [])])
+    with torch_threads(config.torch_threads):
+        model.learn(
+            total_timesteps=config.steps,
+            callback=[callback, *panel_callback(config), *(callbacks or [])],
+        )
     env.close()
     return path
+
+
+def panel_callback(config: TrainConfig) -> list:
+    """The memory panel in TensorBoard (``memory/panel``) at every checkpoint, for
+    memworld's tasks (they all render ``rgb_array``)."""
+    if not config.env.startswith("memworld/"):
+        return []
+    from memworld.video.record import MemoryPanelCallback
+
+    return [MemoryPanelCallback(config.env, config.checkpoint_every, config.env_kwargs)]
+
+
+class torch_threads:  # noqa: N801  (used as a context manager)
+    """Set torch's CPU thread count inside a ``with`` block, restore it after."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
 
 
 def load_config(run: str | Path) -> TrainConfig:
     return TrainConfig(**read_run_config(run, "train", "memworld train")["train"])
 
 
-def checkpoint(run: str | Path, which: str = "best") -> Path:
-    """The ``best`` (falling back to ``latest``) or ``latest`` checkpoint of a run."""
+def checkpoint(run: str | Path, which: str | Path = "best") -> Path:
+    """The ``best`` (falling back to ``latest``) or ``latest`` checkpoint of a run, or
+    ``which`` itself when it is the path of a checkpoint file."""
     folder = Path(run) / "checkpoints"
+    if str(which) not in ("best", "latest"):
+        path = Path(which)
+        if path.is_file():
+            return path
+        raise ValueError(
+            f"checkpoint {str(which)!r} is neither 'best', 'latest' nor a checkpoint file; "
+            f"pass one of those (the run's files: {sorted(p.name for p in folder.glob('*.zip'))})"
+        )
     for name in (which, "latest") if which == "best" else (which,):
         if (folder / f"{name}.zip").exists():
             return folder / f"{name}.zip"
-    raise ValueError(f"no checkpoint in {folder}; train the run first")
+    raise ValueError(f"no {which} checkpoint in {folder}; train the run first")
 
 
 def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> Path:
@@ -324,18 +383,28 @@ def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> 
     callback = TrainCallback(
         steps, Path(run) / "checkpoints", config.checkpoint_every, progress=progress
     )
-    model.learn(total_timesteps=steps, callback=callback, reset_num_timesteps=False)
+    with torch_threads(config.torch_threads):
+        model.learn(total_timesteps=steps, callback=callback, reset_num_timesteps=False)
     env.close()
     return Path(run)
 
 
-def evaluate(run: str | Path, episodes: int = 20, deterministic: bool = True) -> dict:
-    """Evaluate a run's best checkpoint; writes and returns eval.json's content."""
+_checkpoint = checkpoint  # evaluate() has an argument of that name
+
+
+def evaluate(
+    run: str | Path,
+    episodes: int = 20,
+    deterministic: bool = True,
+    checkpoint: str | Path = "best",
+) -> dict:
+    """Evaluate a run's ``checkpoint`` (``best``, ``latest`` or a file); writes and returns
+    eval.json's content, which names the checkpoint used."""
     from stable_baselines3.common.evaluation import evaluate_policy
 
     check_range("episodes", episodes, 1, integer=True, fix="e.g. 20")
     config = load_config(run)
-    ckpt = checkpoint(run, "best")
+    ckpt = _checkpoint(run, checkpoint)
     eval_config = dataclasses.replace(config, n_envs=min(episodes, 8), seed=config.seed + 10_000)
     env = make_env(eval_config)
     model = algo_class(config.algo).load(ckpt, env=env, device=config.device)

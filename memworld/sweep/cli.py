@@ -23,7 +23,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         sweep_dir = Path(args.resume)
         config = load_sweep_dir(sweep_dir)
     else:
-        config = SweepConfig.from_file(args.config, smoke=args.smoke)
+        config = SweepConfig.from_file(sweep_config_path(args.config), smoke=args.smoke)
         sweep_dir = Path(args.out) if args.out else default_sweep_dir(config, args.root)
         if (sweep_dir / "sweep.yaml").exists():
             raise ValueError(
@@ -58,6 +58,26 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         )
 
 
+def sweep_config_path(config: str) -> Path:
+    """``config`` when it is a file; else the shipped sweep config of that name
+    (``memory_table`` or ``sweeps/memory_table.yaml`` from an installed package)."""
+    from memworld.args import shipped_file, shipped_names
+
+    path = Path(config)
+    if path.is_file():
+        return path
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    try:
+        found = shipped_file("sweeps", name)
+    except FileNotFoundError:
+        raise ValueError(
+            f"sweep config {config!r} does not exist; give a YAML file or one of the shipped "
+            f"configs by name: {shipped_names('sweeps', '.yaml')}"
+        ) from None
+    print(f"using the shipped sweep config {found}")
+    return found
+
+
 def cmd_table(args: argparse.Namespace) -> None:
     from memworld.sweep.table import write_table
 
@@ -69,7 +89,9 @@ def cmd_table(args: argparse.Namespace) -> None:
 
 def add_subparser(sub) -> None:
     p = sub.add_parser("sweep", help="modules x tasks x seeds on Ray Tune (local by default)")
-    p.add_argument("config", nargs="?", help="sweep YAML, e.g. sweeps/memory_table.yaml")
+    p.add_argument(
+        "config", nargs="?", help="sweep YAML file, or a shipped config's name (memory_table)"
+    )
     p.add_argument("--resume", metavar="DIR", help="finish an interrupted sweep folder")
     p.add_argument("--smoke", action="store_true", help="the config's few-minute `smoke:` size")
     p.add_argument(
