@@ -3,12 +3,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= dev,pmll,secure,sweep
+EXTRAS ?= dev,recurrent,pmll,secure,sweep,docs
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.memworld-installed
 
-.PHONY: install demo test test-slow bench bench-learning sweep-smoke lint clean
+.PHONY: install demo test test-slow docs bench bench-learning sweep-smoke lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +28,17 @@ install: $(STAMP)
 demo: install
 	$(PY) -m memworld.demo
 
+# The docs build is strict, so a broken link or API reference fails `make test` (and CI).
 test: install
 	$(PY) -m pytest -m "not slow" -q
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
 test-slow: install
 	$(PY) -m pytest -m slow -q
+
+# The documentation site (guide pages and the API reference) into site/.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: install
 	$(PY) bench/env_throughput.py
@@ -42,12 +48,12 @@ bench-learning: install
 	$(PY) bench/learning.py
 
 sweep-smoke: install
-	$(PY) -m memworld.cli sweep sweeps/memory_table.yaml --smoke
+	$(PY) -m memworld.cli sweep memory_table --smoke
 
 lint: install
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
 
 FORCE:

@@ -1,7 +1,7 @@
 """The README's Python examples run as printed, with the training budgets cut.
 
-Each ```python block runs in its own interpreter in a scratch folder (the PMLL
-example writes under runs/), with ``.learn(N)`` turned into ``.learn(256)``.
+Each ```python block runs in its own interpreter in a scratch folder (the examples
+write a checkpoint and a video there), with ``.learn(N)`` turned into ``.learn(256)``.
 """
 
 from __future__ import annotations
