@@ -1,7 +1,8 @@
 """MemoryPPO with any registered memory modules on memworld's RepeatPreviousEasy.
 
     python bench/learning_modules.py --modules gtrxl lru fwp [--seeds 0 1 2] [--steps 50000]
-                                     [--eval-episodes 50] [--out runs/bench/learning_modules.json]
+                                     [--eval-episodes 50] [--memory-kwargs '{"num_layers": 2}']
+                                     [--out runs/bench/learning_modules.json]
 
 The same runs as bench/learning.py (8 envs, ``n_steps=128``, every other
 hyper-parameter at MemoryPPO's defaults, each module's ``recommended_lr``, 50
@@ -14,6 +15,7 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import learning  # bench/learning.py: run one (task, algorithm, seed)
@@ -32,6 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument(
+        "--memory-kwargs", type=json.loads, default={}, help="e.g. '{\"num_layers\": 2}'"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/learning_modules.json"))
     args = parser.parse_args(argv)
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for name in args.modules:
         algo = f"memory_ppo_{name}"
-        learning.ALGOS.setdefault(algo, learning._memory_ppo(name))
+        learning.ALGOS[algo] = learning._memory_ppo(name, **args.memory_kwargs)
         for seed in args.seeds:
             row = learning.run_one(TASK, algo, seed, args.steps, args.eval_episodes)
             results.append(row)

@@ -17,7 +17,8 @@ in closed form: a step's read is the carried ``W`` decayed to it plus a causal,
 decayed linear attention over the chunk's own writes.  A long chunk is cut into
 blocks of ``max_block`` steps (a loop over blocks, not over steps) so the
 attention scores stay ``max_block`` squared.  :func:`fwp_reference` is the
-step-by-step recurrence the chunk path is tested against.
+step-by-step recurrence the chunk path is tested against; a rollout step
+(``T == 1``) runs the recurrence directly.
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ class FastWeightMemory(MemoryModule):
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
+        if x.shape[0] == 1:
+            return self._step(x[0], state, starts[0])
         u = self.input_proj(x.transpose(0, 1))  # (B, T, d)
         z, recent, recent_valid = self.convolve(self.norm_in(u), state, starts)
         query, key, value = self.project(z)
@@ -213,6 +216,28 @@ class FastWeightMemory(MemoryModule):
         y = self.norm_out(u + self.out_proj(read))
         new_state = {"fast_weights": weights, "recent": recent, "recent_valid": recent_valid}
         return y.transpose(0, 1), new_state
+
+    def _step(self, x: Tensor, state: State, start: Tensor) -> tuple[Tensor, State]:
+        """A rollout step, x (B, input_dim), start (B,): the recurrence itself, O(1)."""
+        keep = ~start
+        u = self.input_proj(x)  # (B, d)
+        z = self.norm_in(u)
+        valid = (state["recent_valid"] > 0.5) & keep[:, None]  # (B, K - 1)
+        recent = torch.where(valid[..., None], state["recent"], 0)  # (B, K - 1, d)
+        mixed = (recent * self.conv_taps[:-1]).sum(dim=1) + z * self.conv_taps[-1]
+        query, key, value = self.project(mixed[:, None])  # (B, H, 1, dk)
+        gamma = torch.exp(self.log_decay())[:, None, None]  # (H, 1, 1)
+        weights = torch.where(keep[:, None, None, None], gamma * state["fast_weights"], 0)
+        weights = weights + value.transpose(-1, -2) @ key  # write: (B, H, dv, dk)
+        read = (query @ weights.transpose(-1, -2)).flatten(1)  # read: (B, d)
+        y = self.norm_out(u + self.out_proj(read))
+        ones = torch.ones_like(valid[:, :1])
+        new_state = {
+            "fast_weights": weights,
+            "recent": torch.cat([recent, z[:, None]], dim=1)[:, 1:],
+            "recent_valid": torch.cat([valid, ones], dim=1)[:, 1:].to(state["recent_valid"].dtype),
+        }
+        return y[None], new_state
 
     @torch.no_grad()
     def diagnostics(self, state: State) -> dict[str, float]:

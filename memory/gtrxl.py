@@ -128,7 +128,7 @@ class GTrXL(MemoryModule):
         input_dim: width of each input.
         d_model: model and output width, divisible by ``num_heads`` (default 64).
         num_heads: attention heads (default 4).
-        num_layers: stacked blocks (default 2).
+        num_layers: stacked blocks (default 1).
         mem_len: remembered steps per layer (default 32).
         mlp_ratio: MLP hidden width as a multiple of ``d_model`` (default 2).
         gate_bias: initial bias of the gates; larger starts closer to the identity (default 2).
@@ -136,14 +136,14 @@ class GTrXL(MemoryModule):
             piece by piece through the carried memory (same result, default 64).
     """
 
-    recommended_lr = 1e-3
+    recommended_lr = 3e-3
 
     def __init__(
         self,
         input_dim: int,
         d_model: int = 64,
         num_heads: int = 4,
-        num_layers: int = 2,
+        num_layers: int = 1,
         mem_len: int = 32,
         mlp_ratio: int = 2,
         gate_bias: float = 2.0,
