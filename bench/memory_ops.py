@@ -50,6 +50,9 @@ WIDTH_KWARGS: dict[str, dict] = {
     "gru": {"hidden_dim": WIDTH},
     "window_attention": {"d_model": WIDTH},
     "slot": {"hidden_dim": WIDTH, "slot_dim": WIDTH},
+    "gtrxl": {"d_model": WIDTH},
+    "lru": {"d_model": WIDTH},
+    "fwp": {"d_model": WIDTH},
 }
 
 
