@@ -42,8 +42,8 @@ class TrainConfig:
         env_kwargs: task parameters.
         checkpoint_every: save ``latest.zip`` every this many steps.
         torch_threads: torch's CPU threads while training (``memworld train --threads``).
-            1 by default: memworld's networks are small and a second thread mostly waits
-            (MemoryPPO's own default, measured in docs/memoryppo.md).
+            1 by default, as MemoryPPO's own ``torch_threads``: memworld's networks are
+            small, and on a busy machine torch's default thread count ran MemoryPPO slower.
     """
 
     env: str = "memworld/RepeatPreviousEasy-v0"
