@@ -57,6 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.bit_chunk import chunk_forward
 from memworld.memory.bit_store import BitStore
 from memworld.memory.bits import address_entropy, pack_bits
 
@@ -152,6 +153,18 @@ class BitMemory(MemoryModule):
 
     # --------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        """The controller's input projection and the decoding of stored words run once a
+        chunk (memory/bit_chunk.py); ``fast_path = False`` runs :meth:`forward_reference`."""
+        if not getattr(self, "fast_path", True):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        starts = episode_starts.to(device=x.device, dtype=torch.bool)
+        return chunk_forward(self, x, state, starts)
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The plain step loop the fast path is tested against."""
         self.check_inputs(x, episode_starts, state)
         steps, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)

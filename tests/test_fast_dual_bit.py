@@ -104,3 +104,14 @@ def test_chunked_fast_run_equals_whole(name: str, kwargs: dict) -> None:
     torch.testing.assert_close(torch.cat(parts), whole, rtol=1e-5, atol=1e-5)
     for key in whole_state:
         torch.testing.assert_close(state[key], whole_state[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kwargs", [{}, {"write_mode": "learned", "read_addressing": "absolute"}])
+def test_bit_fast_path_equals_reference(training: bool, kwargs: dict) -> None:
+    torch.manual_seed(0)
+    module = memory.make("bit", input_dim=5, **BIT_SMALL, **kwargs).train(training)
+    x, starts = inputs(10, 3, 5, seed=7)
+    # 16 words and 10-step episodes: the pointer rings and writes overwrite.
+    assert_paths_agree(module, x, warm_state(module, 3, seed=8), starts)
+    assert_paths_agree(module, x[:1], warm_state(module, 3, seed=9), starts[:1])
