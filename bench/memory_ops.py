@@ -231,6 +231,27 @@ def cell_fn(device: torch.device) -> Callable[[], None]:
     return run
 
 
+def slot_neural_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
+    """``ROLLOUT_STEPS`` steps of SlotMemory's layers alone (controller step, heads, read
+    LayerNorm and fusion), no slot I/O: what any implementation of the step must compute."""
+    gen = torch.Generator().manual_seed(0)
+    width = module.input_dim + module.num_read_heads * module.slot_dim
+    u = torch.randn(ROLLOUT_ROWS, width, generator=gen).to(device)
+    read = torch.randn(ROLLOUT_ROWS, module.num_read_heads, module.slot_dim, generator=gen)
+    read = read.to(device)
+    state = module.initial_state(ROLLOUT_ROWS, device)
+    ctrl = {k: v for k, v in state.items() if k.startswith("ctrl_")}
+
+    @torch.no_grad()
+    def run() -> None:
+        for _ in range(ROLLOUT_STEPS):
+            h, _ = module.controller.step(u, ctrl)
+            module.head_outputs(h)
+            h + module.fuse(module.read_norm(read).flatten(1))
+
+    return run
+
+
 def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """One rollout step (T=1, 8 rows, no grad) of every module at its default sizes, input
     width 8, paired round by round with a bare ``nn.GRUCell(8, 128)``; for modules with a
@@ -254,12 +275,32 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                         reference()
 
                 fns["reference"] = run_reference
+            if name == "slot":  # its floor: the controller, heads and output layers alone
+                fns["neural"] = slot_neural_fn(module, device)
+            compile_row = {}
+            if args.compile and "compile" in inspect.signature(type(module).__init__).parameters:
+                torch.manual_seed(0)
+                twin = memory.make(name, input_dim=ROLLOUT_INPUT, compile=True).to(device).eval()
+                fns["compiled"] = rollout_fn(twin, device)
+                wall, cpu = time.perf_counter(), time.process_time()
+                fns["compiled"]()  # the first call compiles (one graph per episode-start case)
+                compile_row = {
+                    "first_call_wall_s": time.perf_counter() - wall,
+                    "first_call_cpu_s": time.process_time() - cpu,
+                }
             medians = interleaved_medians(fns, device, args.repeats, process_clock(device))
             row = {
                 "cell_step_s": medians["cell"] / ROLLOUT_STEPS,
                 "step_s": medians["module"] / ROLLOUT_STEPS,
                 "ratio_to_gru_cell": medians["module"] / medians["cell"],
             }
+            if "neural" in medians:
+                row["neural_only_step_s"] = medians["neural"] / ROLLOUT_STEPS
+                row["neural_only_ratio_to_gru_cell"] = medians["neural"] / medians["cell"]
+            if "compiled" in medians:
+                row["compiled_step_s"] = medians["compiled"] / ROLLOUT_STEPS
+                row["compiled_ratio_to_gru_cell"] = medians["compiled"] / medians["cell"]
+                row.update(compile_row)
             if has_reference:
                 row["reference_step_s"] = medians["reference"] / ROLLOUT_STEPS
                 row["reference_ratio_to_gru_cell"] = medians["reference"] / medians["cell"]
@@ -275,6 +316,14 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
             ref = (
                 f"   reference {1e6 * row['reference_step_s']:8.0f} us "
                 f"{row['reference_ratio_to_gru_cell']:6.2f}x"
+            )
+        if "neural_only_step_s" in row:
+            ref += f"   controller+heads+output alone {row['neural_only_ratio_to_gru_cell']:6.2f}x"
+        if "compiled_step_s" in row:
+            ref += (
+                f"   compiled {1e6 * row['compiled_step_s']:8.0f} us "
+                f"{row['compiled_ratio_to_gru_cell']:6.2f}x (first call "
+                f"{row['first_call_wall_s']:.1f} s wall, {row['first_call_cpu_s']:.1f} s CPU)"
             )
         print(
             f"  {name:>16s}: nn.GRUCell {1e6 * row['cell_step_s']:6.0f} us   "
@@ -479,6 +528,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
         "--rollout-only", action="store_true", help="time only the rollout-step rows"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the rollout step compiled (modules with a compile argument), and its "
+        "first call; set TORCHINDUCTOR_CACHE_DIR to an empty folder for a cold compile",
     )
     args = parser.parse_args(argv)
     if args.quick:

@@ -1,11 +1,14 @@
 """Where one memory module's fwd+bwd time goes: the top operators and the host syncs.
 
     python bench/profile_memory.py [--module slot] [--device cpu|cuda] [--steps 128 --batch 64]
+                                   [--rollout]
 
 Runs one warm-up and one profiled fwd+bwd chunk (inputs and episode starts as in
 bench/memory_ops.py, with resets) under ``torch.profiler`` and prints the
 operators by total self time, the kernel launches per step and, on CUDA, the
 device-to-host copies and synchronisations per step (each one stalls the queue).
+``--rollout`` profiles ``--steps`` rollout steps instead (T=1, no grad, the state
+carried), the path a policy takes while it collects experience.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--rollout", action="store_true", help="one-step calls without grad")
     args = parser.parse_args(argv)
+    torch.set_num_threads(1)
     device = torch.device(args.device)
     torch.manual_seed(0)
     module = memory.make(args.module, input_dim=args.dim, **WIDTH_KWARGS.get(args.module, {}))
@@ -36,6 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     x, starts = chunk(args.steps, args.batch, args.dim, device, resets=True)
 
     def step() -> None:
+        if args.rollout:
+            with torch.no_grad():
+                state = module.eval().initial_state(args.batch, device)
+                for t in range(args.steps):
+                    _, state = module(x[t : t + 1], state, starts[t : t + 1])
+            return
         module.zero_grad(set_to_none=True)
         y, state = module(x, module.initial_state(args.batch, device), starts)
         (y.mean() + module.aux_loss(state)).backward()

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from memworld.memory.base import State
+from memworld.memory.compile import CompiledStep
 from memworld.memory.slot_bank import MemoryIO, last_addressing, sparse_attention
 
 if TYPE_CHECKING:
@@ -141,6 +142,9 @@ def rollout_forward(
     """``module.forward`` for one step without grad: checks, the (maybe compiled) step, and
     the auxiliary terms of the call (as the chunk path keeps them)."""
     module.check_inputs(x, episode_starts, state)
+    if "_rollout" not in module.__dict__:  # a module unpickled from before the fast path
+        module._rollout = CompiledStep(rollout_step, None, "SlotMemory rollout step")
+        module._tie_breaks = {}
     starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
     key = (module.num_slots, x.device)
     if key not in module._tie_breaks:
