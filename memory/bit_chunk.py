@@ -39,17 +39,20 @@ def chunk_forward(
     module._last_recon = (store.decode(bits) - x).square().mean()
     packed = pack_bits(bits)  # (T, B) int32
     words, written = state["words"].clone(), state["written"].clone()
-    # The table of decoded words: every distinct word stored now or written by the chunk.
-    known = torch.cat([words.flatten(), packed.flatten(), packed.new_zeros(1)])
-    distinct, inverse = torch.unique(known, return_inverse=True)
-    table = store.decode(unpack_bits(distinct, store.word_bits))  # (U, V)
-    sink = None
-    if table.requires_grad:  # every step's reads add their gradient to the table once
-        sink = []
-        table = TableTap.apply(table, sink)
-    row_of = inverse[: words.numel()].view_as(words)  # (B, N) table row of each address
-    row_written = inverse[words.numel() : -1].view(steps, batch)  # (T, B)
-    row_zero = inverse[-1]  # the all-zero word: what an unwritten (or reset) address reads
+    # The table of decoded words: every distinct word stored now or written by the chunk,
+    # when that is fewer words than the chunk's reads decode (not for one rollout step).
+    reads_per_step = (store.keep if module.training else 1) * store.range_len
+    table = row_of = row_written = row_zero = sink = None
+    if int(written.sum()) + steps * batch < steps * batch * reads_per_step:
+        known = torch.cat([words.flatten(), packed.flatten(), packed.new_zeros(1)])
+        distinct, inverse = torch.unique(known, return_inverse=True)
+        table = store.decode(unpack_bits(distinct, store.word_bits))  # (U, V)
+        if table.requires_grad:  # every step's reads add their gradient to the table once
+            sink = []
+            table = TableTap.apply(table, sink)
+        row_of = inverse[: words.numel()].view_as(words)  # (B, N) table row of each address
+        row_written = inverse[words.numel() : -1].view(steps, batch)  # (T, B)
+        row_zero = inverse[-1]  # the all-zero word: what an unwritten (or reset) address reads
     # GRU input projection: the x part for the chunk at once, the read part in the loop.
     w_x, w_read = cell.weight_ih.split([dim, module.read_dim], dim=1)
     gates_x = (x @ w_x.T + cell.bias_ih).unbind(0)  # T x (B, 3H)
@@ -63,16 +66,19 @@ def chunk_forward(
             pointer = torch.where(rows, 0, pointer)
             words.masked_fill_(rows.view(-1, 1), 0)
             written.masked_fill_(rows.view(-1, 1), False)
-            row_of.masked_fill_(rows.view(-1, 1), row_zero)
+            if table is not None:
+                row_of.masked_fill_(rows.view(-1, 1), row_zero)
         h = gru_step(cell, gates_x[t] + read @ w_read.T, h)
         address = module._write_address(h, pointer)
         with torch.no_grad():
             at = torch.remainder(address, store.num_words).view(-1, 1)
             words.scatter_(1, at, packed[t].view(-1, 1))
             written.scatter_(1, at, True)
-            row_of.scatter_(1, at, row_written[t].view(-1, 1))
+            if table is not None:
+                row_of.scatter_(1, at, row_written[t].view(-1, 1))
         high, low = module.read_head(h).chunk(2, dim=-1)
-        read, read_address = read_table(module, (table, sink), row_of, written, high, low, address)
+        source = (table, sink, row_of) if table is not None else (None, None, words)
+        read, read_address = read_table(module, source, written, high, low, address)
         pointer = torch.remainder(pointer + 1, store.num_words)
         hidden.append(h)
         reads.append(read)
@@ -103,17 +109,17 @@ def gru_step(cell: torch.nn.GRUCell, gates_in: Tensor, h: Tensor) -> Tensor:
 
 def read_table(
     module: BitMemory,
-    table: tuple[Tensor, list | None],
-    row_of: Tensor,
+    source: tuple[Tensor | None, list | None, Tensor],
     written: Tensor,
     high: Tensor,
     low: Tensor,
     write_address: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """:meth:`BitMemory._read` with decoded words gathered from ``table`` (the table and
-    its gradient sink, see :class:`TableRows`)."""
+    """:meth:`BitMemory._read` with decoded words gathered from a table: ``source`` is the
+    table, its gradient sink (see :class:`TableRows`) and each address's table row ``(B,
+    N)``; or ``(None, None, words (B, N))`` to decode the words read, as the reference."""
     store = module.store
-    table, sink = table
+    table, sink, row_of = source
     if module.training:
         addresses, weights = store.candidates(high, low)  # (B, C), (B, C)
     else:
@@ -123,8 +129,13 @@ def read_table(
         addresses = torch.remainder(write_address[:, None] - addresses, store.num_words)
     index = store.range_index(addresses, wrap=True).flatten(1)  # (B, C * L)
     batch, candidates = addresses.shape
-    rows = torch.gather(row_of, 1, index).flatten()
-    decoded = table.index_select(0, rows) if sink is None else TableRows.apply(table, rows, sink)
+    if table is None:
+        decoded = store.decode(unpack_bits(torch.gather(row_of, 1, index), store.word_bits))
+    else:
+        rows = torch.gather(row_of, 1, index).flatten()
+        decoded = (
+            table.index_select(0, rows) if sink is None else TableRows.apply(table, rows, sink)
+        )
     decoded = decoded.view(batch, candidates, store.range_len, -1)
     flags = torch.gather(written, 1, index).view(batch, candidates, store.range_len, 1)
     words = torch.cat([decoded, flags.to(high.dtype)], dim=-1)  # (B, C, L, V + 1)
