@@ -118,3 +118,39 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, type):
         return f"{obj.__module__}.{obj.__qualname__}"
     return repr(obj)
+
+
+def checkpoint(run: str | Path, which: str | Path = "best") -> Path:
+    """The ``best`` (falling back to ``latest``) or ``latest`` checkpoint of a run, or
+    ``which`` itself when it is the path of a checkpoint file."""
+    folder = Path(run) / "checkpoints"
+    if str(which) not in ("best", "latest"):
+        path = Path(which)
+        if path.is_file():
+            return path
+        raise ValueError(
+            f"checkpoint {str(which)!r} is neither 'best', 'latest' nor a checkpoint file; "
+            f"pass one of those (the run's files: {sorted(p.name for p in folder.glob('*.zip'))})"
+        )
+    for name in (which, "latest") if which == "best" else (which,):
+        if (folder / f"{name}.zip").exists():
+            return folder / f"{name}.zip"
+    raise ValueError(f"no {which} checkpoint in {folder}; train the run first")
+
+
+class torch_threads:  # noqa: N801  (used as a context manager)
+    """Set torch's CPU thread count inside a ``with`` block, restore it after."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)

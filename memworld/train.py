@@ -13,7 +13,14 @@ from typing import Any
 import yaml
 
 from memworld.memory.base import check_range
-from memworld.runs import package_versions, read_run_config, run_dir, write_json
+from memworld.runs import (  # noqa: F401  (checkpoint: imported from here too)
+    checkpoint,
+    package_versions,
+    read_run_config,
+    run_dir,
+    torch_threads,
+    write_json,
+)
 from memworld.tb import TrainCallback, memworld_logger
 
 ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn", "memorydqn", "memorysac")
@@ -316,60 +323,20 @@ def train(
     with torch_threads(config.torch_threads):
         model.learn(
             total_timesteps=config.steps,
-            callback=[callback, *panel_callback(config), *(callbacks or [])],
+            callback=[callback, *_panel_callbacks(config), *(callbacks or [])],
         )
     env.close()
     return path
 
 
-def panel_callback(config: TrainConfig) -> list:
-    """The memory panel in TensorBoard (``memory/panel``) at every checkpoint, for
-    memworld's tasks (they all render ``rgb_array``)."""
-    if not config.env.startswith("memworld/"):
-        return []
-    from memworld.video.record import MemoryPanelCallback
+def _panel_callbacks(config: TrainConfig) -> list:
+    from memworld.video.record import panel_callbacks
 
-    return [MemoryPanelCallback(config.env, config.checkpoint_every, config.env_kwargs)]
-
-
-class torch_threads:  # noqa: N801  (used as a context manager)
-    """Set torch's CPU thread count inside a ``with`` block, restore it after."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc: object) -> None:
-        import torch
-
-        torch.set_num_threads(self.before)
+    return panel_callbacks(config.env, config.checkpoint_every, config.env_kwargs)
 
 
 def load_config(run: str | Path) -> TrainConfig:
     return TrainConfig(**read_run_config(run, "train", "memworld train")["train"])
-
-
-def checkpoint(run: str | Path, which: str | Path = "best") -> Path:
-    """The ``best`` (falling back to ``latest``) or ``latest`` checkpoint of a run, or
-    ``which`` itself when it is the path of a checkpoint file."""
-    folder = Path(run) / "checkpoints"
-    if str(which) not in ("best", "latest"):
-        path = Path(which)
-        if path.is_file():
-            return path
-        raise ValueError(
-            f"checkpoint {str(which)!r} is neither 'best', 'latest' nor a checkpoint file; "
-            f"pass one of those (the run's files: {sorted(p.name for p in folder.glob('*.zip'))})"
-        )
-    for name in (which, "latest") if which == "best" else (which,):
-        if (folder / f"{name}.zip").exists():
-            return folder / f"{name}.zip"
-    raise ValueError(f"no {which} checkpoint in {folder}; train the run first")
 
 
 def resume(run: str | Path, steps: int | None = None, progress: bool = True) -> Path:

@@ -89,8 +89,8 @@ def record(
     A video stops at ``max_frames`` frames even if its episode goes on (with a warning).
     """
     from memworld.memory.base import check_range
+    from memworld.runs import checkpoint as find_checkpoint
     from memworld.train import algo_class, load_config
-    from memworld.train import checkpoint as find_checkpoint
 
     check_range("episodes", episodes, 1, integer=True, fix="e.g. 1")
     if fmt not in ("mp4", "gif"):
@@ -201,6 +201,14 @@ class MemoryPanelCallback(BaseCallback):
             "memory/panel", Image(frame, "HWC"), exclude=("stdout", "log", "json", "csv")
         )
         self.images += 1
+
+
+def panel_callbacks(env_id: str, every: int, env_kwargs: dict | None = None) -> list:
+    """The memory panel in TensorBoard (``memory/panel``) every ``every`` steps, for
+    memworld's tasks (they all render ``rgb_array``); none for other envs."""
+    if not env_id.startswith("memworld/"):
+        return []
+    return [MemoryPanelCallback(env_id, every, env_kwargs)]
 
 
 def _compose(frame: np.ndarray, history: list, panel: bool) -> np.ndarray:
