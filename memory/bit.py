@@ -154,8 +154,10 @@ class BitMemory(MemoryModule):
     # --------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """The controller's input projection and the decoding of stored words run once a
-        chunk (memory/bit_chunk.py); ``fast_path = False`` runs :meth:`forward_reference`."""
-        if not getattr(self, "fast_path", True):
+        chunk (memory/bit_chunk.py); one step, or ``fast_path = False``, runs
+        :meth:`forward_reference`."""
+        if not getattr(self, "fast_path", True) or x.shape[0] == 1:
+            # One step (a rollout): the chunk path's set-up costs more than it saves there.
             return self.forward_reference(x, state, episode_starts)
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.to(device=x.device, dtype=torch.bool)

@@ -287,8 +287,10 @@ class DualMemory(ExperienceReplay, MemoryModule):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """The chunk runs layer by layer, each layer's stateless work batched over the chunk
-        (memory/dual_chunk.py); ``fast_path = False`` runs :meth:`forward_reference`."""
-        if not getattr(self, "fast_path", True):
+        (memory/dual_chunk.py); one step, or ``fast_path = False``, runs
+        :meth:`forward_reference`."""
+        if not getattr(self, "fast_path", True) or x.shape[0] == 1:
+            # One step (a rollout): the chunk path's set-up costs more than it saves there.
             return self.forward_reference(x, state, episode_starts)
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
