@@ -97,6 +97,19 @@ class MemoryPPO(OnPolicyAlgorithm):
     short discount cuts the returns' variance.  Raise it (0.99) for tasks whose
     rewards come long after the actions that earn them.
 
+    Value normalisation (``policy_kwargs=dict(value_norm="popart")``, the default):
+    the critic learns returns in units of their running mean and standard deviation,
+    and its head is rescaled when they move so that its values stay what they were
+    (PopArt).  With a memory shared by actor and critic, raw returns in the hundreds
+    make the value loss's gradient swamp the policy's inside the memory; on CartPole
+    without velocities (``gamma=0.999``, 20 epochs, no reward normalisation, GRU,
+    60k steps) the deterministic policy then scored 9.4, PopArt 127.8.
+    ``value_norm="running"`` normalises without the rescale, ``None`` trains on raw
+    returns; ``value_grad_to_memory`` scales the value gradient into a shared memory
+    and ``shared_memory=False`` gives the critic a memory of its own (twice the
+    memory compute).  The measurements are in docs/memoryppo.md.  Values the policy
+    returns and the rollout buffer holds are always in return units.
+
     Time-limit truncation: the reward of the last step gets ``gamma *
     V(terminal_observation)``, where the value is computed from the memory
     state *after* the last step (before the reset), advanced by one step on

@@ -36,7 +36,7 @@ from memworld.memory import make as make_memory
 from memworld.memory.base import MemoryModule, State, check_range
 
 DEFAULT_MEMORY = "lstm"
-DEFAULT_VALUE_NORM = None
+DEFAULT_VALUE_NORM = "popart"
 
 PI_PREFIX, VF_PREFIX = "pi.", "vf."
 
