@@ -69,3 +69,11 @@ def mean_seconds(fn: Callable[[], object], device: torch.device, calls: int) -> 
 def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call."""
     return interleaved_medians({"fn": fn}, device, repeats)["fn"]
+
+
+def guarded(fn: Callable[[], dict]) -> dict:
+    """Run one case; a failure becomes ``{"skipped": reason}`` so the rest of the run goes on."""
+    try:
+        return fn()
+    except (RuntimeError, TypeError, ValueError, AttributeError, MemoryError) as err:
+        return {"skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
