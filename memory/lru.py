@@ -163,7 +163,8 @@ class LRU(MemoryModule):
         input_dim: width of each input.
         d_model: width of the blocks and of the output (default 64).
         state_dim: complex state entries per layer (default 64).
-        num_layers: stacked blocks (default 1).
+        num_layers: stacked blocks (default 2; with one, the recurrence sees only a linear
+            encoding of the input and cannot store one feature of it apart from the rest).
         r_min: smallest eigenvalue modulus at initialisation, in [0, r_max) (default 0.5).
         r_max: largest eigenvalue modulus at initialisation, in (r_min, 1) (default 0.999).
         max_phase: largest eigenvalue phase at initialisation, in (0, 2 pi] (default pi / 5).
@@ -176,7 +177,7 @@ class LRU(MemoryModule):
         input_dim: int,
         d_model: int = 64,
         state_dim: int = 64,
-        num_layers: int = 1,
+        num_layers: int = 2,
         r_min: float = 0.5,
         r_max: float = 0.999,
         max_phase: float = math.pi / 5,
