@@ -255,7 +255,7 @@ def part_speed(args) -> dict:
         policy_kwargs=dict(memory="gru"),
     )
     peer = DQN("MlpPolicy", env_b, seed=0, device="cpu", batch_size=512, learning_starts=10**9)
-    rounds, grads, steps = (2, 5, 80) if args.quick else (6, 50, 800)
+    rounds, grads, steps = (2, 5, 80) if args.quick else (4, 30, 400)
     timings = {"ours_grad": [], "peer_grad": [], "ours_env": [], "peer_env": []}
     for model in (ours, peer):
         model.learn(fill)

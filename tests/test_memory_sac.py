@@ -13,6 +13,7 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from memworld.agents import MemorySAC, make_vec_env
+from memworld.agents.off_policy.common import copy_buffers
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
 SMALL = dict(memory="gru", memory_kwargs=dict(hidden_dim=16), net_arch=[16])
@@ -148,3 +149,15 @@ def test_memory_sac_gru_solves_position_only_pendulum():
     mean, _ = evaluate_policy(model, env(100), n_eval_episodes=10, deterministic=True)
     # a random policy scores about -1200, full-state SAC about -150 to -200
     assert mean >= -300, mean
+
+
+def test_another_memory_module_trains_and_target_buffers_of_any_dtype_follow():
+    model = small_model(policy_kwargs=dict(memory="framestack"), learning_starts=30)
+    model.learn(60)
+    assert model._n_updates > 0
+    online, target = th.nn.Module(), th.nn.Module()
+    for net, fill in ((online, True), (target, False)):
+        net.register_buffer("flag", th.full((3,), fill))  # a bool buffer cannot be averaged
+        net.register_buffer("count", th.full((2,), int(fill)))
+    copy_buffers(online, target)
+    assert bool(target.flag.all()) and target.count.tolist() == [1, 1]

@@ -80,6 +80,13 @@ def mlp(input_dim: int, output_dim: int, net_arch: list[int], activation_fn: typ
     return nn.Sequential(*create_mlp(input_dim, output_dim, net_arch, activation_fn))
 
 
+@th.no_grad()
+def copy_buffers(online: nn.Module, target: nn.Module) -> None:
+    """Copy the non-parameter buffers (running statistics, flags, any dtype) to a target net."""
+    for to, source in zip(target.buffers(), online.buffers()):
+        to.copy_(source)
+
+
 def prefixed(prefix: str, state: State) -> State:
     return {prefix + k: v for k, v in state.items()}
 

@@ -21,6 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import LinearSchedule, polyak_update
 
 from memworld.agents.off_policy.base import MemoryOffPolicyAlgorithm
+from memworld.agents.off_policy.common import copy_buffers
 from memworld.agents.off_policy.q_policy import MemoryQPolicy
 from memworld.agents.off_policy.targets import n_step_returns, rescale, unrescale
 from memworld.memory.base import State, check_range
@@ -48,6 +49,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
         exploration_initial_eps: epsilon at the start.
         exploration_final_eps: epsilon at the end.
         max_grad_norm: gradient clipping norm.
+        aux_coef: weight of the memory module's ``aux_loss`` in the loss.
         n_steps: rewards summed before bootstrapping (n-step returns).
         seq_len: rows per window that carry the loss.
         burn_in: rows before them that only warm the memory (no loss, no gradient).
@@ -93,6 +95,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
         exploration_initial_eps: float = 1.0,
         exploration_final_eps: float = 0.05,
         max_grad_norm: float = 10.0,
+        aux_coef: float = 1.0,
         n_steps: int = 1,
         seq_len: int = 16,
         burn_in: int = 0,
@@ -145,6 +148,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
         self.exploration_final_eps = exploration_final_eps
         self.exploration_rate = exploration_initial_eps
         self.max_grad_norm = max_grad_norm
+        self.aux_coef = aux_coef
         self.value_rescaling = bool(value_rescaling)
         self.lookahead = n_steps
         self._n_calls = 0
@@ -182,7 +186,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
             polyak_update(
                 self.policy.q_net.parameters(), self.policy.q_net_target.parameters(), self.tau
             )
-            polyak_update(self.policy.q_net.buffers(), self.policy.q_net_target.buffers(), 1.0)
+            copy_buffers(self.policy.q_net, self.policy.q_net_target)
         self.exploration_rate = self.exploration_schedule(self._current_progress_remaining)
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
 
@@ -251,7 +255,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
             q_target, _ = policy.q_net_target(obs, state, starts)
             if b:
                 _, state = policy.q_net(obs[:b], state, starts[:b])
-        q, _ = policy.q_net(obs[b:], state, starts[b:])  # (s + n, B, A)
+        q, final_state = policy.q_net(obs[b:], state, starts[b:])  # (s + n, B, A)
         with th.no_grad():
             next_actions = q.detach().argmax(-1, keepdim=True)
             values = q_target[b:].gather(-1, next_actions).squeeze(-1)
@@ -272,6 +276,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
         maskf = mask.float()
         per_row = th.nn.functional.smooth_l1_loss(taken, targets, reduction="none")
         loss = (per_row * maskf * data.weights[None, :]).sum() / maskf.sum().clamp(min=1.0)
+        loss = loss + self.aux_coef * policy.memory.aux_loss(final_state)
         return loss, (taken - targets).detach(), mask, float(taken.detach().mean())
 
     def learn(

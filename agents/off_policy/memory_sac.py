@@ -21,6 +21,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import polyak_update
 
 from memworld.agents.off_policy.base import MemoryOffPolicyAlgorithm
+from memworld.agents.off_policy.common import copy_buffers
 from memworld.agents.off_policy.sac_policy import PREV, MemorySACPolicy
 from memworld.agents.off_policy.targets import n_step_returns
 from memworld.memory.base import State, check_range
@@ -47,6 +48,8 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
         ent_coef: entropy coefficient, ``"auto"`` (learned, starting at 1) or ``"auto_0.1"``.
         target_entropy: target of the learned entropy (``"auto"``: -action_dim).
         target_update_interval: gradient steps between target-critic updates.
+        aux_coef: weight of the memory modules' ``aux_loss`` in the critic's and the
+            actor's losses.
         seq_len: rows per window that carry the loss.
         burn_in: rows before them that only warm the memories (no loss, no gradient).
         state_stride: rows between stored memory states, where windows start
@@ -83,6 +86,7 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
         ent_coef: str | float = "auto",
         target_entropy: str | float = "auto",
         target_update_interval: int = 1,
+        aux_coef: float = 1.0,
         seq_len: int = 16,
         burn_in: int = 0,
         state_stride: int | None = None,
@@ -121,6 +125,7 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.target_update_interval = target_update_interval
+        self.aux_coef = aux_coef
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         self.lookahead = 1
@@ -186,7 +191,7 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
                 polyak_update(
                     policy.critic.parameters(), policy.critic_target.parameters(), self.tau
                 )
-                polyak_update(policy.critic.buffers(), policy.critic_target.buffers(), 1.0)
+                copy_buffers(policy.critic, policy.critic_target)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for name, values in logs.items():
             self.logger.record(f"train/{name}", float(np.mean(values)))
@@ -203,8 +208,8 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
             if b:
                 burn_q, qf_state = policy.critic.encode(obs[:b], qf_state, starts[:b], prev[:b])
                 _, pi_state = policy.actor_hidden(obs[:b], pi_state, starts[:b], burn_q)
-        hidden_q, _ = policy.critic.encode(obs[b:], qf_state, starts[b:], prev[b:])  # (s+1, B, D)
-        hidden_pi, _ = policy.actor_hidden(obs[b:], pi_state, starts[b:], hidden_q)
+        hidden_q, qf_final = policy.critic.encode(obs[b:], qf_state, starts[b:], prev[b:])
+        hidden_pi, pi_final = policy.actor_hidden(obs[b:], pi_state, starts[b:], hidden_q)
         actions_pi, log_prob = policy.actor.sample(hidden_pi)  # (s+1, B, A), (s+1, B)
         mask = self.replay_buffer.loss_mask(data).float()
         weight = mask * data.weights[None, :]
@@ -235,12 +240,15 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
             )
         q1, q2 = policy.critic.q(hidden_q[:s], data.actions[b : b + s])
         critic_loss = 0.5 * (((q1 - targets) ** 2 + (q2 - targets) ** 2) * weight).sum() / count
+        aux = self.aux_coef * policy.critic.encoder.memory.aux_loss(qf_final)
         policy.critic.optimizer.zero_grad()
-        critic_loss.backward()
+        (critic_loss + aux).backward()
         policy.critic.optimizer.step()
 
         q1_pi, q2_pi = policy.critic.q(hidden_q[:s].detach(), actions_pi[:s])
         actor_loss = ((ent_coef * log_prob[:s] - th.min(q1_pi, q2_pi)) * weight).sum() / count
+        if policy.actor.encoder is not None:
+            actor_loss = actor_loss + self.aux_coef * policy.actor.encoder.memory.aux_loss(pi_final)
         policy.actor.optimizer.zero_grad()
         actor_loss.backward()
         policy.actor.optimizer.step()

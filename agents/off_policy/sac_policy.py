@@ -13,7 +13,6 @@ critic's under ``"qf."`` and the previous action under ``"prev_action"``.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -162,15 +161,15 @@ class MemorySACPolicy(BasePolicy):
         self.memory_name, self.memory_kwargs = memory, dict(memory_kwargs or {})
         self.shared_memory = bool(shared_memory)
         self.action_dim = int(np.prod(action_space.shape))
-        self.critic = MemoryCritic(
-            self._encoder(self.action_dim), self.action_dim, list(arch["qf"]), activation_fn
-        )
+        self._qf_arch = list(arch["qf"])
+        self.critic = self._critic()
         actor_encoder = None if self.shared_memory else self._encoder(0)
         width = self.critic.encoder.output_dim if self.shared_memory else actor_encoder.output_dim
         self.actor = MemoryActor(
             actor_encoder, width, self.action_dim, list(arch["pi"]), activation_fn
         )
-        self.critic_target = copy.deepcopy(self.critic)
+        self.critic_target = self._critic()  # built, not deep-copied: a memory may hold a store
+        self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.critic_target.train(False)
         self.actor.optimizer = self.optimizer_class(  # type: ignore[assignment]
@@ -179,6 +178,10 @@ class MemorySACPolicy(BasePolicy):
         self.critic.optimizer = self.optimizer_class(  # type: ignore[assignment]
             self.critic.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs
         )
+
+    def _critic(self) -> MemoryCritic:
+        encoder = self._encoder(self.action_dim)
+        return MemoryCritic(encoder, self.action_dim, self._qf_arch, self.activation_fn)
 
     def _encoder(self, extra_dim: int) -> SequenceEncoder:
         return SequenceEncoder(
