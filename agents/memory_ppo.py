@@ -100,7 +100,8 @@ class MemoryPPO(OnPolicyAlgorithm):
     Value normalisation (``policy_kwargs=dict(value_norm="popart")``, the default):
     the critic learns returns in units of their running mean and standard deviation,
     and its head is rescaled when they move so that its values stay what they were
-    (PopArt).  With a memory shared by actor and critic, raw returns in the hundreds
+    (PopArt); returns spread by less than a reward unit are left at their scale.
+    With a memory shared by actor and critic, raw returns in the hundreds
     make the value loss's gradient swamp the policy's inside the memory; on CartPole
     without velocities (``gamma=0.999``, 20 epochs, no reward normalisation, GRU,
     60k steps) the deterministic policy then scored 9.4, PopArt 127.8.

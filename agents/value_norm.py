@@ -36,11 +36,14 @@ class ValueNormalizer(nn.Module):
         decay: weight of the previous statistics at each update, in [0, 1): 0 uses
             the last rollout's returns only; 0.9 (default) averages over about
             the last 10 rollouts.
-        min_std: floor of the standard deviation (returns that barely vary are
-            not blown up).
+        min_std: floor of the standard deviation, in return units.  1 (default):
+            targets are scaled down when returns spread by more than a reward unit,
+            never scaled up, so a task whose returns are already about unit scale
+            trains as with raw returns (the mean is still taken out, and PopArt
+            keeps the head's outputs when it moves).
     """
 
-    def __init__(self, mode: str = "popart", decay: float = 0.9, min_std: float = 1e-3) -> None:
+    def __init__(self, mode: str = "popart", decay: float = 0.9, min_std: float = 1.0) -> None:
         super().__init__()
         if mode not in VALUE_NORMS:
             raise ValueError(
