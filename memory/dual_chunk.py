@@ -50,7 +50,7 @@ def chunk_forward(
     module: DualMemory, x: Tensor, state: State, starts: Tensor
 ) -> tuple[Tensor, State]:
     """DualMemory's forward for a chunk ``x (T, B, D)``; ``starts (T, B)`` bool."""
-    from memworld.memory.dual import LONG_TERM_KEYS
+    from memworld.memory.dual_reference import LONG_TERM_KEYS
 
     steps_total, batch, _ = x.shape
     starts_host = starts.cpu().numpy()  # one sync: resets and consolidations are host-side
