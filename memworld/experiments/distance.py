@@ -211,10 +211,21 @@ def summarise(rows: list[dict]) -> dict[str, dict[str, float]]:
 
 def plot(table: dict, config: DistanceConfig, path: Path) -> Path:
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for module, by_distance in table.items():
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    markers, styles = "osD^vP*Xh<>", ["-", "--", "-.", ":"]
+    # Curves often coincide (at 1.0 or at chance): markers and line styles tell them apart.
+    for i, (module, by_distance) in enumerate(table.items()):
         distances = [int(d) for d in by_distance]
-        ax.plot(distances, list(by_distance.values()), marker="o", label=module)
+        ax.plot(
+            distances,
+            list(by_distance.values()),
+            marker=markers[i % len(markers)],
+            ls=styles[i % len(styles)],
+            color=colors[(2 * i) % 20 + (2 * i) // 20 % 2],
+            markersize=7 - 4 * i / max(1, len(table) - 1),
+            label=module,
+        )
     symbols = config.extra_env_kwargs.get("num_symbols", 4)
     chance = 0.5 if config.task == "MemoryLength" else 1.0 / symbols
     ax.axhline(chance, color="grey", ls=":", label="chance")
@@ -229,5 +240,5 @@ def plot(table: dict, config: DistanceConfig, path: Path) -> Path:
         else f"{config.steps:,} steps"
     )
     ax.set_title(f"{config.task}: accuracy vs distance ({budget} per run)", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return savefig(fig, path)
