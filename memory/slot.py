@@ -74,6 +74,7 @@ from torch import Tensor, nn
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memworld.memory.compile import CompiledStep
 from memworld.memory.slot_bank import HeadOutputs, SlotBank, last_addressing, slot_utilisation
+from memworld.memory.slot_chunk import chunk_forward
 from memworld.memory.slot_controller import make_controller
 from memworld.memory.slot_rollout import BANK_KEYS, rollout_forward, rollout_step
 
@@ -245,16 +246,19 @@ class SlotMemory(MemoryModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        """A one-step call without grad (a rollout) runs memory/slot_rollout.py's dense step;
-        everything else runs :meth:`forward_reference`, the chunk path."""
+        """A one-step call without grad (a rollout) runs memory/slot_rollout.py's dense step,
+        every other call memory/slot_chunk.py's chunk path (both equal to the reference)."""
+        if not self.fast_path:
+            return self.forward_reference(x, state, episode_starts)
         if self.use_fast_path(x) and not torch.is_grad_enabled():
             return rollout_forward(self, x, state, episode_starts)
-        return self.forward_reference(x, state, episode_starts)
+        return chunk_forward(self, x, state, episode_starts)
 
     def forward_reference(
         self, x: Tensor, state: State, episode_starts: Tensor
     ) -> tuple[Tensor, State]:
-        """The chunk path: a :class:`SlotBank` with lazy decay and a log of written values."""
+        """The reference chunk path: every layer once a step, on a :class:`SlotBank` with lazy
+        decay and a log of written values."""
         self.check_inputs(x, episode_starts, state)
         steps, batch, _ = x.shape
         starts = episode_starts.to(device=x.device, dtype=torch.bool)

@@ -88,6 +88,9 @@ class SlotBank:
         self.source = torch.arange(num_slots, device=memory.device).repeat(batch, 1)  # (B, N)
         self.ref_step = torch.full((batch, num_slots), -1.0, device=memory.device)
         self.rows = torch.arange(batch, device=memory.device)[:, None]  # (B, 1) for gathers
+        # Offsets of the rows in the flat (B * N, D) view of `unit`: flat index_select and
+        # index_copy_ are several times cheaper on the CPU than advanced indexing.
+        self.offsets = self.rows * num_slots
         # Lowest index wins ties, so a chunked run picks the same slots as a whole one:
         # exact in float64 for writes; for reads the ties are empty slots at cosine
         # exactly 0, where a small offset stays exact in float32.
@@ -129,7 +132,12 @@ class SlotBank:
         """Current (decayed) values of slots ``index`` (B, M): ``(B, M, D)``, differentiable."""
         values = self.log.read(self.source.gather(1, index))  # (B, M, D)
         elapsed = self.step - self.ref_step.gather(1, index)  # (B, M) steps since stored
-        return values * torch.exp(self.log_retention[index] * elapsed)[..., None]
+        log_retention = self.log_retention.index_select(0, index.flatten()).view_as(index)
+        return values * torch.exp(log_retention * elapsed)[..., None]
+
+    def flat_unit(self) -> Tensor:
+        """``(B * N, D)`` view of the slot directions (shares their storage)."""
+        return self.unit.view(-1, self.unit.shape[-1])
 
     # ---------------------------------------------------------------- writes
     def write(
@@ -153,7 +161,8 @@ class SlotBank:
         with torch.no_grad():
             self.source.scatter_(1, index, positions.expand_as(index))
             self.ref_step.scatter_(1, index, torch.full_like(weights, float(self.step)))
-            self.unit[self.rows, index] = F.normalize(new.detach(), dim=-1)
+            unit = F.normalize(new.detach(), dim=-1).flatten(0, 1)
+            self.flat_unit().index_copy_(0, (index + self.offsets).flatten(), unit)
             # A full write (w = 1) renews a slot; a soft one renews it in proportion.
             self.age.scatter_(1, index, self.age.gather(1, index) * (1.0 - weights.detach()))
         return new
@@ -209,8 +218,9 @@ class SlotBank:
             # Scores of the slots just written, from their new directions.
             written = write_index.flatten(1)  # (B, Hw * k)
             read_score = similarity[:, hw:]
+            written_unit = self.flat_unit().index_select(0, (written + self.offsets).flatten())
             fresh = torch.bmm(
-                keys_unit[:, hw:].detach(), self.unit[self.rows, written].transpose(1, 2)
+                keys_unit[:, hw:].detach(), written_unit.view(*written.shape, -1).transpose(1, 2)
             )
             read_score.scatter_(2, written[:, None, :].expand(-1, h, -1), fresh)
             read_index = read_score.add_(self.read_tie_break).topk(read_top_k).indices  # (B, H, k)

@@ -6,6 +6,12 @@
   ``window`` steps; its keys and values are the state ``ctrl_k``/``ctrl_v``
   ``(B, window, hidden)`` with ``ctrl_valid (B, window)`` marking filled places
   (newest last), and a learned per-head bias for each relative position.
+
+The step input is ``u = [x_t, read_{t-1}]``.  For the chunk path
+(memory/slot_chunk.py) each controller also splits its first layer in two:
+:meth:`prepare` applies the ``x`` columns (and the bias) to a whole chunk in one
+product and returns the ``read`` columns, transposed; :meth:`step_prepared` then
+adds only ``read_{t-1} @ W_read`` per step (one ``addmm``).
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import State, check_positive_int
+
+
+def split_first_layer(layer: nn.Linear, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``layer`` applied to the ``x`` columns of its input for a whole chunk ``x (T, B, in)``,
+    bias included, and the transposed weight of the remaining (read) columns ``(read, out)``."""
+    width = x.shape[-1]
+    return F.linear(x, layer.weight[:, :width], layer.bias), layer.weight[:, width:].t()
 
 
 class MLPController(nn.Module):
@@ -36,6 +50,15 @@ class MLPController(nn.Module):
     def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
         return self.net(u), state
 
+    def prepare(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return split_first_layer(self.net[0], x)
+
+    def step_prepared(
+        self, projected: Tensor, read: Tensor, read_weight: Tensor, state: State
+    ) -> tuple[Tensor, State]:
+        z = torch.tanh(torch.addmm(projected, read, read_weight))
+        return torch.tanh(self.net[2](z)), state
+
 
 class GRUController(nn.Module):
     """A GRU cell."""
@@ -50,6 +73,26 @@ class GRUController(nn.Module):
 
     def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
         h = self.cell(u, state["ctrl_h"])
+        return h, {"ctrl_h": h}
+
+    def prepare(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        width = x.shape[-1]
+        weight = self.cell.weight_ih
+        return F.linear(x, weight[:, :width], self.cell.bias_ih), weight[:, width:].t()
+
+    def step_prepared(
+        self, projected: Tensor, read: Tensor, read_weight: Tensor, state: State
+    ) -> tuple[Tensor, State]:
+        # nn.GRUCell's equations, with the input part of the gates given.
+        h = state["ctrl_h"]
+        gi = torch.addmm(projected, read, read_weight)  # (B, 3 * hidden): r, z, n
+        gh = F.linear(h, self.cell.weight_hh, self.cell.bias_hh)
+        i_r, i_z, i_n = gi.chunk(3, dim=-1)
+        h_r, h_z, h_n = gh.chunk(3, dim=-1)
+        reset = torch.sigmoid(i_r + h_r)
+        update = torch.sigmoid(i_z + h_z)
+        new = torch.tanh(i_n + reset * h_n)
+        h = new + update * (h - new)
         return h, {"ctrl_h": h}
 
 
@@ -96,14 +139,25 @@ class TransformerController(nn.Module):
         }
 
     def step(self, u: Tensor, state: State) -> tuple[Tensor, State]:
-        batch = u.shape[0]
+        return self._block(self.input_proj(u), state)
+
+    def prepare(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return split_first_layer(self.input_proj, x)
+
+    def step_prepared(
+        self, projected: Tensor, read: Tensor, read_weight: Tensor, state: State
+    ) -> tuple[Tensor, State]:
+        return self._block(torch.addmm(projected, read, read_weight), state)
+
+    def _block(self, z: Tensor, state: State) -> tuple[Tensor, State]:
+        """The block on the projected input ``z (B, hidden)``."""
+        batch = z.shape[0]
         heads, head_dim = self.num_heads, self.hidden_dim // self.num_heads
-        z = self.input_proj(u)  # (B, hidden)
         q, k, v = self.qkv(self.norm_attn(z)).chunk(3, dim=-1)
         # Shift the window left by one and put the current step last.
         keys = torch.cat([state["ctrl_k"][:, 1:], k[:, None]], dim=1)  # (B, W, hidden)
         values = torch.cat([state["ctrl_v"][:, 1:], v[:, None]], dim=1)
-        valid = torch.cat([state["ctrl_valid"][:, 1:], valid_now(batch, u.device)], dim=1)  # (B, W)
+        valid = torch.cat([state["ctrl_valid"][:, 1:], valid_now(batch, z.device)], dim=1)  # (B, W)
         logits = torch.einsum(
             "bhd,bwhd->bhw", q.view(batch, heads, head_dim), keys.view(batch, -1, heads, head_dim)
         ) / math.sqrt(head_dim)  # (B, heads, W)

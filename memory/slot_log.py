@@ -49,8 +49,10 @@ class SlotLog:
         self.data = m0.new_empty(batch, self.size + capacity, dim)
         self.data[:, :num_slots] = m0.detach()
         self.data[:, num_slots] = 0.0
-        self.rows = torch.arange(batch, device=m0.device)[:, None]
-        self.sink = _GradSink(self.data, self.rows)
+        # Row offsets into the flat (B * length, D) view: flat gathers (index_select and
+        # index_add_) are several times cheaper on the CPU than advanced indexing.
+        self.offsets = torch.arange(batch, device=m0.device)[:, None] * self.data.shape[1]
+        self.sink = _GradSink(self.data, self.offsets)
         self.anchor = _Init.apply(m0, self.sink)
 
     def append(self, values: Tensor) -> Tensor:
@@ -61,11 +63,10 @@ class SlotLog:
                 f"SlotLog is full ({self.data.shape[1] - self.empty - 1} writes); "
                 "create it with a larger capacity"
             )
-        positions = torch.arange(self.size, self.size + count, device=values.device)
-        self.size += count
-        self.data[:, positions] = values.detach()
-        self.anchor = _Write.apply(self.anchor, values, positions, self.sink)
-        return positions
+        start, self.size = self.size, self.size + count
+        self.data[:, start : self.size] = values.detach()
+        self.anchor = _Write.apply(self.anchor, values, slice(start, self.size), self.sink)
+        return torch.arange(start, self.size, device=values.device)
 
     def read(self, positions: Tensor) -> Tensor:
         """``(B, M, D)`` values at ``positions`` (B, M), differentiable."""
@@ -75,9 +76,9 @@ class SlotLog:
 class _GradSink:
     """The gradient buffer shared by one log's autograd nodes (allocated at the first use)."""
 
-    def __init__(self, like: Tensor, rows: Tensor) -> None:
+    def __init__(self, like: Tensor, offsets: Tensor) -> None:
         self.shape, self.dtype, self.device = like.shape, like.dtype, like.device
-        self.rows = rows
+        self.offsets = offsets  # (B, 1) row offsets into the flat view
         self.grad: Tensor | None = None
 
     def buffer(self) -> Tensor:
@@ -85,11 +86,15 @@ class _GradSink:
             self.grad = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
         return self.grad
 
-    def take(self, index) -> Tensor:
-        """The gradient collected at ``index`` (a copy), clearing it for a later backward."""
-        grad = self.buffer()[index].clone()
-        self.grad[index] = 0.0
+    def take(self, positions: slice) -> Tensor:
+        """The gradient collected at ``positions`` (a copy), clearing it for a later backward."""
+        grad = self.buffer()[:, positions].clone()
+        self.grad[:, positions] = 0.0
         return grad
+
+    def flat_index(self, positions: Tensor) -> Tensor:
+        """``(B * M,)`` indices into the flat ``(B * length, D)`` view of ``positions`` (B, M)."""
+        return (positions + self.offsets).flatten()
 
 
 class _Init(Function):
@@ -100,7 +105,7 @@ class _Init(Function):
 
     @staticmethod
     def backward(ctx: Any, _anchor: Tensor):
-        return ctx.sink.take((slice(None), slice(0, ctx.num_slots))), None
+        return ctx.sink.take(slice(0, ctx.num_slots)), None
 
 
 class _Write(Function):
@@ -111,7 +116,7 @@ class _Write(Function):
 
     @staticmethod
     def backward(ctx: Any, anchor_grad: Tensor):
-        return anchor_grad, ctx.sink.take((slice(None), ctx.positions)), None, None
+        return anchor_grad, ctx.sink.take(ctx.positions), None, None
 
 
 class _Read(Function):
@@ -119,11 +124,12 @@ class _Read(Function):
 
     @staticmethod
     def forward(ctx: Any, anchor: Tensor, data: Tensor, positions: Tensor, sink: _GradSink):
-        ctx.sink, ctx.positions = sink, positions
-        return data[sink.rows, positions]
+        ctx.sink, ctx.index = sink, sink.flat_index(positions)
+        values = data.view(-1, data.shape[-1]).index_select(0, ctx.index)
+        return values.view(*positions.shape, -1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor):
-        sink = ctx.sink
-        sink.buffer().index_put_((sink.rows, ctx.positions), grad, accumulate=True)
+        flat = ctx.sink.buffer().view(-1, grad.shape[-1])
+        flat.index_add_(0, ctx.index, grad.reshape(-1, grad.shape[-1]))
         return torch.zeros((), dtype=grad.dtype, device=grad.device), None, None, None

@@ -1,5 +1,5 @@
 """Fast paths equal their references: the one-step paths of gru, lstm, window_attention
-and slot, and the compile wrapper's switches and eager fallback.
+and slot, slot's chunk path with grad, and the compile wrapper's switches and eager fallback.
 
 Each module runs a chunk with episode starts inside it twice: step by step through
 ``forward`` (the fast path) and as one call of ``forward_reference`` (today's code);
@@ -187,15 +187,65 @@ def test_slot_rollout_keeps_the_aux_terms_of_the_call():
         torch.testing.assert_close(fast[key], reference[key], atol=1e-6, rtol=0, msg=key)
 
 
-def test_slot_with_grad_runs_the_reference():
+def run_with_grads(module, forward, x, state, starts):
+    """Two chunks in a row through ``forward``; outputs, end state, aux loss and the
+    gradients of a loss on all of them (inputs, initial state, parameters)."""
+    y1, mid = forward(x[:6], state, starts[:6])
+    aux = module.aux_loss()
+    y2, end = forward(x[6:], mid, starts[6:])
+    y = torch.cat([y1, y2])
+    aux = aux + module.aux_loss()
+    loss = y.sin().mean() + aux + sum(v.sin().mean() for v in end.values() if v.requires_grad)
+    grads = torch.autograd.grad(loss, [x, *state.values(), *module.parameters()], allow_unused=True)
+    return y, end, aux, grads
+
+
+@pytest.mark.parametrize(
+    ("controller", "persistent"),
+    [("transformer", False), ("transformer", True), ("gru", False), ("mlp", True)],
+)
+def test_slot_chunk_path_equals_reference_with_gradients(controller, persistent):
+    module = slot(controller, persistent).train()
+    x, starts = chunk(8)
+    x.requires_grad_(True)
+    state = {
+        k: v.requires_grad_(True) if k == "memory" or k.startswith("ctrl_") else v
+        for k, v in random_state(module, seed=9).items()
+    }
+    state["age"], state["usage"] = state["age"].abs() * 5, state["usage"].abs() * 0.1
+    fast = run_with_grads(module, module.forward, x, state, starts)
+    reference = run_with_grads(module, module.forward_reference, x, state, starts)
+    torch.testing.assert_close(fast[0], reference[0], atol=1e-5, rtol=0)
+    assert_states(fast[1], reference[1])
+    torch.testing.assert_close(fast[2], reference[2], atol=1e-5, rtol=0)
+    names = ["x", *state, *(n for n, _ in module.named_parameters())]
+    for name, a, b in zip(names, fast[3], reference[3]):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(
+                a, b, atol=1e-5, rtol=0, msg=lambda m, name=name: f"{name}: {m}"
+            )
+    assert fast[3][0].abs().sum() > 0  # the inputs' gradient is not trivially zero
+    # chunked == whole: the two chunks give what one call over all steps gives
+    whole, end = module.forward(x, state, starts)
+    torch.testing.assert_close(whole, fast[0], atol=1e-5, rtol=0)
+    assert_states(end, fast[1])
+
+
+def test_slot_with_grad_runs_the_chunk_path(monkeypatch):
     module = slot("gru", False).train()
     x, starts = chunk(6)
     calls = []
     original = module._rollout
     module._rollout = lambda *a: calls.append(1) or original(*a)
+    reference = module.forward_reference
+    monkeypatch.setattr(module, "forward_reference", lambda *a: calls.append(2) or reference(*a))
     y, _ = module(x[:1], module.initial_state(BATCH), starts[:1])
     y.sum().backward()
     assert calls == [] and module.fuse.weight.grad is not None
+    with reference_mode(module):
+        module(x[:1], module.initial_state(BATCH), starts[:1])
+    assert calls == [2]
 
 
 def test_compile_switches(monkeypatch):
