@@ -30,8 +30,8 @@ def _learned_return(name: str, seed: int = 0, steps: int = 50_000) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured -0.49 at 50k steps on seed 0 (chance -0.5)", strict=False)
 def test_gtrxl_learns_repeat_previous_easy():
+    # Measured at the defaults (1 layer, lr 3e-3), seed 0: +0.916 at 25k, +0.998 at 50k.
     assert _learned_return("gtrxl") >= 0.9
 
 
