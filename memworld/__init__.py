@@ -5,7 +5,7 @@ so ``gym.make("memworld/RepeatPreviousEasy-v0")`` and the
 ``"memworld:memworld/..."`` form both work) without importing torch.  The main
 entry points are attributes of the package, imported on first use::
 
-    from memworld import MemoryPPO, make_vec_env, memory, record_video
+    from memworld import MemoryPPO, MemoryDQN, MemorySAC, make_vec_env, memory, record_video
 
 The subpackages are ``memworld.envs``, ``memworld.memory``, ``memworld.agents``
 and ``memworld.world_models``.
@@ -27,6 +27,8 @@ except PackageNotFoundError:  # a checkout on sys.path that was never installed
 # name -> module that defines it; imported lazily so `import memworld` stays light.
 _LAZY = {
     "MemoryPPO": "memworld.agents",
+    "MemoryDQN": "memworld.agents",
+    "MemorySAC": "memworld.agents",
     "MemoryActorCriticPolicy": "memworld.agents",
     "PersistentMemoryWrapper": "memworld.agents",
     "GymnasiumVecEnvAdapter": "memworld.agents",

@@ -12,11 +12,11 @@ SCRIPT = """
 import sys
 import gymnasium as gym
 import memworld
-from memworld import MemoryPPO, make_vec_env, memory
+from memworld import MemoryDQN, MemoryPPO, MemorySAC, make_vec_env, memory
 
 env = gym.make("memworld:memworld/RepeatPreviousEasy-v0")
 assert env.reset(seed=0)[0].shape == env.observation_space.shape
-assert "gru" in memory.names()
+assert "gru" in memory.names() and MemoryDQN.__name__ == "MemoryDQN" and MemorySAC.__name__ == "MemorySAC"
 model = MemoryPPO("MlpPolicy", make_vec_env("memworld/RepeatPreviousEasy-v0", n_envs=2),
                   n_steps=16, batch_size=32, policy_kwargs=dict(memory="gru"), seed=0)
 model.learn(32)
