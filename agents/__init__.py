@@ -3,7 +3,7 @@
 from memworld.agents.buffers import MemoryRolloutBuffer
 from memworld.agents.memory_ppo import MemoryPPO
 from memworld.agents.off_policy import MemoryDQN, MemorySAC, SequenceReplayBuffer
-from memworld.agents.pmll_wrapper import PersistentMemoryWrapper as PersistentMemoryWrapper
+from memworld.agents.pmll_wrapper import PersistentMemoryVecWriter, PersistentMemoryWrapper
 from memworld.agents.policies import (
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,
@@ -20,6 +20,8 @@ __all__ = [
     "MemoryPPO",
     "MemorySAC",
     "MemoryRolloutBuffer",
+    "PersistentMemoryVecWriter",
+    "PersistentMemoryWrapper",
     "SequenceReplayBuffer",
     "make_vec_env",
 ]

@@ -31,6 +31,7 @@ _LAZY = {
     "MemorySAC": "memworld.agents",
     "MemoryActorCriticPolicy": "memworld.agents",
     "PersistentMemoryWrapper": "memworld.agents",
+    "PersistentMemoryVecWriter": "memworld.agents",
     "GymnasiumVecEnvAdapter": "memworld.agents",
     "make_vec_env": "memworld.agents",
     "MemoryModule": "memworld.memory",
