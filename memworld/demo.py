@@ -84,7 +84,7 @@ def train_section(out_dir: Path, console: Console, env_id: str, steps: int) -> N
 
 def leworld_section(out_dir: Path, console: Console, env_id: str, steps: int) -> None:
     """Train the LeWorld small preset and its baselines briefly; print the evaluation table."""
-    from memworld import leworld_cli
+    from memworld.leworld import cli as leworld_cli
 
     console.print(
         f"training LeWorld (small preset) on {env_id}: {steps} updates over the three phases, "
