@@ -3,7 +3,7 @@
 The repository keeps envs/, memory/, agents/ and world_models/ at the top and setup.py
 installs them as ``memworld.envs``, ... ; griffe (mkdocstrings) reads source by path, so
 this copies the Python files into ``build/docs_src/memworld/`` (memworld/'s own plus the
-four folders under their installed names; griffe resolves symlinks, so copies) before any page is rendered. mkdocs.yml points
+four folders under their installed names; griffe resolves symlinks, so copies) before mkdocs reads its plugins' settings. mkdocs.yml points
 the Python handler's ``paths`` there.
 """
 
@@ -17,7 +17,9 @@ TREE = ROOT / "build" / "docs_src"
 FOLDERS = {"envs": "envs", "memory": "memory", "agents": "agents", "world_models": "world_models"}
 
 
-def on_config(config):
+def on_startup(command: str, dirty: bool) -> None:
+    """Runs before any plugin's ``on_config``: mkdocstrings drops search paths that do not
+    exist when it sets up, so on a fresh clone the tree must be there first."""
     package = TREE / "memworld"
     if package.exists():
         shutil.rmtree(TREE)
@@ -25,4 +27,3 @@ def on_config(config):
     shutil.copytree(ROOT / "memworld", package, ignore=only_python, dirs_exist_ok=True)
     for name, folder in FOLDERS.items():
         shutil.copytree(ROOT / folder, package / name, ignore=only_python)
-    return config
