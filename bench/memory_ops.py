@@ -40,7 +40,7 @@ from timing import guarded, interleaved_medians, median_seconds, process_clock
 from torch import nn
 
 from memworld import memory
-from memworld.memory.slot_bank import SlotBank
+from memworld.memory.slot.bank import SlotBank
 from memworld.runs import write_results
 
 WIDTH = 64

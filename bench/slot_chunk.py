@@ -6,7 +6,7 @@ One chunk forward+backward (T=128, B=64, input 64, hidden and slot width 64, the
 default transformer controller, no episode starts), timed in the same paired rounds
 (alternating order, process CPU time, one torch thread: compare ratios) as
 
-- ``fast``: ``module(x, state, starts)``, memory/slot_chunk.py;
+- ``fast``: ``module(x, state, starts)``, memory/slot/chunk.py;
 - ``reference``: ``module.forward_reference(x, state, starts)``;
 - ``layers alone``: the floor of the step loop without slot I/O: the controller, the
   heads and bottleneck layers and the output fusion on all 128 steps, with a
@@ -26,7 +26,7 @@ from timing import interleaved_medians, process_clock
 from torch import nn
 
 from memworld import memory
-from memworld.memory.slot_chunk import head_outputs
+from memworld.memory.slot.chunk import head_outputs
 from memworld.runs import write_results
 
 STEPS, BATCH, WIDTH = 128, 64, 64

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from memworld import memory
-from memworld.memory.bit import BitMemory
-from memworld.memory.bit_store import BitStore
-from memworld.memory.bits import pack_bits, product_candidates, unpack_bits
+from memworld.memory.bit.bits import pack_bits, product_candidates, unpack_bits
+from memworld.memory.bit.module import BitMemory
+from memworld.memory.bit.store import BitStore
 
 GEN = torch.Generator().manual_seed(0)
 

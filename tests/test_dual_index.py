@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from memworld import memory
-from memworld.memory.dual_ltm import LongTermMemory
+from memworld.memory.dual.ltm import LongTermMemory
 
 pytest.importorskip("faiss")
 

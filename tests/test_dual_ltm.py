@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memworld.memory.dual_ltm import LongTermMemory
-from memworld.memory.dual_store import LTMBatch
+from memworld.memory.dual.ltm import LongTermMemory
+from memworld.memory.dual.store import LTMBatch
 
 E = torch.eye(3)
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from memworld import memory
-from memworld.memory.dual import DualMemory
-from memworld.memory.dual_layer import ShortTermMemory, StepAttention
-from memworld.memory.dual_ltm import ltm_diagnostics
-from memworld.memory.dual_store import LTMBatch
+from memworld.memory.dual.layer import ShortTermMemory, StepAttention
+from memworld.memory.dual.ltm import ltm_diagnostics
+from memworld.memory.dual.module import DualMemory
+from memworld.memory.dual.store import LTMBatch
 
 
 def small(**kwargs) -> DualMemory:

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from memworld import memory
-from memworld.memory.bit_store import BitStore
-from memworld.memory.dual_ltm import LongTermMemory
+from memworld.memory.bit.store import BitStore
+from memworld.memory.dual.ltm import LongTermMemory
 from memworld.memory.persistent import PersistentStore, StoreConfig
 
 INPUT_DIM = 5

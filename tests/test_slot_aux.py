@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from memworld.memory.slot_bank import SlotBank, slot_utilisation
+from memworld.memory.slot.bank import SlotBank, slot_utilisation
 from tests.test_slot_memory import small
 
 

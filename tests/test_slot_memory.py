@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from memworld import memory
-from memworld.memory.slot import SlotMemory
-from memworld.memory.slot_bank import HeadOutputs, SlotBank
+from memworld.memory.slot.bank import HeadOutputs, SlotBank
+from memworld.memory.slot.module import SlotMemory
 
 
 def logit(p: float) -> float:
@@ -284,7 +284,7 @@ def test_gradients_reach_every_parameter(controller):
 
 def test_slot_log_gradients_match_plain_tensor_reference():
     """SlotLog's shared-buffer backward equals autograd through plain indexing, also on a second pass."""
-    from memworld.memory.slot_log import SlotLog
+    from memworld.memory.slot.log import SlotLog
 
     gen = torch.Generator().manual_seed(0)
     m0 = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -321,7 +321,7 @@ def test_slot_log_gradients_match_plain_tensor_reference():
 
 
 def test_slot_log_refuses_writes_past_capacity():
-    from memworld.memory.slot_log import SlotLog
+    from memworld.memory.slot.log import SlotLog
 
     log = SlotLog(torch.zeros(1, 2, 3), capacity=2)
     log.append(torch.ones(1, 2, 3))
@@ -334,7 +334,7 @@ def test_slot_log_is_freed_with_its_graph():
     import gc
     import weakref
 
-    from memworld.memory.slot_log import SlotLog
+    from memworld.memory.slot.log import SlotLog
 
     m0 = torch.randn(2, 3, 4, requires_grad=True)
     log = SlotLog(m0, capacity=2)

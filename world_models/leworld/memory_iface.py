@@ -1,10 +1,10 @@
-"""The memory interface the LeWorld system uses, on top of ``memory.bit_store.BitStore``.
+"""The memory interface the LeWorld system uses, on top of ``memory.bit.store.BitStore``.
 
 The system only calls :class:`LeWorldMemory`'s methods: ``initial_state``,
 ``encode``, ``write``, ``range_bits``, ``candidates``, ``read`` (and its
 shorthands ``read_hard``, ``read_soft``), ``reconstruction_loss``; a read takes
 every SLM's addresses at once, ``(B, N, ...)``. Everything else is
-:class:`memworld.memory.bit_store.BitStore`:
+:class:`memworld.memory.bit.store.BitStore`:
 
 - storage: ``num_words`` 32-bit words per batch row, packed as int32, plus
   written flags; unwritten words read as all-zero bits; addresses wrap (a ring);
@@ -32,8 +32,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from memworld.memory.bit_store import BitStore
-from memworld.memory.bits import pack_bits, unpack_bits
+from memworld.memory.bit.bits import pack_bits, unpack_bits
+from memworld.memory.bit.store import BitStore
 from memworld.world_models.leworld.config import MemoryConfig
 
 __all__ = ["LeWorldMemory", "pack_bits", "unpack_bits"]

@@ -1,7 +1,7 @@
 """SlotMemory's rollout step: one step without grad, on a dense copy of the slot bank.
 
 A rollout (``T == 1``, no autograd) needs none of what makes the chunk path of
-memory/slot_bank.py cheap in backward: no log of written values, no lazy decay,
+memory/slot/bank.py cheap in backward: no log of written values, no lazy decay,
 no per-slot source positions.  :func:`rollout_step` instead decays the memory
 once (``memory * retention``), writes the chosen slots in place and reads them
 back, with the same operations in the same order as
@@ -23,10 +23,10 @@ from torch import Tensor
 
 from memworld.memory.base import State
 from memworld.memory.compile import CompiledStep
-from memworld.memory.slot_bank import MemoryIO, last_addressing, sparse_attention
+from memworld.memory.slot.bank import MemoryIO, last_addressing, sparse_attention
 
 if TYPE_CHECKING:
-    from memworld.memory.slot import SlotMemory
+    from memworld.memory.slot.module import SlotMemory
 
 BANK_KEYS = ("memory", "age", "usage")
 

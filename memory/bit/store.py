@@ -51,7 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory.base import State, check_positive_int, check_range
-from memworld.memory.bits import (
+from memworld.memory.bit.bits import (
     BitCodec,
     pack_bits,
     product_address,

@@ -5,7 +5,7 @@ layer) held in buffers, so it moves with ``.to(device)`` and is saved in a
 ``state_dict``.  It is the document's ``store_experience`` / ``query_memory`` /
 ``consolidate_memories`` API, plus experience replay (``sample_experiences``,
 ``mix_experiences`` with the document's ``memory_sample_ratio=0.2``).  The
-kernels are those of :class:`memworld.memory.dual_store.LTMBatch` with a batch of one
+kernels are those of :class:`memworld.memory.dual.store.LTMBatch` with a batch of one
 store; :class:`memworld.memory.dual.DualMemory` runs the same kernels over one store per
 batch row.
 """
@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import check_positive_int
-from memworld.memory.dual_index import SlotIndex, check_index_args
-from memworld.memory.dual_store import LTMBatch, Retrieval
+from memworld.memory.dual.index import SlotIndex, check_index_args
+from memworld.memory.dual.store import LTMBatch, Retrieval
 
 
 def check_ltm_args(
@@ -77,7 +77,7 @@ class LongTermMemory(nn.Module):
             by stored experience (default 0.2, the document's ``MemoryDataset``).
         index: ``"exact"`` (default: every query scans every slot) or ``"hnsw"``: a
             FAISS graph finds ``index_candidates`` slots by cosine, ranked exactly
-            after (sublinear in ``capacity``; approximate, see memory/dual_index.py).
+            after (sublinear in ``capacity``; approximate, see memory/dual/index.py).
         index_candidates: slots the graph returns per query (default None: ``4 * top_k``).
     """
 

@@ -28,7 +28,7 @@ videos), ``write_rate (B,)`` (moving average of the write gate, factor
 
 Cost: each step scans all N slots once for the top-k (a no-grad ``bmm``); only
 the k chosen slots per head enter autograd, decay is applied lazily, and the
-dense memory is built once per call (see memory/slot_bank.py).
+dense memory is built once per call (see memory/slot/bank.py).
 
 Where the document is vague, and what was chosen:
 
@@ -73,10 +73,10 @@ from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memworld.memory.compile import CompiledStep
-from memworld.memory.slot_bank import HeadOutputs, SlotBank, last_addressing, slot_utilisation
-from memworld.memory.slot_chunk import chunk_forward
-from memworld.memory.slot_controller import make_controller
-from memworld.memory.slot_rollout import BANK_KEYS, rollout_forward, rollout_step
+from memworld.memory.slot.bank import HeadOutputs, SlotBank, last_addressing, slot_utilisation
+from memworld.memory.slot.chunk import chunk_forward
+from memworld.memory.slot.controller import make_controller
+from memworld.memory.slot.rollout import BANK_KEYS, rollout_forward, rollout_step
 
 
 @register("slot")
@@ -246,8 +246,8 @@ class SlotMemory(MemoryModule):
 
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        """A one-step call without grad (a rollout) runs memory/slot_rollout.py's dense step,
-        every other call memory/slot_chunk.py's chunk path (both equal to the reference)."""
+        """A one-step call without grad (a rollout) runs memory/slot/rollout.py's dense step,
+        every other call memory/slot/chunk.py's chunk path (both equal to the reference)."""
         if not self.fast_path:
             return self.forward_reference(x, state, episode_starts)
         if self.use_fast_path(x) and not torch.is_grad_enabled():

@@ -6,7 +6,7 @@ write policy and the reads); the rest of this file is how it stays cheap.
 A forward call over a chunk of ``T`` steps never copies the ``(B, N, D)`` memory
 per step.  :class:`SlotBank` keeps
 
-- ``log``: a :class:`~memworld.memory.slot_log.SlotLog` holding the memory at the start
+- ``log``: a :class:`~memworld.memory.slot.log.SlotLog` holding the memory at the start
   of the chunk (positions ``[0, N)``, differentiable), a zero vector (position
   ``N``, the value of a slot reset at an episode start) and every slot value
   written during the chunk, appended;
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from memworld.memory.slot_log import SlotLog
+from memworld.memory.slot.log import SlotLog
 
 
 class HeadOutputs(NamedTuple):

@@ -1,6 +1,6 @@
 """BitMemory: a policy memory over the packed bit store of leworld-slm-blm.md.
 
-Each step ``t`` of a row (the store is :class:`memworld.memory.bit_store.BitStore`):
+Each step ``t`` of a row (the store is :class:`memworld.memory.bit.store.BitStore`):
 
 1. controller: ``h_t = GRUCell([x_t, read_{t-1}], h_{t-1})``;
 2. write: ``x_t`` is encoded to ``word_bits`` straight-through bits and stored
@@ -57,9 +57,9 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memworld.memory.bit_chunk import chunk_forward
-from memworld.memory.bit_store import BitStore
-from memworld.memory.bits import address_entropy, pack_bits
+from memworld.memory.bit.bits import address_entropy, pack_bits
+from memworld.memory.bit.chunk import chunk_forward
+from memworld.memory.bit.store import BitStore
 
 WRITE_MODES = ("pointer", "learned")
 READ_ADDRESSING = ("relative", "absolute")
@@ -154,7 +154,7 @@ class BitMemory(MemoryModule):
     # --------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """The controller's input projection and the decoding of stored words run once a
-        chunk (memory/bit_chunk.py); one step, or ``fast_path = False``, runs
+        chunk (memory/bit/chunk.py); one step, or ``fast_path = False``, runs
         :meth:`forward_reference`."""
         if not getattr(self, "fast_path", True) or x.shape[0] == 1:
             # One step (a rollout): the chunk path's set-up costs more than it saves there.

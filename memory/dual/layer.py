@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memworld.memory.dual_store import LTMBatch, Retrieval
+from memworld.memory.dual.store import LTMBatch, Retrieval
 
 
 class StepAttention(nn.Module):

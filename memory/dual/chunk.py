@@ -36,21 +36,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from memworld.memory.base import State
-from memworld.memory.dual_layer import DualMemoryLayer
-from memworld.memory.dual_store import TINY
+from memworld.memory.dual.layer import DualMemoryLayer
+from memworld.memory.dual.store import TINY
 
 # Steps whose attention is one matrix product (the score block is (B, heads, block, block + W-1)).
 ATTENTION_BLOCK = 64
 
 if TYPE_CHECKING:
-    from memworld.memory.dual import DualMemory
+    from memworld.memory.dual.module import DualMemory
 
 
 def chunk_forward(
     module: DualMemory, x: Tensor, state: State, starts: Tensor
 ) -> tuple[Tensor, State]:
     """DualMemory's forward for a chunk ``x (T, B, D)``; ``starts (T, B)`` bool."""
-    from memworld.memory.dual_reference import LONG_TERM_KEYS
+    from memworld.memory.dual.reference import LONG_TERM_KEYS
 
     steps_total, batch, _ = x.shape
     starts_host = starts.cpu().numpy()  # one sync: resets and consolidations are host-side

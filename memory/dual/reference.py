@@ -1,5 +1,5 @@
 """DualMemory's reference path: every layer at each step, the step loop the fast path
-(memory/dual_chunk.py) is tested against.  A mixin of :class:`memworld.memory.dual.DualMemory`."""
+(memory/dual/chunk.py) is tested against.  A mixin of :class:`memworld.memory.dual.DualMemory`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from memworld.memory.base import State
-from memworld.memory.dual_store import LTMBatch
+from memworld.memory.dual.store import LTMBatch
 
 LTM_FIELDS = {f: f"ltm_{f}" for f in LTMBatch.FIELDS}  # LTMBatch field -> state key
 LONG_TERM_KEYS = (*LTM_FIELDS.values(), "ltm_merges", "steps")

@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from memworld.memory.base import State
-from memworld.memory.bits import address_entropy, pack_bits, unpack_bits
+from memworld.memory.bit.bits import address_entropy, pack_bits, unpack_bits
 
 if TYPE_CHECKING:
-    from memworld.memory.bit import BitMemory
+    from memworld.memory.bit.module import BitMemory
 
 
 def chunk_forward(

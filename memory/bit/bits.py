@@ -1,8 +1,8 @@
-"""Bits and product-key addresses for :class:`memworld.memory.bit_store.BitStore` (leworld-slm-blm.md).
+"""Bits and product-key addresses for :class:`memworld.memory.bit.store.BitStore` (leworld-slm-blm.md).
 
 Packing 0/1 bits into int32 words and back, straight-through hard bits, product-key
 addresses (``num_low * high + low``) and their top-k candidates, and the learned
-vector <-> bits codec.  See memory/bit_store.py for the store and the choices made.
+vector <-> bits codec.  See memory/bit/store.py for the store and the choices made.
 """
 
 from __future__ import annotations

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from memworld.memory.base import State
-from memworld.memory.slot_bank import HeadOutputs, SlotBank, last_addressing
-from memworld.memory.slot_rollout import BANK_KEYS
+from memworld.memory.slot.bank import HeadOutputs, SlotBank, last_addressing
+from memworld.memory.slot.rollout import BANK_KEYS
 
 if TYPE_CHECKING:
-    from memworld.memory.slot import SlotMemory
+    from memworld.memory.slot.module import SlotMemory
 
 
 def chunk_forward(

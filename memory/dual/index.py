@@ -1,6 +1,6 @@
 """A graph index over a long-term store's keys, for retrieval in sublinear time.
 
-:class:`memworld.memory.dual_ltm.LongTermMemory` retrieves by an exact scan of
+:class:`memworld.memory.dual.ltm.LongTermMemory` retrieves by an exact scan of
 every slot by default (one matrix product and one top-k, O(C) a query: about
 12 ms for 64 queries at 100,000 slots on one CPU core).  With
 ``index="hnsw"`` it asks this index for the ``candidates`` slots whose keys

@@ -8,7 +8,7 @@
   (newest last), and a learned per-head bias for each relative position.
 
 The step input is ``u = [x_t, read_{t-1}]``.  For the chunk path
-(memory/slot_chunk.py) each controller also splits its first layer in two:
+(memory/slot/chunk.py) each controller also splits its first layer in two:
 :meth:`prepare` applies the ``x`` columns (and the bias) to a whole chunk in one
 product and returns the ``read`` columns, transposed; :meth:`step_prepared` then
 adds only ``read_{t-1} @ W_read`` per step (one ``addmm``).

@@ -1,7 +1,7 @@
 """DualMemory: short-term working memory plus a long-term key/value store (lmcode-dual-memory.md).
 
 Each step ``t`` of a row, for each of ``num_layers`` memory-augmented layers
-(memory/dual_layer.py), starting from ``h = W_in x_t``:
+(memory/dual/layer.py), starting from ``h = W_in x_t``:
 
 0. self-attention over the layer's cache of the last ``attention_window``
    steps of the episode (keys and values in the state, a learned bias per
@@ -36,7 +36,7 @@ ordinary differentiable recurrent state.
 
 Experience replay: ``store_experience``, ``query``, ``sample_experiences``,
 ``mix_experiences`` and ``consolidate`` act on ``self.experience``, a
-:class:`memworld.memory.dual_ltm.LongTermMemory` of the same capacity held in buffers
+:class:`memworld.memory.dual.ltm.LongTermMemory` of the same capacity held in buffers
 and shared by all rows (the document's model-level store that a trainer fills
 and samples at ``memory_sample_ratio``); ``forward`` never touches it.
 ``consolidate_state`` consolidates the per-row stores of a state on demand.
@@ -82,9 +82,9 @@ Where the document is vague, and what was chosen:
 - Retrieval from the per-row stores is an exact scan (one ``bmm`` + ``topk``,
   O(C) a query), not the document's claimed O(log n): exact top-k keeps chunked
   and whole runs equal.  The experience store can use a graph index instead
-  (``ltm_index="hnsw"``, memory/dual_index.py), sublinear and approximate.
+  (``ltm_index="hnsw"``, memory/dual/index.py), sublinear and approximate.
 - Speed: ``forward`` runs the chunk layer by layer with the stateless work of
-  each layer batched over the chunk (memory/dual_chunk.py);
+  each layer batched over the chunk (memory/dual/chunk.py);
   ``forward_reference`` is the plain step loop it is tested against.
 - Persistence (``reset_on_episode_start=False``, continual learning) keeps the
   long-term stores, step counts and merge counts across episodes; the
@@ -97,16 +97,16 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
-from memworld.memory.dual_chunk import chunk_forward
-from memworld.memory.dual_layer import DualMemoryLayer
-from memworld.memory.dual_ltm import (
+from memworld.memory.dual.chunk import chunk_forward
+from memworld.memory.dual.layer import DualMemoryLayer
+from memworld.memory.dual.ltm import (
     ExperienceReplay,
     LongTermMemory,
     check_ltm_args,
     ltm_diagnostics,
 )
-from memworld.memory.dual_reference import LONG_TERM_KEYS, LTM_FIELDS, DualReference
-from memworld.memory.dual_store import LTMBatch
+from memworld.memory.dual.reference import LONG_TERM_KEYS, LTM_FIELDS, DualReference
+from memworld.memory.dual.store import LTMBatch
 
 GATE = "the update gate is a sigmoid in (0, 1): 0 writes every step, 1 never"
 
@@ -141,7 +141,7 @@ class DualMemory(ExperienceReplay, DualReference, MemoryModule):
             True); False keeps the long-term stores (``persistent = True``).
         ltm_index: retrieval from the experience store: ``"exact"`` (default, a scan of
             every slot) or ``"hnsw"`` (a FAISS graph, sublinear, approximate; see
-            memory/dual_index.py).  The per-row stores of ``forward`` are always exact.
+            memory/dual/index.py).  The per-row stores of ``forward`` are always exact.
         ltm_index_candidates: slots the graph returns per query (default None: ``4 *
             ltm_top_k``).
     """
@@ -285,7 +285,7 @@ class DualMemory(ExperienceReplay, DualReference, MemoryModule):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """The chunk runs layer by layer, each layer's stateless work batched over the chunk
-        (memory/dual_chunk.py); one step, or ``fast_path = False``, runs
+        (memory/dual/chunk.py); one step, or ``fast_path = False``, runs
         :meth:`forward_reference`."""
         if not getattr(self, "fast_path", True) or x.shape[0] == 1:
             # One step (a rollout): the chunk path's set-up costs more than it saves there.
