@@ -186,6 +186,15 @@ def check_positive_int(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_heads(d_model: int, num_heads: int) -> None:
+    """Refuse a width that the attention heads do not divide evenly."""
+    if d_model % num_heads:
+        raise ValueError(
+            f"d_model={d_model} must be divisible by num_heads={num_heads}; "
+            "change one of them (e.g. d_model=64, num_heads=4)"
+        )
+
+
 def check_range(
     name: str,
     value: object,

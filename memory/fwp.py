@@ -28,7 +28,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.base import (
+    MemoryModule,
+    State,
+    check_heads,
+    check_positive_int,
+    register,
+)
 from memworld.memory.window import episode_index, sliding_windows
 
 
@@ -138,11 +144,7 @@ class FastWeightMemory(MemoryModule):
             check_positive_int(name, value)
         check_positive_int("conv_width", conv_width)
         check_positive_int("max_block", max_block)
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model={d_model} must be divisible by num_heads={num_heads}; "
-                "change one of them (e.g. d_model=64, num_heads=4)"
-            )
+        check_heads(d_model, num_heads)
         super().__init__(input_dim, d_model)
         self.d_model, self.num_heads, self.max_block = d_model, num_heads, max_block
         self.conv_width = conv_width

@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.base import (
+    MemoryModule,
+    State,
+    check_heads,
+    check_positive_int,
+    register,
+)
 from memworld.memory.window import episode_index
 
 
@@ -158,11 +164,7 @@ class GTrXL(MemoryModule):
             ("max_block", max_block),
         ]:
             check_positive_int(name, value)
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model={d_model} must be divisible by num_heads={num_heads}; "
-                "change one of them (e.g. d_model=64, num_heads=4)"
-            )
+        check_heads(d_model, num_heads)
         super().__init__(input_dim, d_model)
         self.d_model, self.num_layers, self.mem_len = d_model, num_layers, mem_len
         self.max_block = max_block

@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.base import (
+    MemoryModule,
+    State,
+    check_heads,
+    check_positive_int,
+    register,
+)
 
 
 def episode_index(valid: Tensor, episode_starts: Tensor) -> Tensor:
@@ -216,11 +222,7 @@ class WindowAttention(MemoryModule):
             ("max_block", max_block),
         ]:
             check_positive_int(name, value)
-        if d_model % num_heads:
-            raise ValueError(
-                f"d_model={d_model} must be divisible by num_heads={num_heads}; "
-                "change one of them (e.g. d_model=64, num_heads=4)"
-            )
+        check_heads(d_model, num_heads)
         super().__init__(input_dim, output_dim if output_dim is not None else d_model)
         self.window, self.d_model, self.num_layers, self.max_block = (
             window,
