@@ -14,7 +14,7 @@ its maximum (full-state SAC's final return for Pendulum).
 
 ``speed``: gradient steps/s of MemoryDQN(gru) (32 windows of 16 loss rows) and
 SB3's DQN (batches of 512 transitions, the same number of rows), and env-steps/s
-of both (rollouts only), in alternating rounds on the same machine; the ratios
+of both (rollouts only), in 8 alternating rounds on the same machine; the ratios
 are what to read on a shared machine.
 
 Writes runs/bench/off_policy_<part>.json.  ``--quick`` checks that everything runs.
@@ -255,7 +255,7 @@ def part_speed(args) -> dict:
         policy_kwargs=dict(memory="gru"),
     )
     peer = DQN("MlpPolicy", env_b, seed=0, device="cpu", batch_size=512, learning_starts=10**9)
-    rounds, grads, steps = (2, 5, 80) if args.quick else (4, 30, 400)
+    rounds, grads, steps = (2, 5, 80) if args.quick else (8, 40, 400)
     timings = {"ours_grad": [], "peer_grad": [], "ours_env": [], "peer_env": []}
     for model in (ours, peer):
         model.learn(fill)
@@ -272,9 +272,11 @@ def part_speed(args) -> dict:
     med = {k: float(np.median(v)) for k, v in timings.items()}
     ratio_grad = med["ours_grad"] / med["peer_grad"]
     ratio_env = med["ours_env"] / med["peer_env"]
+    # each round's own ratio (the two ran back to back): the spread says how loaded the machine was
+    paired = np.array(timings["ours_grad"]) / np.array(timings["peer_grad"])
     print(
         f"\ngradient steps/s: MemoryDQN(gru) {med['ours_grad']:.1f}, DQN {med['peer_grad']:.1f}"
-        f" -> ratio {ratio_grad:.2f}"
+        f" -> ratio {ratio_grad:.2f} (per round {paired.min():.2f}-{paired.max():.2f})"
     )
     print(
         f"env steps/s (rollouts): MemoryDQN(gru) {med['ours_env']:.0f}, DQN "
@@ -286,6 +288,7 @@ def part_speed(args) -> dict:
         timings=timings,
         ratio_grad=ratio_grad,
         ratio_env=ratio_env,
+        ratio_grad_per_round=paired.tolist(),
         rounds=rounds,
         gradient_steps=grads,
         env_steps=steps,

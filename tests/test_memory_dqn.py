@@ -124,6 +124,19 @@ def test_learns_a_few_steps_then_save_load_gives_identical_actions(tmp_path):
     assert np.isfinite(mean)
 
 
+def test_adam_is_fused_by_default_and_steps_as_plain_adam():
+    fused, plain = small_model(), small_model(policy_kwargs=dict(SMALL, optimizer_kwargs={}))
+    assert fused.policy.optimizer.defaults["fused"] is True
+    assert not plain.policy.optimizer.defaults["fused"]  # given arguments are kept
+    for model in (fused, plain):
+        for param in model.policy.q_net.parameters():
+            param.grad = th.linspace(-1.0, 1.0, param.numel()).view_as(param)
+        for _ in range(3):
+            model.policy.optimizer.step()
+    for a, b in zip(fused.policy.q_net.parameters(), plain.policy.q_net.parameters()):
+        th.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_trains_on_any_sb3_vec_env_with_time_limits():
     env = sb3_make_vec_env("CartPole-v1", n_envs=2, seed=0, env_kwargs=dict(max_episode_steps=20))
     model = small_model(env, learning_starts=40, burn_in=2)

@@ -109,7 +109,7 @@ def test_time_limit_rows_bootstrap_and_burn_in_carries_no_loss():
         with th.no_grad():
             model.log_ent_coef.copy_(log_ent)
         th.manual_seed(0)
-        return model.sac_step(batch)["critic_loss"]
+        return float(model.sac_step(batch)["critic_loss"])
 
     loss = critic_loss(data)
     b = model.burn_in

@@ -228,37 +228,40 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
         """``gradient_steps`` double-DQN steps on windows of ``batch_size`` sequences."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        losses, q_means = [], []
+        losses, q_means = [], []  # kept as tensors: one host sync per call, not per step
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size)
             loss, td, mask, q_mean = self.sequence_loss(data)
-            self.policy.optimizer.zero_grad()
+            self.policy.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             th.nn.utils.clip_grad_norm_(self.policy.q_net.parameters(), self.max_grad_norm)
             self.policy.optimizer.step()
             if self.prioritized:
                 self.replay_buffer.update_priorities(data.env_indices, data.start_rows, td, mask)
-            losses.append(loss.item())
+            losses.append(loss.detach())
             q_means.append(q_mean)
         self._n_updates += gradient_steps
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", float(np.mean(losses)))
-        self.logger.record("train/q_mean", float(np.mean(q_means)))
+        if losses:
+            self.logger.record("train/loss", float(th.stack(losses).mean()))
+            self.logger.record("train/q_mean", float(th.stack(q_means).mean()))
 
-    def sequence_loss(self, data) -> tuple[th.Tensor, th.Tensor, th.Tensor, float]:
-        """Loss of one batch of windows: (loss, TD errors (seq_len, B), loss mask, mean Q)."""
+    def sequence_loss(self, data) -> tuple[th.Tensor, th.Tensor, th.Tensor, th.Tensor]:
+        """Loss of one batch of windows: (loss, TD errors (seq_len, B), loss mask, mean Q
+        (a detached scalar tensor))."""
         policy, b, s, n = self.policy, self.burn_in, self.seq_len, self.n_steps
         batch = data.observations.shape[1]
         state = data.states if data.states is not None else policy.initial_state(batch)
         obs, starts = data.observations, data.episode_starts
         with th.no_grad():
-            q_target, _ = policy.q_net_target(obs, state, starts)
-            if b:
-                _, state = policy.q_net(obs[:b], state, starts[:b])
+            hidden_target, _ = policy.q_net_target.encoder(obs, state, starts)
+            q_target = policy.q_net_target.head(hidden_target[b:])  # (s + n, B, A)
+            if b:  # the memory alone: the burn-in rows need no Q-values
+                _, state = policy.q_net.encoder(obs[:b], state, starts[:b])
         q, final_state = policy.q_net(obs[b:], state, starts[b:])  # (s + n, B, A)
         with th.no_grad():
             next_actions = q.detach().argmax(-1, keepdim=True)
-            values = q_target[b:].gather(-1, next_actions).squeeze(-1)
+            values = q_target.gather(-1, next_actions).squeeze(-1)
             if self.value_rescaling:
                 values = unrescale(values)
             returns = n_step_returns(
@@ -277,7 +280,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
         per_row = th.nn.functional.smooth_l1_loss(taken, targets, reduction="none")
         loss = (per_row * maskf * data.weights[None, :]).sum() / maskf.sum().clamp(min=1.0)
         loss = loss + self.aux_coef * policy.memory.aux_loss(final_state)
-        return loss, (taken - targets).detach(), mask, float(taken.detach().mean())
+        return loss, (taken - targets).detach(), mask, taken.detach().mean()
 
     def learn(
         self: SelfMemoryDQN,

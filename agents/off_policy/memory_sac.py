@@ -181,7 +181,8 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        logs: dict[str, list[float]] = {"critic_loss": [], "actor_loss": [], "ent_coef": []}
+        # kept as tensors: one host sync per call, not per step
+        logs: dict[str, list[th.Tensor]] = {"critic_loss": [], "actor_loss": [], "ent_coef": []}
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size)
             for name, value in self.sac_step(data).items():
@@ -194,10 +195,12 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
                 copy_buffers(policy.critic, policy.critic_target)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for name, values in logs.items():
-            self.logger.record(f"train/{name}", float(np.mean(values)))
+            if values:
+                self.logger.record(f"train/{name}", float(th.stack(values).mean()))
 
-    def sac_step(self, data) -> dict[str, float]:
-        """One update of the entropy coefficient, the critics and the actor on a batch."""
+    def sac_step(self, data) -> dict[str, th.Tensor]:
+        """One update of the entropy coefficient, the critics and the actor on a batch;
+        returns the losses and the entropy coefficient as detached scalar tensors."""
         policy, b, s = self.policy, self.burn_in, self.seq_len
         batch = data.observations.shape[1]
         state = data.states if data.states is not None else policy.initial_state(batch)
@@ -220,7 +223,7 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
             ent_coef = th.exp(self.log_ent_coef.detach())
             target = (log_prob[:s] + self.target_entropy).detach()
             ent_coef_loss = -(self.log_ent_coef * target * mask).sum() / count
-            self.ent_coef_optimizer.zero_grad()
+            self.ent_coef_optimizer.zero_grad(set_to_none=True)
             ent_coef_loss.backward()
             self.ent_coef_optimizer.step()
         else:
@@ -241,7 +244,7 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
         q1, q2 = policy.critic.q(hidden_q[:s], data.actions[b : b + s])
         critic_loss = 0.5 * (((q1 - targets) ** 2 + (q2 - targets) ** 2) * weight).sum() / count
         aux = self.aux_coef * policy.critic.encoder.memory.aux_loss(qf_final)
-        policy.critic.optimizer.zero_grad()
+        policy.critic.optimizer.zero_grad(set_to_none=True)
         (critic_loss + aux).backward()
         policy.critic.optimizer.step()
 
@@ -249,13 +252,13 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
         actor_loss = ((ent_coef * log_prob[:s] - th.min(q1_pi, q2_pi)) * weight).sum() / count
         if policy.actor.encoder is not None:
             actor_loss = actor_loss + self.aux_coef * policy.actor.encoder.memory.aux_loss(pi_final)
-        policy.actor.optimizer.zero_grad()
+        policy.actor.optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         policy.actor.optimizer.step()
         return {
-            "critic_loss": critic_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "ent_coef": float(ent_coef),
+            "critic_loss": critic_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "ent_coef": ent_coef.detach().reshape(()),
         }
 
     def learn(

@@ -16,6 +16,7 @@ from memworld.agents.off_policy.common import (
     DEFAULT_MEMORY,
     SequenceEncoder,
     mlp,
+    optimizer_defaults,
     predict_recurrent,
 )
 from memworld.memory.base import MemoryModule, State
@@ -50,7 +51,7 @@ class MemoryQPolicy(BasePolicy):
         features_extractor_kwargs: its keyword arguments.
         normalize_images: scale uint8 images to [0, 1].
         optimizer_class: optimizer (default Adam).
-        optimizer_kwargs: its keyword arguments.
+        optimizer_kwargs: its keyword arguments (None: ``fused=True`` for Adam and AdamW).
         memory: registered memory name or a ``MemoryModule`` subclass (default ``"gru"``).
         memory_kwargs: keyword arguments of the memory module.
     """
@@ -81,7 +82,7 @@ class MemoryQPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=optimizer_defaults(optimizer_class, optimizer_kwargs),
             normalize_images=normalize_images,
         )
         self.net_arch = [64] if net_arch is None else list(net_arch)

@@ -28,6 +28,7 @@ from memworld.agents.off_policy.common import (
     DEFAULT_MEMORY,
     SequenceEncoder,
     mlp,
+    optimizer_defaults,
     predict_recurrent,
     prefixed,
     unprefixed,
@@ -110,7 +111,7 @@ class MemorySACPolicy(BasePolicy):
         features_extractor_kwargs: its keyword arguments.
         normalize_images: scale uint8 images to [0, 1].
         optimizer_class: optimizer (default Adam).
-        optimizer_kwargs: its keyword arguments.
+        optimizer_kwargs: its keyword arguments (None: ``fused=True`` for Adam and AdamW).
         memory: registered memory name or a ``MemoryModule`` subclass (default ``"gru"``).
         memory_kwargs: keyword arguments of the memory modules.
         shared_memory: one memory (the critic's) for actor and critic (False: one each).
@@ -147,7 +148,7 @@ class MemorySACPolicy(BasePolicy):
             features_extractor_class,
             features_extractor_kwargs,
             optimizer_class=optimizer_class,
-            optimizer_kwargs=optimizer_kwargs,
+            optimizer_kwargs=optimizer_defaults(optimizer_class, optimizer_kwargs),
             normalize_images=normalize_images,
             squash_output=True,
         )
