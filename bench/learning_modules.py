@@ -2,6 +2,7 @@
 
     python bench/learning_modules.py --modules gtrxl lru fwp [--seeds 0 1 2] [--steps 50000]
                                      [--eval-episodes 50] [--memory-kwargs '{"num_layers": 2}']
+                                     [--lr 1e-3]
                                      [--out runs/bench/learning_modules.json]
 
 The same runs as bench/learning.py (8 envs, ``n_steps=128``, every other
@@ -9,6 +10,7 @@ hyper-parameter at MemoryPPO's defaults, each module's ``recommended_lr``, 50
 deterministic evaluation episodes at half and at all of the budget), for modules
 that bench/learning.py does not list.  Returns are +1/-1 per answer, divided by
 the number of answers, so 1.0 is perfect and -0.5 is chance (4 symbols).
+``--lr`` replaces the module's ``recommended_lr`` (to try another before changing it).
 Prints a table and writes JSON.
 """
 
@@ -23,9 +25,28 @@ import numpy as np
 import torch
 
 from memworld import memory
+from memworld.agents import MemoryPPO
 from memworld.runs import write_results
 
 TASK = "memworld/RepeatPreviousEasy"
+
+
+def _builder(name: str, lr: float | None, memory_kwargs: dict) -> learning.Builder:
+    """bench/learning.py's MemoryPPO run; ``lr`` (None: ``recommended_lr``) as the rate."""
+
+    def build(env, seed: int, device: str) -> MemoryPPO:
+        return MemoryPPO(
+            "MlpPolicy",
+            env,
+            learning_rate=lr,
+            n_steps=learning.N_STEPS,
+            seed=seed,
+            device=device,
+            policy_kwargs=dict(memory=name, memory_kwargs=memory_kwargs),
+            torch_threads=torch.get_num_threads(),
+        )
+
+    return build
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -37,6 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--memory-kwargs", type=json.loads, default={}, help="e.g. '{\"num_layers\": 2}'"
     )
+    parser.add_argument("--lr", type=float, default=None, help="default: recommended_lr")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/learning_modules.json"))
     args = parser.parse_args(argv)
@@ -44,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     for name in args.modules:
         algo = f"memory_ppo_{name}"
-        learning.ALGOS[algo] = learning._memory_ppo(name, **args.memory_kwargs)
+        learning.ALGOS[algo] = _builder(name, args.lr, args.memory_kwargs)
         for seed in args.seeds:
             row = learning.run_one(TASK, algo, seed, args.steps, args.eval_episodes)
             results.append(row)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import (
@@ -35,6 +36,7 @@ from memworld.memory.base import (
     check_positive_int,
     register,
 )
+from memworld.memory.derived import derived
 from memworld.memory.window import episode_index, sliding_windows
 
 
@@ -201,6 +203,87 @@ class FastWeightMemory(MemoryModule):
         return q, k, v
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        if not self.use_fast_path(x):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        y, new_state = self.step(x[0], state, episode_starts[0])
+        return y[None], new_state
+
+    def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One rollout step, ``x (B, input_dim)``, ``starts (B,)``: the recurrence itself.
+
+        The arithmetic of :meth:`forward_reference` at ``T == 1`` in fewer torch calls (at
+        rollout sizes each costs microseconds from Python, as much as its arithmetic):
+        the projections that read the same input run as one matmul on weights stacked
+        once per parameter change (memory/derived.py), and one host check finds the rows
+        that start.  No input checks: :meth:`forward` makes them.
+        """
+        batch, d_model, heads, head_dim = x.shape[0], self.d_model, self.num_heads, self.head_dim
+        weights, valid, recent = state["fast_weights"], state["recent_valid"], state["recent"]
+        if bool(starts.any()):
+            rows = starts.bool()
+            weights = weights.masked_fill(rows.view(-1, 1, 1, 1), 0.0)
+            valid = valid.masked_fill(rows.view(-1, 1), 0.0)
+        in_weight, in_bias, gamma = self.step_weights()
+        both = F.linear(x, in_weight, in_bias)  # (B, 2d): [u, u + out_proj.bias]
+        u, u_out = both[:, :d_model], both[:, d_model:]
+        norm = self.norm_in
+        z = F.layer_norm(u, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        # (B, K, d): the last K - 1 inputs (zero outside the episode) and this one.
+        window = torch.cat([recent * valid[..., None], z[:, None]], dim=1)
+        mixed = (window * self.conv_taps).sum(dim=1)  # (B, d)
+        proj = F.linear(mixed, self.proj_weight(), self.proj_bias())  # (B, 3d + H)
+        qk = torch.softmax(proj[:, : 2 * d_model].view(batch, 2, heads, head_dim), dim=-1)
+        beta = torch.sigmoid(proj[:, 3 * d_model :])  # (B, H)
+        value = proj[:, 2 * d_model : 3 * d_model].view(batch, heads, head_dim) * beta[..., None]
+        # W = gamma W + v k^T, then the read W q: (B, H, dv, dk) and (B, H, dv).
+        weights = torch.addcmul(weights * gamma, value[..., None], qk[:, 1, :, None, :])
+        read = (weights @ qk[:, 0, :, :, None]).view(batch, d_model)
+        out = self.out_proj
+        y = torch.addmm(u_out, read, out.weight.t())
+        norm = self.norm_out
+        y = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        new_state = {
+            "fast_weights": weights,
+            "recent": window[:, 1:],
+            "recent_valid": F.pad(valid[:, 1:], (0, 1), value=1.0),
+        }
+        return y, new_state
+
+    def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The input projection stacked twice, ``(2d, input_dim)`` and ``(2d,)``, the
+        second copy's bias carrying the output projection's (so one matmul gives ``u`` and
+        ``u + out_proj.bias``), and ``gamma (H, 1, 1)``.  Cached while no parameter
+        changes (memory/derived.py)."""
+        proj, out = self.input_proj, self.out_proj
+        sources = (proj.weight, proj.bias, out.bias, self.decay_log)
+        return derived(self, "step_weights", sources, self._step_weights)
+
+    def _step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        proj = self.input_proj
+        weight = torch.cat([proj.weight, proj.weight])
+        bias = torch.cat([proj.bias, proj.bias + self.out_proj.bias])
+        return weight, bias, torch.exp(self.log_decay())[:, None, None]
+
+    def proj_weight(self) -> Tensor:
+        """``(3d + H, d)``: queries and keys, then values and write strengths, stacked."""
+        sources = (self.query_key.weight, self.value_strength.weight)
+        return derived(self, "proj_weight", sources, self._proj_weight)[0]
+
+    def _proj_weight(self) -> tuple[Tensor]:
+        return (torch.cat([self.query_key.weight, self.value_strength.weight]),)
+
+    def proj_bias(self) -> Tensor:
+        sources = (self.query_key.bias, self.value_strength.bias)
+        return derived(self, "proj_bias", sources, self._proj_bias)[0]
+
+    def _proj_bias(self) -> tuple[Tensor]:
+        return (torch.cat([self.query_key.bias, self.value_strength.bias]),)
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The chunk path (and at ``T == 1`` the recurrence written plainly)."""
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         if x.shape[0] == 1:
@@ -220,7 +303,7 @@ class FastWeightMemory(MemoryModule):
         return y.transpose(0, 1), new_state
 
     def _step(self, x: Tensor, state: State, start: Tensor) -> tuple[Tensor, State]:
-        """A rollout step, x (B, input_dim), start (B,): the recurrence itself, O(1)."""
+        """A step, x (B, input_dim), start (B,): the recurrence written plainly."""
         keep = ~start
         u = self.input_proj(x)  # (B, d)
         z = self.norm_in(u)

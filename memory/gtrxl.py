@@ -24,6 +24,7 @@ from memworld.memory.base import (
     check_positive_int,
     register,
 )
+from memworld.memory.derived import derived
 from memworld.memory.window import episode_index
 
 
@@ -54,6 +55,36 @@ class GRUGate(nn.Module):
         z = torch.sigmoid(wz + uz - self.bias)
         h = torch.tanh(wg + self.candidate(r * x))
         return x + z * (h - x)
+
+    def step(self, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`forward` on (B, d) rows in fewer torch calls: the products of ``y`` and
+        ``x`` that feed ``r``, ``z`` and the candidate as one matmul of ``[y, x]``."""
+        width = x.shape[-1]
+        weight, bias, candidate = self.step_weights()
+        pre = F.linear(torch.cat([y, x], dim=-1), weight, bias)  # (B, 3d): r, z, W_g y
+        rz = torch.sigmoid(pre[:, : 2 * width])
+        h = torch.tanh(torch.addmm(pre[:, 2 * width :], rz[:, :width] * x, candidate))
+        return torch.addcmul(x, rz[:, width:], h - x)
+
+    def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``[[W_r, U_r], [W_z, U_z], [W_g, 0]]`` (3d, 2d), its bias ``[0, -bias, 0]`` and
+        ``U_g^T``; cached while no parameter changes (memory/derived.py)."""
+        sources = (
+            self.from_input.weight,
+            self.from_hidden.weight,
+            self.candidate.weight,
+            self.bias,
+        )
+        return derived(self, "step_weights", sources, self._step_weights)
+
+    def _step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        from_hidden = self.from_hidden.weight
+        width = from_hidden.shape[1]
+        hidden = torch.cat([from_hidden, from_hidden.new_zeros(width, width)])  # (3d, d)
+        weight = torch.cat([self.from_input.weight, hidden], dim=1)
+        zeros = self.bias.new_zeros(width)
+        bias = torch.cat([zeros, -self.bias, zeros])
+        return weight, bias, self.candidate.weight.t().contiguous()
 
 
 class GTrXLBlock(nn.Module):
@@ -107,6 +138,34 @@ class GTrXLBlock(nn.Module):
         mixed = mixed.transpose(1, 2).reshape(batch, steps, d_model)
         y = self.gate_attn(h, F.relu(self.out_proj(mixed)))
         return self.gate_mlp(y, F.relu(self.mlp(self.norm_mlp(y))))
+
+    def step(self, seq: Tensor, log_visible: Tensor) -> Tensor:
+        """:meth:`forward` for one step in fewer torch calls.
+
+        ``seq`` (B, M + 1, d) is ``[memory; h]``; ``log_visible`` (B, 1, 1, M + 1) is 0
+        where the step may attend and ``-inf`` elsewhere.  Returns (B, d)."""
+        batch, span, d_model = seq.shape
+        heads = self.num_heads
+        head_dim = d_model // heads
+        norm = self.norm_attn
+        normed = F.layer_norm(seq, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        weight, bias = self.qkv.weight, self.qkv.bias
+        # The query of the step alone; keys and values of every place: (B, M + 1, 2d).
+        q = F.linear(normed[:, -1], weight[:d_model], bias[:d_model])
+        q = q.view(batch, heads, 1, head_dim)
+        kv = F.linear(normed, weight[d_model:], bias[d_model:])
+        k = kv[..., :d_model].view(batch, span, heads, head_dim).transpose(1, 2)  # (B, H, M + 1, e)
+        v = kv[..., d_model:].view(batch, span, heads, head_dim).transpose(1, 2)
+        # The key j places before the step gets position_bias[:, j]: the bias reversed.
+        mask = log_visible + self.position_bias.flip(-1)[:, None]  # (B, H, 1, M + 1)
+        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).view(batch, d_model)
+        out = self.out_proj
+        y = self.gate_attn.step(seq[:, -1], F.relu(F.linear(mixed, out.weight, out.bias)))
+        norm = self.norm_mlp
+        hidden = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        first, second = self.mlp[0], self.mlp[2]
+        hidden = F.relu(F.linear(hidden, first.weight, first.bias))
+        return self.gate_mlp.step(y, F.relu(F.linear(hidden, second.weight, second.bias)))
 
 
 @register("gtrxl")
@@ -183,6 +242,38 @@ class GTrXL(MemoryModule):
         }
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        if not self.use_fast_path(x):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        y, new_state = self.step(x[0], state, episode_starts[0])
+        return y[None], new_state
+
+    def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One rollout step, ``x (B, input_dim)``, ``starts (B,)``, in fewer torch calls
+        than :meth:`forward_reference` at ``T == 1``: the mask is the memory's ``valid``
+        flags (one host check for the rows that start) plus the reversed distance bias,
+        and each block runs :meth:`GTrXLBlock.step`.  No input checks: :meth:`forward`
+        makes them."""
+        valid = state["valid"]  # (B, M), 0/1
+        if bool(starts.any()):
+            valid = valid.masked_fill(starts.bool().view(-1, 1), 0.0)
+        visible = F.pad(valid, (0, 1), value=1.0)  # (B, M + 1): the memory, then the step
+        log_visible = visible.log()[:, None, None]  # (B, 1, 1, M + 1): 0 or -inf
+        new_valid = visible[:, 1:]
+        h = F.linear(x, self.input_proj.weight, self.input_proj.bias)  # (B, d)
+        new_memory = []
+        for layer, block in enumerate(self.blocks):
+            seq = torch.cat([state["memory"][:, layer], h[:, None]], dim=1)  # (B, M + 1, d)
+            new_memory.append(seq[:, 1:] * new_valid[..., None])  # zeros outside the episode
+            h = block.step(seq, log_visible)
+        norm = self.norm_out
+        y = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return y, {"memory": torch.stack(new_memory, dim=1), "valid": new_valid}
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The chunk path: masked attention over ``[memory; chunk]`` in pieces."""
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.bool()
         h = self.input_proj(x.transpose(0, 1))  # (B, T, d)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.derived import derived
 
 
 def _scan(lam: Tensor, b: Tensor, links: Tensor) -> Tensor:
@@ -125,23 +126,50 @@ class LRULayer(nn.Module):
         self.c_proj = nn.Parameter(torch.randn(d_model, state_dim, 2) / math.sqrt(state_dim))
         self.skip = nn.Parameter(torch.randn(d_model))
         self.glu = nn.Linear(d_model, 2 * d_model)
+        # (re, im) pairs times this are Re's signs: Re(c h) = c_re h_re - c_im h_im.
+        self.register_buffer("conj_sign", torch.tensor([1.0, -1.0]), persistent=False)
 
     def eigenvalues(self) -> Tensor:
         """(N,) complex, modulus ``exp(-exp(nu_log)) < 1``."""
         return torch.exp(torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log)))
 
+    def step_weights(self) -> Tensor:
+        """``(2N + d, 2N + d)``: one step as one real matmul, ``[h_t, y_t] = [h_{t-1}, u_t] @
+        W^T`` with the states as interleaved (re, im) pairs and ``y_t = Re(C h_t) + D u_t``.
+        Cached while no parameter changes (memory/derived.py)."""
+        sources = (self.nu_log, self.theta_log, self.gamma_log, self.b_proj, self.c_proj, self.skip)
+        return derived(self, "step_weights", sources, self._step_weights)[0]
+
+    def _step_weights(self) -> tuple[Tensor]:
+        lam = self.eigenvalues()
+        n = lam.shape[0]
+        # (N, 2, 2): [[re, -im], [im, re]] maps (re, im) of h to (re, im) of lambda * h.
+        blocks = torch.stack(
+            [torch.stack([lam.real, -lam.imag], -1), torch.stack([lam.imag, lam.real], -1)], -2
+        )
+        eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)
+        rotate = (eye[:, None, :, None] * blocks[:, :, None, :]).reshape(2 * n, 2 * n)
+        # B's real rows then imaginary rows -> interleaved, scaled by gamma: (2N, d).
+        drive = (
+            self.b_proj.view(2, n, -1).transpose(0, 1) * torch.exp(self.gamma_log)[:, None, None]
+        )
+        transition = torch.cat([rotate, drive.reshape(2 * n, -1)], dim=1)  # (2N, 2N + d)
+        read = (self.c_proj * self.conj_sign).flatten(1)  # (d, 2N): Re(C h) on the pairs
+        output = read @ transition + F.pad(torch.diag(self.skip), (2 * n, 0))  # (d, 2N + d)
+        return (torch.cat([transition, output]),)
+
     def drive(self, u: Tensor) -> Tensor:
         """``gamma * (B u)``: (T, B, d) real -> (T, B, N) complex."""
-        real, imag = (u @ self.b_proj.transpose(0, 1)).chunk(2, dim=-1)  # each (T, B, N)
+        real, imag = F.linear(u, self.b_proj).chunk(2, dim=-1)  # each (T, B, N)
         return torch.complex(real, imag) * torch.exp(self.gamma_log)
 
     def readout(self, x: Tensor, u: Tensor, h: Tensor) -> Tensor:
         """Block output from the input ``x``, its normalised ``u`` and the states ``h``."""
         # Re(C h) = C_re h_re - C_im h_im, one real matmul over the (re, im) pairs.
-        weight = (self.c_proj * self.c_proj.new_tensor([1.0, -1.0])).flatten(1)  # (d, 2N)
-        y = torch.view_as_real(h).flatten(-2) @ weight.transpose(0, 1) + self.skip * u
-        value, gate = self.glu(F.gelu(y)).chunk(2, dim=-1)
-        return x + value * torch.sigmoid(gate)
+        weight = (self.c_proj * self.conj_sign).flatten(1)  # (d, 2N)
+        y = torch.addcmul(F.linear(torch.view_as_real(h).flatten(-2), weight), self.skip, u)
+        value, gate = F.linear(F.gelu(y), self.glu.weight, self.glu.bias).chunk(2, dim=-1)
+        return torch.addcmul(x, value, torch.sigmoid(gate))
 
 
 @register("lru")
@@ -200,6 +228,48 @@ class LRU(MemoryModule):
         return {"h": torch.zeros(batch_size, self.num_layers, self.state_dim, 2, device=device)}
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        if not self.use_fast_path(x):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        y, new_state = self.step(x[0], state, episode_starts[0])
+        return y[None], new_state
+
+    def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One rollout step, ``x (B, input_dim)``, ``starts (B,)``: the recurrence itself.
+
+        The arithmetic of :meth:`forward_reference` at ``T == 1`` in fewer torch calls
+        (at rollout sizes each call costs microseconds from Python, as much as its
+        arithmetic): the state stays real, as (re, im) pairs, and each layer's update
+        and read are real matmuls on weights folded once per parameter change
+        (:meth:`LRULayer.step_weights`); one host check for the rows that start.
+        No input checks: :meth:`forward` makes them.
+        """
+        batch = x.shape[0]
+        carried = state["h"]  # (B, L, N, 2)
+        if bool(starts.any()):
+            carried = carried.masked_fill(starts.bool().view(-1, 1, 1, 1), 0.0)
+        carried = carried.reshape(batch, self.num_layers, 2 * self.state_dim)  # pairs in a row
+        h_seq = F.linear(x, self.input_proj.weight, self.input_proj.bias)  # (B, d)
+        finals, width = [], 2 * self.state_dim
+        for index, layer in enumerate(self.layers):
+            norm = layer.norm
+            u = F.layer_norm(h_seq, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            # [h_t, Re(C h_t) + D u_t] from [h_{t-1}, u_t] in one product: (B, 2N + d).
+            both = F.linear(torch.cat([carried[:, index], u], dim=-1), layer.step_weights())
+            finals.append(both[:, :width])
+            glu = F.linear(F.gelu(both[:, width:]), layer.glu.weight, layer.glu.bias)
+            h_seq = torch.addcmul(
+                h_seq, glu[:, : self.d_model], torch.sigmoid(glu[:, self.d_model :])
+            )
+        new_h = torch.stack(finals, dim=1).view(batch, self.num_layers, self.state_dim, 2)
+        norm = self.norm_out
+        y = F.layer_norm(h_seq, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return y, {"h": new_h.to(state["h"].dtype)}
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        """The chunk path: each layer's recurrence as one scan over the chunk."""
         self.check_inputs(x, episode_starts, state)
         keep = ~episode_starts.bool()  # (T, B)
         carried = torch.view_as_complex(state["h"].contiguous())  # (B, L, N)
@@ -210,7 +280,7 @@ class LRU(MemoryModule):
             lam = layer.eigenvalues()
             b = layer.drive(u)  # (T, B, N)
             h0 = torch.where(keep[0, :, None], lam * carried[:, index], 0)
-            if x.shape[0] == 1:  # a rollout step: O(1)
+            if x.shape[0] == 1:
                 h = b + h0
             else:
                 h = scan_with_resets(lam, torch.cat([b[:1] + h0, b[1:]]), keep)

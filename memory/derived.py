@@ -1,0 +1,55 @@
+"""Tensors derived from a module's parameters, computed once while the parameters stay put.
+
+A rollout step is overhead-bound: at 8 rows, each torch call costs about as much
+as its arithmetic, so the quantities a step derives from the weights alone (an
+eigenvalue matrix, weights folded together) are worth computing once rather than
+every step.  :func:`derived` keeps them on the module, keyed on each source
+parameter's version counter and storage address: an optimiser step,
+``load_state_dict`` or any in-place write on the parameter bumps the version, and
+``.to()`` moves the storage, so the next call recomputes.  The cache is used only
+with autograd off (a rollout); with grad the quantities are computed afresh so
+gradients flow.  A write through ``param.data`` skips the version counter: after
+one (SB3's ``polyak_update`` writes target networks that way), call
+:func:`clear_derived` before the next rollout step of that module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+_ATTRIBUTE = "_derived_cache"
+
+
+def derived(
+    module: nn.Module,
+    name: str,
+    sources: Sequence[Tensor],
+    build: Callable[[], tuple[Tensor, ...]],
+) -> tuple[Tensor, ...]:
+    """``build()``, cached on ``module`` under ``name`` while no tensor in ``sources`` changed.
+
+    Args:
+        module: where the cache lives (a plain dict attribute, not state_dict).
+        name: which derived quantities (one module may cache several).
+        sources: the parameters ``build`` reads.
+        build: computes the derived tensors from ``sources``.
+    """
+    if torch.is_grad_enabled():
+        return build()
+    key = tuple((p._version, p.data_ptr()) for p in sources)
+    cache = module.__dict__.setdefault(_ATTRIBUTE, {})
+    hit = cache.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    value = build()
+    cache[name] = (key, value)
+    return value
+
+
+def clear_derived(module: nn.Module) -> None:
+    """Drop every cached quantity of ``module`` and its submodules (after a ``.data`` write)."""
+    for m in module.modules():
+        m.__dict__.pop(_ATTRIBUTE, None)
