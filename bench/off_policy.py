@@ -1,7 +1,7 @@
 """Off-policy memory: MemoryDQN and MemorySAC against their peers, in one run.
 
     python bench/off_policy.py --part dqn|sac|speed [--quick] [--seeds 0 1 2] [--steps N]
-    python bench/off_policy.py --plot      # curves of every part's JSON -> runs/bench/off_policy.png
+    python bench/off_policy_report.py FILES... [--plot PNG]   # tables and curves, seeds merged
 
 ``dqn``: MemoryDQN(gru) against SB3's DQN (an MLP, no memory) and MemoryPPO(gru)
 on memworld's RepeatPreviousEasy, TMazeEasy and MemoryLengthEasy, 8 envs, the
@@ -15,7 +15,10 @@ its maximum (full-state SAC's final return for Pendulum).
 ``speed``: gradient steps/s of MemoryDQN(gru) (32 windows of 16 loss rows) and
 SB3's DQN (batches of 512 transitions, the same number of rows), and env-steps/s
 of both (rollouts only), in 8 alternating rounds on the same machine; the ratios
-are what to read on a shared machine.
+are what to read on a shared machine.  Each round also times MemoryDQN's memory
+passes alone (target, burn-in, online and its backward): the most any change
+outside the memory module could give; and MemoryDQN(gru) with plain Adam
+(``optimizer_kwargs={}``) instead of its fused default.
 
 Writes runs/bench/off_policy_<part>.json.  ``--quick`` checks that everything runs.
 """
@@ -240,6 +243,23 @@ def part_sac(args) -> dict:
     return dict(part="sac", results=results, ranges=ranges)
 
 
+def memory_alone(model: MemoryDQN, steps: int) -> float:
+    """Steps/s of a MemoryDQN step's memory passes alone on one batch: the target's over the
+    window and the online's over the burn-in (no gradients), the online's over the rest and
+    its backward.  What no change outside the memory module can make faster."""
+    policy, data, b = model.policy, model.replay_buffer.sample(model.batch_size), model.burn_in
+    obs, starts = data.observations, data.episode_starts
+    start = time.perf_counter()
+    for _ in range(steps):
+        with torch.no_grad():
+            policy.q_net_target.encoder(obs, data.states, starts)
+            _, state = policy.q_net.encoder(obs[:b], data.states, starts[:b])
+        out, _ = policy.q_net.encoder(obs[b:], state, starts[b:])
+        out.sum().backward()
+    policy.q_net.zero_grad(set_to_none=True)
+    return steps / (time.perf_counter() - start)
+
+
 def part_speed(args) -> dict:
     env_a, env_b = make_env("RepeatPreviousEasy", 8, 0), make_env("RepeatPreviousEasy", 8, 0)
     fill = 400 if args.quick else 4_000
@@ -254,10 +274,22 @@ def part_speed(args) -> dict:
         learning_starts=10**9,
         policy_kwargs=dict(memory="gru"),
     )
+    plain = MemoryDQN(  # the same with plain Adam (the optimizer before its fused default)
+        "MlpPolicy",
+        make_env("RepeatPreviousEasy", 8, 0),
+        seed=0,
+        device="cpu",
+        seq_len=16,
+        burn_in=8,
+        batch_size=32,
+        learning_starts=10**9,
+        policy_kwargs=dict(memory="gru", optimizer_kwargs={}),
+    )
     peer = DQN("MlpPolicy", env_b, seed=0, device="cpu", batch_size=512, learning_starts=10**9)
     rounds, grads, steps = (2, 5, 80) if args.quick else (8, 40, 400)
     timings = {"ours_grad": [], "peer_grad": [], "ours_env": [], "peer_env": []}
-    for model in (ours, peer):
+    alone, plain_adam = [], []
+    for model in (ours, plain, peer):
         model.learn(fill)
     for i in range(rounds):
         for name, model in (
@@ -269,6 +301,10 @@ def part_speed(args) -> dict:
             start = time.perf_counter()
             model.learn(steps, reset_num_timesteps=False)
             timings[f"{name}_env"].append(steps / (time.perf_counter() - start))
+        alone.append(memory_alone(ours, grads))
+        start = time.perf_counter()
+        plain.train(gradient_steps=grads, batch_size=plain.batch_size)
+        plain_adam.append(grads / (time.perf_counter() - start))
     med = {k: float(np.median(v)) for k, v in timings.items()}
     ratio_grad = med["ours_grad"] / med["peer_grad"]
     ratio_env = med["ours_env"] / med["peer_env"]
@@ -277,6 +313,14 @@ def part_speed(args) -> dict:
     print(
         f"\ngradient steps/s: MemoryDQN(gru) {med['ours_grad']:.1f}, DQN {med['peer_grad']:.1f}"
         f" -> ratio {ratio_grad:.2f} (per round {paired.min():.2f}-{paired.max():.2f})"
+    )
+    print(
+        f"MemoryDQN(gru) with plain Adam: {np.median(plain_adam):.1f} -> ratio "
+        f"{np.median(plain_adam) / med['peer_grad']:.2f}"
+    )
+    print(
+        f"the memory passes alone: {np.median(alone):.1f} steps/s -> ratio "
+        f"{np.median(alone) / med['peer_grad']:.2f} (the ceiling without faster memory kernels)"
     )
     print(
         f"env steps/s (rollouts): MemoryDQN(gru) {med['ours_env']:.0f}, DQN "
@@ -289,40 +333,14 @@ def part_speed(args) -> dict:
         ratio_grad=ratio_grad,
         ratio_env=ratio_env,
         ratio_grad_per_round=paired.tolist(),
+        memory_alone=alone,
+        plain_adam=plain_adam,
+        ratio_plain_adam=float(np.median(plain_adam)) / med["peer_grad"],
+        ratio_memory_alone=float(np.median(alone)) / med["peer_grad"],
         rounds=rounds,
         gradient_steps=grads,
         env_steps=steps,
     )
-
-
-def plot(folder: Path, path: Path) -> None:
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    results = []
-    for part in ("dqn", "sac"):
-        file = folder / f"off_policy_{part}.json"
-        if file.exists():
-            results += json.loads(file.read_text())["results"]
-    tasks = sorted({r["task"] for r in results})
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4 * max(1, len(tasks)), 3.2))
-    for ax, task in zip(np.atleast_1d(axes), tasks):
-        for algo in sorted({r["algo"] for r in results if r["task"] == task}):
-            runs = [r["curve"] for r in results if r["task"] == task and r["algo"] == algo]
-            x = [p[0] for p in runs[0]]
-            y = np.mean([[p[1] for p in c] for c in runs if len(c) == len(x)], axis=0)
-            ax.plot(x, y, marker="o", label=f"{algo} ({len(runs)} seeds)")
-        ax.set_title(task)
-        ax.set_xlabel("env steps")
-        ax.legend(fontsize=7)
-    np.atleast_1d(axes)[0].set_ylabel("evaluation return")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -333,16 +351,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="env steps per run")
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--episodes", type=int, default=32, help="evaluation episodes")
-    parser.add_argument("--plot", action="store_true", help="draw runs/bench/off_policy.png")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder of the JSON files")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = args.out
-    if args.plot:
-        plot(out, out / "off_policy.png")
-        return
     if args.part is None:
-        parser.error("give --part dqn, sac or speed (or --plot)")
+        parser.error("give --part dqn, sac or speed")
     if args.quick:
         args.seeds, args.steps, args.episodes = args.seeds[:1], args.steps or 1_200, 2
         args.tasks = args.tasks or (
