@@ -34,7 +34,10 @@ def chunk_forward(
     """BitMemory's forward for a chunk ``x (T, B, D)``; ``starts (T, B)`` bool."""
     store, cell = module.store, module.controller
     steps, batch, dim = x.shape
-    reset_at = starts.any(dim=1).tolist()  # one host sync for the whole chunk
+    # The rows that start at each step, from one host sync for the whole chunk: a reset
+    # zeroes those rows of the (B, N) store only, not a masked fill of all of it.
+    counts = starts.sum(dim=1).tolist()
+    start_rows = starts.nonzero()[:, 1].split(counts) if any(counts) else None
     bits = store.encode(x)  # (T, B, W), straight-through
     module._last_recon = (store.decode(bits) - x).square().mean()
     packed = pack_bits(bits)  # (T, B) int32
@@ -59,15 +62,15 @@ def chunk_forward(
     h, read, pointer = state["h"], state["read"], state["pointer"]
     hidden, reads = [], []
     for t in range(steps):
-        if reset_at[t]:
-            rows = starts[t]
+        if counts[t]:
+            rows, index = starts[t], start_rows[t]
             h = torch.where(rows.view(-1, 1), 0.0, h)  # the initial h and read are zeros
             read = torch.where(rows.view(-1, 1), 0.0, read)
             pointer = torch.where(rows, 0, pointer)
-            words.masked_fill_(rows.view(-1, 1), 0)
-            written.masked_fill_(rows.view(-1, 1), False)
+            words.index_fill_(0, index, 0)
+            written.index_fill_(0, index, False)
             if table is not None:
-                row_of.masked_fill_(rows.view(-1, 1), row_zero)
+                row_of.index_fill_(0, index, row_zero)
         h = gru_step(cell, gates_x[t] + read @ w_read.T, h)
         address = module._write_address(h, pointer)
         with torch.no_grad():
