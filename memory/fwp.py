@@ -90,6 +90,55 @@ def fwp_block(
     return reads, kept + written
 
 
+def fwp_blocks(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    log_decay: Tensor,
+    weights: Tensor,
+    starts: Tensor,
+    block: int,
+) -> tuple[Tensor, Tensor]:
+    """:func:`fwp_block` over ``T / block`` blocks at once (``T`` a multiple of ``block``).
+
+    Within each block the reads are the same decayed causal attention as in
+    :func:`fwp_block`, computed for every block in one batched product; only the fast
+    weights carried from one block into the next go block by block (a loop of
+    ``T / block`` small updates, not of ``T`` steps).  Arguments as in :func:`fwp_block`.
+    """
+    batch, heads, steps, _ = query.shape
+    blocks = steps // block
+    # (B, H, nb, C, .) views: block j holds steps j * C .. j * C + C - 1.
+    query, key, value = (t.view(batch, heads, blocks, block, -1) for t in (query, key, value))
+    segment = starts.view(blocks, block, batch).long().cumsum(dim=1).permute(2, 0, 1)  # (B, nb, C)
+    position = torch.arange(block, device=query.device)
+    lag = position[:, None] - position[None, :]  # (C, C): t - s
+    same = (segment[..., :, None] == segment[..., None, :]) & (lag >= 0)  # (B, nb, C, C)
+    decay = torch.exp(log_decay[:, None, None] * lag.clamp(min=0))  # (H, C, C)
+    # Masks as float factors folded into small tensors before they meet the big ones
+    # (a broadcast torch.where is several times slower than a product on the CPU).
+    decay = same[:, None] * torch.exp(log_decay[:, None, None] * lag.clamp(min=0))[:, None]
+    reads = (query @ key.transpose(-1, -2) * decay) @ value  # decay (B, H, nb, C, C)
+    # What each block writes into the fast weights by its end, and whether it keeps the past.
+    in_last = (segment == segment[..., -1:])[:, None, :, :, None]  # (B, 1, nb, C, 1)
+    write_decay = torch.exp(log_decay[:, None] * (block - 1 - position))[:, None, :, None]
+    written = (value * (in_last * write_decay)).transpose(-1, -2) @ key  # (B, H, nb, dv, dk)
+    # gamma^C where the block keeps the fast weights it was entered with, 0 where it starts
+    # an episode: (B, H, nb, 1, 1).
+    block_decay = torch.exp(log_decay * block)[:, None, None, None]  # (H, 1, 1, 1)
+    kept = (segment[..., -1] == 0)[:, None, :, None, None] * block_decay
+    entering = []  # fast weights at each block's start: (B, H, dv, dk) each
+    # unbind, not indexing: its backward is one stack, not a zero-filled copy per block.
+    for kept_j, written_j in zip(kept.unbind(2), written.unbind(2)):
+        entering.append(weights)
+        weights = torch.addcmul(written_j, weights, kept_j)
+    carried = torch.stack(entering, dim=2)  # (B, H, nb, dv, dk)
+    carried_decay = torch.exp(log_decay[:, None] * (position + 1))[:, None, :, None]  # (H,1,C,1)
+    from_carried = (segment == 0)[:, None, :, :, None]  # (B, 1, nb, C, 1)
+    reads = reads + query @ carried.transpose(-1, -2) * (from_carried * carried_decay)
+    return reads.view(batch, heads, steps, -1), weights
+
+
 def fwp_reference(
     query: Tensor,
     key: Tensor,
@@ -292,11 +341,16 @@ class FastWeightMemory(MemoryModule):
         z, recent, recent_valid = self.convolve(self.norm_in(u), state, starts)
         query, key, value = self.project(z)
         log_decay, weights, reads = self.log_decay(), state["fast_weights"], []
-        # split, not slices: its backward is one concatenation, not a zero-fill per block.
-        blocks = zip(*(t.split(self.max_block, dim=2) for t in (query, key, value)))
-        for block, block_starts in zip(blocks, starts.split(self.max_block)):
-            block_reads, weights = fwp_block(*block, log_decay, weights, block_starts)
-            reads.append(block_reads)
+        steps, block = x.shape[0], min(self.max_block, x.shape[0])
+        sizes = [size for size in (steps - steps % block, steps % block) if size]
+        # Whole blocks at once, then the remainder; split, not slices: its backward is
+        # one concatenation, not a zero-fill per piece.
+        pieces = zip(*(t.split(sizes, dim=2) for t in (query, key, value)))
+        for piece, piece_starts, size in zip(pieces, starts.split(sizes), sizes):
+            piece_reads, weights = fwp_blocks(
+                *piece, log_decay, weights, piece_starts, min(block, size)
+            )
+            reads.append(piece_reads)
         read = torch.cat(reads, dim=2).transpose(1, 2).flatten(2)  # (B, T, d)
         y = self.norm_out(u + self.out_proj(read))
         new_state = {"fast_weights": weights, "recent": recent, "recent_valid": recent_valid}

@@ -29,22 +29,32 @@ from memworld.memory.base import MemoryModule, State, check_positive_int, check_
 from memworld.memory.derived import derived
 
 
-def _scan(lam: Tensor, b: Tensor, links: Tensor) -> Tensor:
-    """``h_0 = b_0``, ``h_t = links_t * lam * h_{t-1} + b_t``: a Hillis-Steele scan, in place.
+def _scan(lam: Tensor, b: Tensor, links: Tensor, reverse: bool = False) -> Tensor:
+    """``h_0 = b_0``, ``h_t = links_t * lam * h_{t-1} + b_t``: a Hillis-Steele scan.
 
     After the level with offset ``k``, ``h[t]`` holds the sum over the last ``2k``
     steps; the products of ``lam`` are powers (``lam^k``, squared each level) and
     ``linked[t]`` says that no link in ``(t - k, t]`` is cut, so nothing is divided
-    and nothing grows.
+    and nothing grows.  Each level writes one fused multiply-add into a second
+    buffer (the two swap), where an in-place update would read what it had just
+    written.  ``reverse`` runs the same scan backwards in time: ``h_t = b_t +
+    links_t * lam * h_{t+1}``, with ``links_t`` the link from ``t + 1`` to ``t``.
     """
     steps = b.shape[0]
-    h, linked, power, offset = b.clone(), links.clone(), lam, 1
+    h, spare = b.clone(), torch.empty_like(b)
+    linked, power, offset = links.clone(), lam, 1
     while offset < steps:
-        carried = h[:-offset]
-        if not bool(linked[offset:].all()):  # a full-size mask only where some link is cut
-            carried = carried * linked[offset:, :, None]
-        h[offset:] += power * carried  # the right side is computed before h changes
-        linked[offset:] = linked[offset:] & linked[:-offset]
+        src, dst = slice(0, steps - offset), slice(offset, steps)
+        fixed = slice(0, offset)  # rows that nothing reaches at this level
+        if reverse:
+            src, dst, fixed = dst, src, slice(steps - offset, steps)
+        carried = h[src]
+        if not bool(linked[dst].all()):  # a full-size mask only where some link is cut
+            carried = torch.where(linked[dst, :, None], carried, 0)
+        torch.addcmul(h[dst], carried, power, out=spare[dst])
+        spare[fixed] = h[fixed]
+        h, spare = spare, h
+        linked[dst] = linked[dst] & linked[src]
         power, offset = power * power, 2 * offset
     return h
 
@@ -56,35 +66,39 @@ class _ScanWithResets(torch.autograd.Function):
     scan's slices would keep every level's tensors and cost ten times as much."""
 
     @staticmethod
-    def forward(ctx, lam: Tensor, b: Tensor, keep: Tensor) -> Tensor:
-        h = _scan(lam.detach(), b.detach(), keep)
+    def forward(ctx, lam: Tensor, b: Tensor, keep: Tensor, h0: Tensor) -> Tensor:
+        first = b[:1] + h0  # the carried state enters with the first step
+        h = _scan(lam.detach(), torch.cat([first, b[1:]]).detach(), keep)
         ctx.save_for_backward(lam, h, keep)
         return h
 
     @staticmethod
-    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, None]:
+    def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, None, Tensor]:
         lam, h, keep = ctx.saved_tensors
-        # g_t = grad_t + conj(lam) keep_{t+1} g_{t+1}: reversed, step i links to i - 1
-        # through keep[T - i].
-        links = torch.cat([keep[:1], keep.flip(0)[:-1]])
-        grad_b = _scan(lam.conj(), grad_h.flip(0).contiguous(), links).flip(0)
-        carried = h[:-1] * keep[1:, :, None]  # (T - 1, B, N): what lam multiplied
+        # g_t = grad_t + conj(lam) keep_{t+1} g_{t+1}: step t links back to t + 1 through
+        # keep[t + 1] (the last step's link is never used).
+        links = torch.cat([keep[1:], keep[-1:]])
+        grad_b = _scan(lam.conj(), grad_h.contiguous(), links, reverse=True)
+        carried = torch.where(keep[1:, :, None], h[:-1], 0)  # (T - 1, B, N): what lam multiplied
         grad_lam = (carried.conj() * grad_b[1:]).sum(dim=(0, 1))
-        return grad_lam, grad_b, None
+        return grad_lam, grad_b, None, grad_b[0]
 
 
-def scan_with_resets(lam: Tensor, b: Tensor, keep: Tensor) -> Tensor:
+def scan_with_resets(lam: Tensor, b: Tensor, keep: Tensor, h0: Tensor | None = None) -> Tensor:
     """All ``h_t = keep_t * lam * h_{t-1} + b_t`` (with ``h_{-1} = 0``) at once.
 
     Args:
         lam: (N,) complex eigenvalues, shared by every step and row.
-        b: (T, B, N) complex inputs (the carried state already folded into ``b[0]``).
+        b: (T, B, N) complex inputs.
         keep: (T, B) bool, False where a row's episode starts (its past is dropped).
+        h0: (B, N) complex added to ``b[0]``: the carried state, already multiplied by
+            ``lam`` and dropped where the first step starts an episode (default zero).
 
     Returns:
         (T, B, N) complex: every ``h_t``, in ``ceil(log2 T)`` tensor operations.
     """
-    return _ScanWithResets.apply(lam, b, keep.bool())
+    h0 = torch.zeros_like(b[0]) if h0 is None else h0
+    return _ScanWithResets.apply(lam, b, keep.bool(), h0)
 
 
 def lru_reference(lam: Tensor, b: Tensor, keep: Tensor, h0: Tensor) -> Tensor:
@@ -113,6 +127,7 @@ class LRULayer(nn.Module):
         self, d_model: int, state_dim: int, r_min: float, r_max: float, max_phase: float
     ) -> None:
         super().__init__()
+        self.state_dim = state_dim
         self.norm = nn.LayerNorm(d_model)
         # Eigenvalues uniform on the ring r_min <= |lambda| <= r_max.
         u1, u2 = torch.rand(state_dim), torch.rand(state_dim)
@@ -159,9 +174,16 @@ class LRULayer(nn.Module):
         return (torch.cat([transition, output]),)
 
     def drive(self, u: Tensor) -> Tensor:
-        """``gamma * (B u)``: (T, B, d) real -> (T, B, N) complex."""
-        real, imag = F.linear(u, self.b_proj).chunk(2, dim=-1)  # each (T, B, N)
-        return torch.complex(real, imag) * torch.exp(self.gamma_log)
+        """``gamma * (B u)``: (T, B, d) real -> (T, B, N) complex.
+
+        B's rows are interleaved (re, im) and scaled by ``gamma`` before the product, so
+        the product's output is the complex result as it lies in memory (no copy)."""
+        n = self.state_dim
+        weight = (
+            self.b_proj.view(2, n, -1).transpose(0, 1) * torch.exp(self.gamma_log)[:, None, None]
+        )
+        out = F.linear(u, weight.reshape(2 * n, -1))  # (T, B, 2N): (re, im) pairs
+        return torch.view_as_complex(out.view(*out.shape[:-1], n, 2))
 
     def readout(self, x: Tensor, u: Tensor, h: Tensor) -> Tensor:
         """Block output from the input ``x``, its normalised ``u`` and the states ``h``."""
@@ -283,7 +305,7 @@ class LRU(MemoryModule):
             if x.shape[0] == 1:
                 h = b + h0
             else:
-                h = scan_with_resets(lam, torch.cat([b[:1] + h0, b[1:]]), keep)
+                h = scan_with_resets(lam, b, keep, h0)
             finals.append(h[-1])
             h_seq = layer.readout(h_seq, u, h)
         new_h = torch.view_as_real(torch.stack(finals, dim=1))  # (B, L, N, 2)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from memworld import memory
-from memworld.memory.fwp import feature_map, fwp_block, fwp_reference
+from memworld.memory.fwp import feature_map, fwp_block, fwp_blocks, fwp_reference
 from memworld.memory.lru import lru_reference, scan_with_resets
 
 STEPS, BATCH = 45, 3
@@ -60,17 +60,19 @@ def test_lru_scan_on_a_hand_made_case():
     assert h.tolist() == [1.0, 2.5, 4.0, 10.0]
 
 
-def test_fwp_block_equals_step_by_step_reference_values_and_gradients():
+@pytest.mark.parametrize("steps, block", [(STEPS, None), (40, 8), (STEPS, STEPS), (40, 1)])
+def test_fwp_block_forms_equal_step_by_step_reference_values_and_gradients(steps, block):
+    """fwp_block (one block) and fwp_blocks (every block at once) against the recurrence."""
     gen = torch.Generator().manual_seed(2)
     heads, dk = 2, 4
-    query = torch.randn(BATCH, heads, STEPS, dk, generator=gen).requires_grad_(True)
-    key = torch.randn(BATCH, heads, STEPS, dk, generator=gen).requires_grad_(True)
-    value = torch.randn(BATCH, heads, STEPS, dk, generator=gen).requires_grad_(True)
+    query = torch.randn(BATCH, heads, steps, dk, generator=gen).requires_grad_(True)
+    key = torch.randn(BATCH, heads, steps, dk, generator=gen).requires_grad_(True)
+    value = torch.randn(BATCH, heads, steps, dk, generator=gen).requires_grad_(True)
     log_decay = torch.tensor([-0.01, -0.7]).requires_grad_(True)
     weights = torch.randn(BATCH, heads, dk, dk, generator=gen).requires_grad_(True)
-    starts = starts_inside()
+    starts = starts_inside()[:steps]
     leaves = [query, key, value, log_decay, weights]
-    grad_reads = torch.randn(BATCH, heads, STEPS, dk, generator=gen)
+    grad_reads = torch.randn(BATCH, heads, steps, dk, generator=gen)
     grad_weights = torch.randn(BATCH, heads, dk, dk, generator=gen)
 
     def run(fn):
@@ -78,7 +80,8 @@ def test_fwp_block_equals_step_by_step_reference_values_and_gradients():
         loss = (reads * grad_reads).sum() + (final * grad_weights).sum()
         return reads, final, torch.autograd.grad(loss, leaves)
 
-    reads, final, grads = run(fwp_block)
+    form = fwp_block if block is None else lambda *args: fwp_blocks(*args, block)
+    reads, final, grads = run(form)
     ref_reads, ref_final, ref_grads = run(fwp_reference)
     torch.testing.assert_close(reads, ref_reads, atol=1e-5, rtol=0)
     torch.testing.assert_close(final, ref_final, atol=1e-5, rtol=0)
