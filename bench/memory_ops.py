@@ -2,6 +2,7 @@
 
     python bench/memory_ops.py [--quick] [--device cpu|cuda] [--steps 128 --batch 64 --dim 64]
                                [--modules lstm gru ...] [--threads 1]
+                               [--module-kwargs '{"num_layers": 1}']
 
 Torch runs on ``--threads`` threads (default 1, printed).  Every time is paired with
 its peer in the same rounds (alternating order); on the CPU with one thread the rollout,
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -160,7 +162,8 @@ def bench_modules(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
         def case(name: str = name) -> dict:
             torch.manual_seed(0)
-            module = memory.make(name, input_dim=args.dim, **WIDTH_KWARGS.get(name, {}))
+            kwargs = WIDTH_KWARGS.get(name, {}) | args.module_kwargs
+            module = memory.make(name, input_dim=args.dim, **kwargs)
             module.to(device).train()
             # nn.LSTM is timed again, interleaved with the module: the ratios are paired.
             medians = interleaved_medians(
@@ -378,6 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
         choices=memory.names(),
         default=memory.names(),
         help="modules to time (default: all); slot/dual/bit extras run only when chosen",
+    )
+    parser.add_argument(
+        "--module-kwargs",
+        type=json.loads,
+        default={},
+        help="forward+backward rows: keyword arguments for every module, e.g. '{\"num_layers\": 1}'",
     )
     parser.add_argument("--out", default="runs/bench/memory_ops.json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
