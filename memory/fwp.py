@@ -217,6 +217,10 @@ class FastWeightMemory(MemoryModule):
         """(H,) ``log gamma = -exp(nu)``: every decay lies in (0, 1)."""
         return -torch.exp(self.decay_log)
 
+    def _param_dtype(self) -> torch.dtype:
+        # The input checks' dtype, without walking every parameter at each step.
+        return self.input_proj.weight.dtype
+
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         shape = (batch_size, self.num_heads, self.head_dim, self.head_dim)
         context = self.conv_width - 1
@@ -265,7 +269,8 @@ class FastWeightMemory(MemoryModule):
         rollout sizes each costs microseconds from Python, as much as its arithmetic):
         the projections that read the same input run as one matmul on weights stacked
         once per parameter change (memory/derived.py), and one host check finds the rows
-        that start.  No input checks: :meth:`forward` makes them.
+        that start.  ``recent_valid`` is used as a 0/1 factor, as every state the module
+        returns holds it.  No input checks: :meth:`forward` makes them.
         """
         batch, d_model, heads, head_dim = x.shape[0], self.d_model, self.num_heads, self.head_dim
         weights, valid, recent = state["fast_weights"], state["recent_valid"], state["recent"]
@@ -273,7 +278,7 @@ class FastWeightMemory(MemoryModule):
             rows = starts.bool()
             weights = weights.masked_fill(rows.view(-1, 1, 1, 1), 0.0)
             valid = valid.masked_fill(rows.view(-1, 1), 0.0)
-        in_weight, in_bias, gamma = self.step_weights()
+        in_weight, in_bias, gamma, proj_weight, proj_bias, out_weight = self.step_weights()
         both = F.linear(x, in_weight, in_bias)  # (B, 2d): [u, u + out_proj.bias]
         u, u_out = both[:, :d_model], both[:, d_model:]
         norm = self.norm_in
@@ -281,15 +286,14 @@ class FastWeightMemory(MemoryModule):
         # (B, K, d): the last K - 1 inputs (zero outside the episode) and this one.
         window = torch.cat([recent * valid[..., None], z[:, None]], dim=1)
         mixed = (window * self.conv_taps).sum(dim=1)  # (B, d)
-        proj = F.linear(mixed, self.proj_weight(), self.proj_bias())  # (B, 3d + H)
+        proj = F.linear(mixed, proj_weight, proj_bias)  # (B, 3d + H)
         qk = torch.softmax(proj[:, : 2 * d_model].view(batch, 2, heads, head_dim), dim=-1)
         beta = torch.sigmoid(proj[:, 3 * d_model :])  # (B, H)
         value = proj[:, 2 * d_model : 3 * d_model].view(batch, heads, head_dim) * beta[..., None]
         # W = gamma W + v k^T, then the read W q: (B, H, dv, dk) and (B, H, dv).
         weights = torch.addcmul(weights * gamma, value[..., None], qk[:, 1, :, None, :])
         read = (weights @ qk[:, 0, :, :, None]).view(batch, d_model)
-        out = self.out_proj
-        y = torch.addmm(u_out, read, out.weight.t())
+        y = torch.addmm(u_out, read, out_weight)
         norm = self.norm_out
         y = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         new_state = {
@@ -299,35 +303,28 @@ class FastWeightMemory(MemoryModule):
         }
         return y, new_state
 
-    def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        """The input projection stacked twice, ``(2d, input_dim)`` and ``(2d,)``, the
-        second copy's bias carrying the output projection's (so one matmul gives ``u`` and
-        ``u + out_proj.bias``), and ``gamma (H, 1, 1)``.  Cached while no parameter
-        changes (memory/derived.py)."""
-        proj, out = self.input_proj, self.out_proj
-        sources = (proj.weight, proj.bias, out.bias, self.decay_log)
+    def step_weights(self) -> tuple[Tensor, ...]:
+        """The weights of a step, folded once per parameter change (memory/derived.py):
+        the input projection stacked twice, ``(2d, input_dim)`` and ``(2d,)``, the second
+        copy's bias carrying the output projection's (one matmul gives ``u`` and ``u +
+        out_proj.bias``); ``gamma (H, 1, 1)``; the query-key and value-strength
+        projections stacked, ``(3d + H, d)`` and ``(3d + H,)``; the output projection
+        transposed, ``(d, d)``."""
+        proj, qk, vs, out = self.input_proj, self.query_key, self.value_strength, self.out_proj
+        sources = (proj.weight, proj.bias, out.weight, out.bias, self.decay_log)
+        sources += (qk.weight, qk.bias, vs.weight, vs.bias)
         return derived(self, "step_weights", sources, self._step_weights)
 
-    def _step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
-        proj = self.input_proj
-        weight = torch.cat([proj.weight, proj.weight])
-        bias = torch.cat([proj.bias, proj.bias + self.out_proj.bias])
-        return weight, bias, torch.exp(self.log_decay())[:, None, None]
-
-    def proj_weight(self) -> Tensor:
-        """``(3d + H, d)``: queries and keys, then values and write strengths, stacked."""
-        sources = (self.query_key.weight, self.value_strength.weight)
-        return derived(self, "proj_weight", sources, self._proj_weight)[0]
-
-    def _proj_weight(self) -> tuple[Tensor]:
-        return (torch.cat([self.query_key.weight, self.value_strength.weight]),)
-
-    def proj_bias(self) -> Tensor:
-        sources = (self.query_key.bias, self.value_strength.bias)
-        return derived(self, "proj_bias", sources, self._proj_bias)[0]
-
-    def _proj_bias(self) -> tuple[Tensor]:
-        return (torch.cat([self.query_key.bias, self.value_strength.bias]),)
+    def _step_weights(self) -> tuple[Tensor, ...]:
+        proj, qk, vs, out = self.input_proj, self.query_key, self.value_strength, self.out_proj
+        return (
+            torch.cat([proj.weight, proj.weight]),
+            torch.cat([proj.bias, proj.bias + out.bias]),
+            torch.exp(self.log_decay())[:, None, None],
+            torch.cat([qk.weight, vs.weight]),
+            torch.cat([qk.bias, vs.bias]),
+            out.weight.t().contiguous(),
+        )
 
     def forward_reference(
         self, x: Tensor, state: State, episode_starts: Tensor

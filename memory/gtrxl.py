@@ -246,6 +246,10 @@ class GTrXL(MemoryModule):
         )
         self.norm_out = nn.LayerNorm(d_model)
 
+    def _param_dtype(self) -> torch.dtype:
+        # The input checks' dtype, without walking every parameter at each step.
+        return self.input_proj.weight.dtype
+
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return {
             "memory": torch.zeros(

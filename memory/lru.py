@@ -205,7 +205,10 @@ class LRU(MemoryModule):
     ``Re(C h) + D u``, and blocks of pre-LayerNorm, GELU and a gated linear unit
     around a residual.  memworld chooses: a linear encoder to ``d_model``
     before the first block and a final LayerNorm; ``r_min = 0.5`` (RL episodes
-    need fast channels as well as slow ones); resets drop the state to zero
+    need fast channels as well as slow ones); phases up to ``pi`` (the paper narrows
+    the range only for its longest-range task; channels that turn by up to half a
+    circle a step let a read tell the input of a few steps ago from the last one's,
+    which RepeatPrevious needs: docs/memory_models.md); resets drop the state to zero
     inside the scan.  State: ``h (B, num_layers, state_dim, 2)``, the complex
     states as (real, imag) pairs.
 
@@ -217,7 +220,7 @@ class LRU(MemoryModule):
             encoding of the input and cannot store one feature of it apart from the rest).
         r_min: smallest eigenvalue modulus at initialisation, in [0, r_max) (default 0.5).
         r_max: largest eigenvalue modulus at initialisation, in (r_min, 1) (default 0.999).
-        max_phase: largest eigenvalue phase at initialisation, in (0, 2 pi] (default pi / 5).
+        max_phase: largest eigenvalue phase at initialisation, in (0, 2 pi] (default pi).
     """
 
     recommended_lr = 3e-3
@@ -230,14 +233,14 @@ class LRU(MemoryModule):
         num_layers: int = 2,
         r_min: float = 0.5,
         r_max: float = 0.999,
-        max_phase: float = math.pi / 5,
+        max_phase: float = math.pi,
     ) -> None:
         for name, value in [("d_model", d_model), ("state_dim", state_dim)]:
             check_positive_int(name, value)
         check_positive_int("num_layers", num_layers)
         check_range("r_max", r_max, 0, 1, open_low=True, open_high=True, fix="0.999 is usual")
         check_range("r_min", r_min, 0, r_max, open_high=True, fix="pick r_min < r_max, e.g. 0.5")
-        check_range("max_phase", max_phase, 0, 2 * math.pi, open_low=True, fix="pi / 5 is usual")
+        check_range("max_phase", max_phase, 0, 2 * math.pi, open_low=True, fix="pi is the default")
         super().__init__(input_dim, d_model)
         self.d_model, self.state_dim, self.num_layers = d_model, state_dim, num_layers
         self.input_proj = nn.Linear(input_dim, d_model)
@@ -245,6 +248,10 @@ class LRU(MemoryModule):
             LRULayer(d_model, state_dim, r_min, r_max, max_phase) for _ in range(num_layers)
         )
         self.norm_out = nn.LayerNorm(d_model)
+
+    def _param_dtype(self) -> torch.dtype:
+        # The input checks' dtype, without walking every parameter at each step.
+        return self.input_proj.weight.dtype
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return {"h": torch.zeros(batch_size, self.num_layers, self.state_dim, 2, device=device)}
