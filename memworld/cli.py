@@ -146,7 +146,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from memworld.train import TrainConfig, check_seed, resolve_device, resume, train
+    from memworld.args import check_seed, resolve_device
+    from memworld.train import TrainConfig, resume, train
 
     check_flags(args, steps=(1, math.inf), n_envs=(1, math.inf), threads=(1, 1024))
     if args.seed is not None:

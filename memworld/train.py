@@ -6,12 +6,12 @@ import dataclasses
 import difflib
 import inspect
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from memworld.args import check_device, check_keys, check_seed, resolve_device
 from memworld.memory.base import check_range
 from memworld.runs import (  # noqa: F401  (checkpoint: imported from here too)
     checkpoint,
@@ -25,7 +25,6 @@ from memworld.tb import TrainCallback, memworld_logger
 
 ALGOS = ("memoryppo", "ppo", "recurrentppo", "a2c", "dqn", "memorydqn", "memorysac")
 MEMORY_ALGOS = ("memoryppo", "memorydqn", "memorysac")  # algorithms that take --memory
-DEVICES = "cpu, cuda, cuda:N (N: the GPU's index), mps or auto"
 SET_BY_CONFIG = {"seed", "device", "verbose"}  # TrainConfig fields, not hyperparams
 
 
@@ -166,58 +165,6 @@ class TrainConfig:
         check_keys(f"config keys in {path}", data, {f.name for f in dataclasses.fields(cls)})
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
-
-
-def check_seed(name: str, seed: object) -> None:
-    """Refuse a seed numpy and torch cannot take: an integer in [0, 2**32 - 1]."""
-    check_range(name, seed, 0, 2**32 - 1, integer=True, fix="e.g. 0")
-
-
-def check_device(name: str, device: object) -> None:
-    """Refuse a device torch does not name (``gpu``): it must be one of DEVICES."""
-    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?|mps|auto", device)):
-        raise ValueError(f"{name} must be {DEVICES}, got {device!r}")
-
-
-def resolve_device(name: str, flag: str = "--device"):
-    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto`` (CUDA when there is one) -> a
-    ``torch.device`` this machine has. A device it lacks is refused by name: handed on to
-    SB3 it would quietly train on the CPU."""
-    import torch
-
-    check_device(flag, name)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise ValueError(
-                f"{flag} {name!r}: this torch build sees no CUDA device; use cpu or auto instead"
-            )
-        if device.index is not None and device.index >= count:
-            raise ValueError(
-                f"{flag} {name!r}: this machine has {count} CUDA device(s), cuda:0 to "
-                f"cuda:{count - 1}; use one of those, cpu or auto instead"
-            )
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(
-            f"{flag} 'mps': this torch build sees no MPS device; use cpu or auto instead"
-        )
-    return device
-
-
-def check_keys(what: str, given: dict, accepted: set[str]) -> None:
-    """Refuse keys not in ``accepted``, naming each one's closest accepted key."""
-    unknown = sorted(set(given) - accepted)
-    if unknown:
-        close = {k: difflib.get_close_matches(k, accepted, n=1) for k in unknown}
-        hints = ", ".join(f"{c[0]!r} for {k!r}" for k, c in close.items() if c)
-        raise ValueError(
-            f"unknown {what}: {unknown}"
-            + (f" (did you mean {hints}?)" if hints else "")
-            + f"; valid: {sorted(accepted)}"
-        )
 
 
 def make_env(config: TrainConfig):

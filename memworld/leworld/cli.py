@@ -67,8 +67,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
+    from memworld.args import resolve_device
     from memworld.runs import package_versions, read_run_config, run_dir, write_json
-    from memworld.train import resolve_device
     from memworld.world_models.leworld.baselines import train_baselines
     from memworld.world_models.leworld.config import TrainingConfig, preset, to_dict
     from memworld.world_models.leworld.training import PHASES, LeWorldTrainer, latest_checkpoint

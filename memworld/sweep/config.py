@@ -183,7 +183,8 @@ class SweepConfig:
 
     def check(self, source: str = "sweep") -> None:
         """Fail before any training: every trial must build a valid TrainConfig."""
-        from memworld.train import TrainConfig, check_seed
+        from memworld.args import check_seed
+        from memworld.train import TrainConfig
 
         for seed in self.seeds:
             check_seed(f"seeds in {source}", seed)
