@@ -9,10 +9,12 @@ sqrt(1 - |lambda|^2)`` scales the input so that slowly decaying channels (those
 near the circle, which remember longest) do not grow larger than fast ones.
 The read is ``Re(C h_t) + D * u_t``.
 
-Because the recurrence is linear, a chunk of ``T`` steps runs as a scan over
-``(lambda, b_t)`` pairs in ``ceil(log2 T)`` tensor operations with no loop over
-the steps: at level ``k`` every step adds ``lambda^k * b_{t-k}`` unless an
-episode starts in between (a boolean mask that is itself scanned).  A rollout
+Because the recurrence is linear, a chunk of ``T`` steps runs as a parallel
+scan over ``(lambda, b_t)`` pairs in ``2 log2 T`` tensor operations with no loop
+over the steps (a work-efficient tree: about ``2 T`` multiply-adds in all): each
+level folds spans of ``2^k`` steps into the next, with the multiplier
+``lambda^(2^k)`` zeroed where an episode starts inside a span (a boolean mask
+combined up the same tree).  A rollout
 step (``T == 1``) is one multiply and one add.  :func:`lru_reference` is the
 step-by-step recurrence the scan is tested against.
 """
@@ -29,33 +31,58 @@ from memworld.memory.base import MemoryModule, State, check_positive_int, check_
 from memworld.memory.derived import derived
 
 
-def _scan(lam: Tensor, b: Tensor, links: Tensor, reverse: bool = False) -> Tensor:
-    """``h_0 = b_0``, ``h_t = links_t * lam * h_{t-1} + b_t``: a Hillis-Steele scan.
+def _scan(
+    lam: Tensor, b: Tensor, links: Tensor, h0: Tensor | None = None, reverse: bool = False
+) -> Tensor:
+    """``h_0 = b_0 + h0``, ``h_t = links_t * lam * h_{t-1} + b_t``: a work-efficient
+    (Brent-Kung) scan, in place on a copy of ``b``.
 
-    After the level with offset ``k``, ``h[t]`` holds the sum over the last ``2k``
-    steps; the products of ``lam`` are powers (``lam^k``, squared each level) and
-    ``linked[t]`` says that no link in ``(t - k, t]`` is cut, so nothing is divided
-    and nothing grows.  Each level writes one fused multiply-add into a second
-    buffer (the two swap), where an in-place update would read what it had just
-    written.  ``reverse`` runs the same scan backwards in time: ``h_t = b_t +
-    links_t * lam * h_{t+1}``, with ``links_t`` the link from ``t + 1`` to ``t``.
+    Up the tree, level ``k`` (``o = 2^k``) folds into every step ``t = (j + 1) 2o - 1``
+    the span of ``o`` steps before its own: afterwards ``h[t]`` holds the recurrence over
+    the ``2o`` steps ending at ``t`` as if started from zero.  Down the tree, every step
+    halfway between two such steps adds the complete prefix before its span.  A span's
+    multiplier is ``lam^o`` where none of its links is cut and zero otherwise
+    (``linked[k]``, one flag per span and row, combined up the tree), so nothing is
+    divided and nothing grows.  Level ``k`` touches ``T / 2^(k+1)`` steps: about ``2 T``
+    multiply-adds in all, in ``2 log2 T`` tensor operations, where a scan that updates
+    every step at every level does ``T log2 T``.
+
+    ``reverse`` runs backwards in time (``h_t = b_t + links_t * lam * h_{t+1}``, the
+    last step first; ``links`` and the tree are then in reversed order, ``links[i]``
+    for step ``T - 1 - i``) on the same buffer, without flipping it.
     """
     steps = b.shape[0]
-    h, spare = b.clone(), torch.empty_like(b)
-    linked, power, offset = links.clone(), lam, 1
-    while offset < steps:
-        src, dst = slice(0, steps - offset), slice(offset, steps)
-        fixed = slice(0, offset)  # rows that nothing reaches at this level
-        if reverse:
-            src, dst, fixed = dst, src, slice(steps - offset, steps)
-        carried = h[src]
-        if not bool(linked[dst].all()):  # a full-size mask only where some link is cut
-            carried = torch.where(linked[dst, :, None], carried, 0)
-        torch.addcmul(h[dst], carried, power, out=spare[dst])
-        spare[fixed] = h[fixed]
-        h, spare = spare, h
-        linked[dst] = linked[dst] & linked[src]
-        power, offset = power * power, 2 * offset
+    h = b.clone()
+    if h0 is not None:
+        h[-1 if reverse else 0] += h0
+
+    def views(first: int, offset: int, count: int) -> tuple[Tensor, Tensor]:
+        """Steps ``first + 2o j`` and ``offset`` before them (j < count), reversed or not;
+        strided views, so the in-place update reads other steps than it writes."""
+        if not reverse:
+            return h[first :: 2 * offset][:count], h[first - offset :: 2 * offset][:count]
+        last = steps - 1 - first - 2 * offset * (count - 1)  # the first in time
+        return h[last :: 2 * offset][:count], h[last + offset :: 2 * offset][:count]
+
+    def fold(right: Tensor, left: Tensor, link: Tensor, power: Tensor) -> None:
+        if not bool(link.all()):  # a full-size mask only where some link is cut
+            left = torch.where((link.flip(0) if reverse else link)[:, :, None], left, 0)
+        right.addcmul_(left, power)
+
+    linked, powers = [links], [lam]  # linked[k][i]: the span of 2^k steps ending at (i+1) 2^k - 1
+    while 2 ** len(linked) <= steps:
+        level = len(linked) - 1
+        o = 2**level
+        count = steps // (2 * o)
+        link = linked[level][1::2][:count]
+        fold(*views(2 * o - 1, o, count), link, powers[level])
+        linked.append(link & linked[level][0::2][:count])
+        powers.append(powers[level] * powers[level])
+    for level in reversed(range(len(linked) - 1)):
+        o = 2**level
+        count = len(range(3 * o - 1, steps, 2 * o))
+        if count:
+            fold(*views(3 * o - 1, o, count), linked[level][2::2][:count], powers[level])
     return h
 
 
@@ -67,18 +94,17 @@ class _ScanWithResets(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, lam: Tensor, b: Tensor, keep: Tensor, h0: Tensor) -> Tensor:
-        first = b[:1] + h0  # the carried state enters with the first step
-        h = _scan(lam.detach(), torch.cat([first, b[1:]]).detach(), keep)
+        h = _scan(lam.detach(), b.detach(), keep, h0.detach())
         ctx.save_for_backward(lam, h, keep)
         return h
 
     @staticmethod
     def backward(ctx, grad_h: Tensor) -> tuple[Tensor, Tensor, None, Tensor]:
         lam, h, keep = ctx.saved_tensors
-        # g_t = grad_t + conj(lam) keep_{t+1} g_{t+1}: step t links back to t + 1 through
-        # keep[t + 1] (the last step's link is never used).
-        links = torch.cat([keep[1:], keep[-1:]])
-        grad_b = _scan(lam.conj(), grad_h.contiguous(), links, reverse=True)
+        # g_t = grad_t + conj(lam) keep_{t+1} g_{t+1}: the same scan backwards in time, where
+        # reversed step i links to i - 1 through keep[T - i] (step 0's link is never used).
+        links = torch.cat([keep[:1], keep.flip(0)[:-1]])
+        grad_b = _scan(lam.conj(), grad_h, links, reverse=True)
         carried = torch.where(keep[1:, :, None], h[:-1], 0)  # (T - 1, B, N): what lam multiplied
         grad_lam = (carried.conj() * grad_b[1:]).sum(dim=(0, 1))
         return grad_lam, grad_b, None, grad_b[0]
