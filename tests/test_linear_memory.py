@@ -51,6 +51,27 @@ def test_lru_scan_equals_step_by_step_reference_values_and_gradients():
     torch.testing.assert_close(reference[7, 0], b[7, 0])
 
 
+@pytest.mark.parametrize("steps", [1, 2, 3, 8, 13, 64, 129])
+def test_lru_scan_at_every_tree_shape(steps):
+    """The scan's tree has a different shape for each length (powers of two and not):
+    values and gradients against the recurrence, with resets and a carried state."""
+    gen = torch.Generator().manual_seed(steps)
+    lam = torch.polar(torch.rand(4, generator=gen) * 0.5 + 0.5, torch.rand(4, generator=gen) * 3)
+    lam.requires_grad_(True)
+    b = torch.randn(steps, 3, 4, dtype=torch.cfloat, generator=gen).requires_grad_(True)
+    h0 = torch.randn(3, 4, dtype=torch.cfloat, generator=gen)
+    keep = torch.rand(steps, 3, generator=gen) > 0.2
+    grad_out = torch.randn(steps, 3, 4, dtype=torch.cfloat, generator=gen)
+    reference = lru_reference(lam, b, keep, h0)
+    fast = scan_with_resets(lam, b, keep, torch.where(keep[0, :, None], lam * h0, 0))
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+    grads = [
+        torch.autograd.grad((h * grad_out.conj()).real.sum(), [lam, b]) for h in (fast, reference)
+    ]
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
 def test_lru_scan_on_a_hand_made_case():
     lam = torch.tensor([0.5 + 0j])
     b = torch.tensor([1.0, 2.0, 4.0, 8.0], dtype=torch.cfloat).view(4, 1, 1)
