@@ -28,17 +28,16 @@ that differs) is reported as skipped with the reason instead of stopping the run
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from memory_stores import bench_bit, bench_dual
 from rollout_step import bench_rollout  # run as a script: bench/ is on sys.path
-from timing import guarded, interleaved_medians, median_seconds, process_clock
+from timing import format_case, guarded, interleaved_medians, median_seconds, process_clock
 from torch import nn
 
 from memworld import memory
@@ -235,110 +234,6 @@ def bench_slot(args: argparse.Namespace, device: torch.device) -> list[dict]:
         rows.append({"num_slots": num_slots, **guarded(case)})
         print(f"  slot N={num_slots:>6d}: {format_case(rows[-1])}", flush=True)
     return rows
-
-
-def capacity_kwarg(cls: type) -> str:
-    """The constructor argument of ``cls`` that sets the long-term capacity."""
-    params = [p for p in inspect.signature(cls.__init__).parameters if "capacity" in p]
-    if not params:
-        raise TypeError(f"{cls.__name__}.__init__ has no *capacity* argument")
-    return params[0]
-
-
-def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """Top-k retrieval from a full long-term store: ``query(q (64, D), top_k=8)`` by the exact
-    scan and by the HNSW graph (``ltm_index="hnsw"``), timed in the same rounds, with the
-    graph's recall@8 of the exact top-8 for queries near stored keys and for random ones."""
-    rows = []
-    cls = memory.make("dual", input_dim=args.dim).__class__
-    kinds = ("exact", "hnsw") if "ltm_index" in inspect.signature(cls.__init__).parameters else ()
-    for capacity in args.dual_sizes:
-
-        def case(capacity: int = capacity) -> dict:
-            torch.manual_seed(0)
-            modules = {
-                kind: memory.make(
-                    "dual", input_dim=args.dim, ltm_index=kind, **{capacity_kwarg(cls): capacity}
-                )
-                .to(device)
-                .eval()
-                for kind in kinds or ("exact",)
-            }
-            some = next(iter(modules.values()))
-            gen = torch.Generator().manual_seed(0)
-            keys = torch.randn(capacity, some.key_dim, generator=gen)
-            values = torch.randn(capacity, some.value_dim, generator=gen)
-            queries = {
-                "near": keys[: args.batch].to(device) + 0.01,
-                "random": torch.randn(args.batch, some.key_dim, generator=gen).to(device),
-            }
-            result: dict = {"query_batch": args.batch}
-            with torch.no_grad():
-                for kind, module in modules.items():
-                    module.store_experience(keys.to(device), values.to(device))
-                    if kind == "hnsw":
-                        start = time.perf_counter()
-                        module.experience.slot_index()
-                        result["hnsw_build_s"] = time.perf_counter() - start
-
-            def query(kind: str, q: torch.Tensor):
-                # update_importance=False: every round reads the same store
-                return modules[kind].experience.query(q, top_k=8, update_importance=False)
-
-            with torch.no_grad():
-                medians = interleaved_medians(
-                    {kind: lambda kind=kind: query(kind, queries["near"]) for kind in modules},
-                    device,
-                    args.repeats,
-                )
-                for kind, seconds in medians.items():
-                    result[f"{kind}_query_s"] = seconds
-                    result[f"{kind}_queries_per_s"] = args.batch / seconds
-                if "hnsw" in modules:
-                    result["hnsw_over_exact"] = medians["hnsw"] / medians["exact"]
-                    for name, q in queries.items():
-                        want = query("exact", q).indices.tolist()
-                        got = query("hnsw", q).indices.tolist()
-                        hits = sum(len(set(a) & set(b)) for a, b in zip(want, got))
-                        result[f"hnsw_recall_{name}"] = hits / (8 * args.batch)
-            return result
-
-        rows.append({"capacity": capacity, **guarded(case)})
-        print(f"  dual capacity={capacity:>7d}: {format_case(rows[-1])}", flush=True)
-    return rows
-
-
-def bench_bit(args: argparse.Namespace, device: torch.device) -> dict:
-    """Word reads and writes per second on the packed bit store of a ``BitMemory``."""
-
-    def case() -> dict:
-        torch.manual_seed(0)
-        module = memory.make("bit", input_dim=args.dim).to(device).eval()
-        store = module.store if hasattr(module, "store") else module
-        state = module.initial_state(args.batch, device)
-        words = getattr(store, "num_words", 65536)
-        address = torch.randint(0, words, (args.batch,), device=device)
-        bits = torch.randint(0, 2, (args.batch, getattr(store, "word_bits", 32)), device=device)
-        with torch.no_grad():
-            written = store.write(state, address, bits.bool())
-            state = written[0] if isinstance(written, tuple) else written
-            write_s = median_seconds(
-                lambda: store.write(state, address, bits.bool()), device, args.repeats
-            )
-            read_s = median_seconds(lambda: store.read(state, address), device, args.repeats)
-        return {"writes_per_s": args.batch / write_s, "reads_per_s": args.batch / read_s}
-
-    result = guarded(case)
-    print(f"  bit: {format_case(result)}", flush=True)
-    return result
-
-
-def format_case(result: dict) -> str:
-    if "skipped" in result:
-        return f"skipped ({result['skipped']})"
-    return ", ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
-    )
 
 
 def print_module_row(row: dict) -> None:

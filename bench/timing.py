@@ -77,3 +77,11 @@ def guarded(fn: Callable[[], dict]) -> dict:
         return fn()
     except (RuntimeError, TypeError, ValueError, AttributeError, MemoryError) as err:
         return {"skipped": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+
+
+def format_case(result: dict) -> str:
+    if "skipped" in result:
+        return f"skipped ({result['skipped']})"
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+    )
