@@ -162,26 +162,32 @@ def fwp_reference(
 class FastWeightMemory(MemoryModule):
     """A fast-weight programmer: linear attention written into a carried weight matrix.
 
-        Follows the fast-weight view of linear attention: a slow network writes
-        outer products ``v phi(k)^T`` into a per-row fast weight matrix and reads it
-        with ``phi(q)``, with an input-dependent write strength ``beta`` and
-        sum-normalised positive features.  memworld chooses: a softmax as the
-    feature map (one fused operation, where ``elu + 1`` and a division cost five
-    times as much on the CPU), an additive update
-        with a learned per-head decay ``gamma = exp(-exp(nu))`` in place of the
-        delta rule (additive writes keep the chunk an exact closed form), decays
-        initialised from ``1 - 1/4`` to ``1 - 1/512`` across heads, a residual
-        around the read and a final LayerNorm.  State: ``fast_weights (B,
-        num_heads, head_dim, head_dim)``, zero at an episode start.
+    Follows the fast-weight view of linear attention: a slow network writes outer
+    products ``v phi(k)^T`` into a per-row fast weight matrix and reads it with
+    ``phi(q)``, with an input-dependent write strength ``beta`` and sum-normalised
+    positive features.  memworld chooses: a softmax as the feature map (one fused
+    operation, where ``elu + 1`` and a division cost five times as much on the CPU);
+    an additive update with a learned per-head decay ``gamma = exp(-exp(nu))`` in
+    place of the delta rule (additive writes keep the chunk an exact closed form),
+    decays initialised from ``1 - 1/4`` to ``1 - 1/512`` across heads; a depthwise
+    causal convolution over the last ``conv_width`` inputs of the episode before the
+    projections, its taps starting as the mean of those inputs (so a key and a value
+    say from the first update on what came just before a step, which a read of "the
+    step after X" needs); a residual around the read and a final LayerNorm.  State:
+    ``fast_weights (B, num_heads, head_dim, head_dim)``, zero at an episode start,
+    and the convolution's last inputs ``recent (B, conv_width - 1, d_model)`` with
+    ``recent_valid (B, conv_width - 1)``, 1.0 where a place holds a step of the
+    current episode.
 
-        Args:
-            input_dim: width of each input.
-            d_model: width of the output, divisible by ``num_heads`` (default 64).
-            num_heads: fast weight matrices per row (default 4).
-            max_block: longest block of a chunk computed in one go (default 16).
+    Args:
+        input_dim: width of each input.
+        d_model: width of the output, divisible by ``num_heads`` (default 64).
+        num_heads: fast weight matrices per row (default 4).
+        conv_width: inputs the causal convolution mixes, this one included (default 4).
+        max_block: longest block of a chunk computed in one go (default 16).
     """
 
-    recommended_lr = 3e-3
+    recommended_lr = 5e-3
 
     def __init__(
         self,
@@ -202,10 +208,8 @@ class FastWeightMemory(MemoryModule):
         self.head_dim = d_model // num_heads
         self.input_proj = nn.Linear(input_dim, d_model)
         self.norm_in = nn.LayerNorm(d_model)
-        # (conv_width, d): depthwise taps, oldest first; starts as the identity on the current step.
-        taps = torch.zeros(conv_width, d_model)
-        taps[-1] = 1.0
-        self.conv_taps = nn.Parameter(taps)
+        # (conv_width, d): depthwise taps, oldest first; start as the mean of the inputs.
+        self.conv_taps = nn.Parameter(torch.full((conv_width, d_model), 1.0 / conv_width))
         self.query_key = nn.Linear(d_model, 2 * d_model)
         self.value_strength = nn.Linear(d_model, d_model + num_heads)
         self.out_proj = nn.Linear(d_model, d_model)
