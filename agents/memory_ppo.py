@@ -25,15 +25,16 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from memworld.agents.buffers import MemoryRolloutBuffer, MemorySequenceSamples
 from memworld.agents.policies import (
+    DEFAULT_MEMORY,
     MemoryActorCriticCnnPolicy,
     MemoryActorCriticPolicy,
     MemoryMultiInputActorCriticPolicy,
-    recommended_lr,
 )
 from memworld.agents.ppo_checks import RULES, check_hyperparams, sequences_per_batch
 from memworld.agents.ppo_loss import UpdateStats, ppo_losses
 from memworld.agents.rollout import collect_memory_rollout
 from memworld.agents.sb3_logging import stdout_logger
+from memworld.memory import get as get_memory_class
 from memworld.memory.base import State
 
 SelfMemoryPPO = TypeVar("SelfMemoryPPO", bound="MemoryPPO")
@@ -364,3 +365,10 @@ class MemoryPPO(OnPolicyAlgorithm):
             )
         finally:
             th.set_num_threads(threads)
+
+
+def recommended_lr(policy_kwargs: dict[str, Any] | None) -> float:
+    """The ``recommended_lr`` of the memory module that ``policy_kwargs["memory"]`` names
+    (default: the policy's default memory)."""
+    spec = (policy_kwargs or {}).get("memory", DEFAULT_MEMORY)
+    return float(get_memory_class(spec).recommended_lr)

@@ -31,7 +31,6 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 from memworld.agents.value_norm import ValueNormalizer
-from memworld.memory import get as get_memory_class
 from memworld.memory import make as make_memory
 from memworld.memory.base import MemoryModule, State, check_range
 
@@ -397,10 +396,3 @@ def _join(pi_state: State, vf_state: State) -> State:
         **{PI_PREFIX + k: v for k, v in pi_state.items()},
         **{VF_PREFIX + k: v for k, v in vf_state.items()},
     }
-
-
-def recommended_lr(policy_kwargs: dict[str, Any] | None) -> float:
-    """The ``recommended_lr`` of the memory module that ``policy_kwargs["memory"]`` names
-    (default: the policy's default memory)."""
-    spec = (policy_kwargs or {}).get("memory", DEFAULT_MEMORY)
-    return float(get_memory_class(spec).recommended_lr)
