@@ -15,10 +15,12 @@ additive update alone, a read can tell writes apart only by their content and
 their decay, not by their order).  The update is linear in ``W``, so a chunk runs
 in closed form: a step's read is the carried ``W`` decayed to it plus a causal,
 decayed linear attention over the chunk's own writes.  A long chunk is cut into
-blocks of ``max_block`` steps (a loop over blocks, not over steps) so the
-attention scores stay ``max_block`` squared.  :func:`fwp_reference` is the
-step-by-step recurrence the chunk path is tested against; a rollout step
-(``T == 1``) runs the recurrence directly.
+blocks of ``max_block`` steps, all computed at once (:func:`fwp_blocks`), so the
+attention scores stay ``max_block`` squared; only the fast weights carried from one
+block into the next go block by block (a loop over blocks, not over steps).
+:func:`fwp_reference` is the step-by-step recurrence the chunk path is tested
+against; a rollout step (``T == 1``, :meth:`FastWeightMemory.step`) runs the
+recurrence directly, and is tested against :meth:`FastWeightMemory.forward_reference`.
 """
 
 from __future__ import annotations

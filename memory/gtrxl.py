@@ -8,7 +8,9 @@ GRU-type gates initialised near the identity, which is what lets the
 transformer train under RL's noisy gradients.  A per-row episode index (the
 cumulative count of ``episode_starts``, as in memory/window.py) hides every
 remembered state from before the row's latest episode start, per step, inside
-the chunk as across chunks.
+the chunk as across chunks.  A rollout step (``T == 1``, :meth:`GTrXL.step`) runs
+the same arithmetic in fewer torch calls and is tested against
+:meth:`GTrXL.forward_reference`, the chunk code.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from memworld.memory.window import episode_index
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor) -> Tensor:
     """Softmax attention, ``softmax(q k^T / sqrt(e) + mask) v``, written out: on the CPU
-    with grad, ``F.scaled_dot_product_attention`` with a float mask takes a path that
-    also scans the mask for rows of ``-inf`` (a fifth of the layer's time); here every
-    row holds its own step, so none is empty."""
+    with grad, ``F.scaled_dot_product_attention`` with a float mask takes a slower path
+    that also scans the mask for rows of ``-inf``; here every row holds its own step,
+    so none is empty.  q (B, H, T, e), k and v (B, H, S, e), mask (B, H, T, S)."""
     scores = torch.baddbmm(
         mask.expand(*q.shape[:-1], k.shape[-2]).flatten(0, 1),
         q.flatten(0, 1),

@@ -14,9 +14,10 @@ scan over ``(lambda, b_t)`` pairs in ``2 log2 T`` tensor operations with no loop
 over the steps (a work-efficient tree: about ``2 T`` multiply-adds in all): each
 level folds spans of ``2^k`` steps into the next, with the multiplier
 ``lambda^(2^k)`` zeroed where an episode starts inside a span (a boolean mask
-combined up the same tree).  A rollout
-step (``T == 1``) is one multiply and one add.  :func:`lru_reference` is the
-step-by-step recurrence the scan is tested against.
+combined up the same tree).  A rollout step (``T == 1``, :meth:`LRU.step`) is one
+real matmul per layer on weights folded from the parameters.  :func:`lru_reference`
+is the step-by-step recurrence the scan is tested against, and
+:meth:`LRU.forward_reference` the chunk code the one-step path is tested against.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def scan_with_resets(lam: Tensor, b: Tensor, keep: Tensor, h0: Tensor | None = N
             ``lam`` and dropped where the first step starts an episode (default zero).
 
     Returns:
-        (T, B, N) complex: every ``h_t``, in ``ceil(log2 T)`` tensor operations.
+        (T, B, N) complex: every ``h_t``, in ``2 log2 T`` tensor operations.
     """
     h0 = torch.zeros_like(b[0]) if h0 is None else h0
     return _ScanWithResets.apply(lam, b, keep.bool(), h0)
