@@ -39,7 +39,7 @@ from memworld.memory.base import (
     register,
 )
 from memworld.memory.derived import derived
-from memworld.memory.window import episode_index, sliding_windows
+from memworld.memory.window import episode_index
 
 
 def feature_map(z: Tensor) -> Tensor:
@@ -243,9 +243,12 @@ class FastWeightMemory(MemoryModule):
         steps, width = z.shape[1], self.conv_width
         segment = episode_index(state["recent_valid"], starts)  # (B, K - 1 + T)
         seq = torch.cat([state["recent"], z], dim=1)  # (B, K - 1 + T, d)
-        windows = sliding_windows(seq, width, steps)  # (B, T, K, d)
-        same = sliding_windows(segment, width, steps) == segment[:, -steps:, None]  # (B, T, K)
-        mixed = (torch.where(same[..., None], windows, 0) * self.conv_taps).sum(dim=2)
+        first = seq.shape[1] - steps  # = K - 1: where the chunk starts in seq
+        mixed = z * self.conv_taps[-1]
+        for lag in range(1, width):  # the input lag steps back, where it is in the episode
+            past = seq[:, first - lag : first - lag + steps]  # (B, T, d)
+            same = segment[:, first - lag : first - lag + steps] == segment[:, first:]  # (B, T)
+            mixed = torch.addcmul(mixed, past * same[..., None], self.conv_taps[-1 - lag])
         valid = segment[:, seq.shape[1] - (width - 1) :] == segment[:, -1:]  # (B, K - 1)
         recent = torch.where(valid[..., None], seq[:, seq.shape[1] - (width - 1) :], 0)
         return mixed, recent, valid.to(state["recent_valid"].dtype)
