@@ -8,7 +8,9 @@ On POPGym's RepeatPreviousEasy and memworld's matching RepeatPreviousEasy, with
 otherwise: SB3 PPO (MLP), sb3-contrib RecurrentPPO (MlpLstmPolicy, LSTM 256),
 and MemoryPPO with lstm (256, the same size as RecurrentPPO's), gru, slot and
 dual memory.  For each seed it reports training env-steps/s (evaluation
-excluded) and the mean return of 50 deterministic evaluation episodes at half
+excluded), by the wall clock and by the process's CPU time (one torch thread,
+so the CPU-time rate leaves out time spent waiting for a core on a shared
+machine), and the mean return of 50 deterministic evaluation episodes at half
 and at all of the step budget.  Prints a table and writes
 runs/bench/learning.json and runs/bench/learning.png.
 
@@ -116,11 +118,12 @@ def run_one(
     eval_env = make_env(env_id, 10, seed + 10_000)
     model = ALGOS[algo](env, seed, device)
     curve = CurveCallback()
-    train_seconds, returns = 0.0, {}
+    train_seconds, cpu_seconds, returns = 0.0, 0.0, {}
     for i, checkpoint in enumerate((steps // 2, steps)):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         model.learn(checkpoint - model.num_timesteps, callback=curve, reset_num_timesteps=i == 0)
         train_seconds += time.perf_counter() - start
+        cpu_seconds += time.process_time() - cpu_start
         mean, _ = evaluate_policy(
             model, eval_env, n_eval_episodes=eval_episodes, deterministic=True
         )
@@ -134,6 +137,10 @@ def run_one(
         "env_steps": int(model.num_timesteps),
         "train_seconds": train_seconds,
         "steps_per_second": model.num_timesteps / train_seconds,
+        # Process CPU time: one torch thread, so on a shared machine this leaves out the
+        # time the run waited for a core (the wall-clock rate above does not).
+        "train_cpu_seconds": cpu_seconds,
+        "cpu_steps_per_second": model.num_timesteps / cpu_seconds,
         "torch_threads": getattr(model, "torch_threads", torch.get_num_threads()),
         "eval_return": returns,
         "curve": curve.curve,
@@ -144,9 +151,15 @@ def summarise(results: list[dict], steps: int) -> list[dict]:
     rows = []
     for task in dict.fromkeys(r["task"] for r in results):
         peer = [r["steps_per_second"] for r in results if r["task"] == task and r["algo"] == PEER]
+        peer_cpu = [
+            r.get("cpu_steps_per_second", np.nan)
+            for r in results
+            if r["task"] == task and r["algo"] == PEER
+        ]
         for algo in dict.fromkeys(r["algo"] for r in results if r["task"] == task):
             runs = [r for r in results if r["task"] == task and r["algo"] == algo]
             sps = float(np.mean([r["steps_per_second"] for r in runs]))
+            cpu_sps = float(np.mean([r.get("cpu_steps_per_second", np.nan) for r in runs]))
             half, full = ([r["eval_return"][str(k)] for r in runs] for k in (steps // 2, steps))
             rows.append(
                 {
@@ -155,6 +168,10 @@ def summarise(results: list[dict], steps: int) -> list[dict]:
                     "seeds": len(runs),
                     "steps_per_second": sps,
                     "speedup_vs_recurrent_ppo": sps / float(np.mean(peer)) if peer else None,
+                    "cpu_steps_per_second": cpu_sps,
+                    "cpu_speedup_vs_recurrent_ppo": (
+                        cpu_sps / float(np.mean(peer_cpu)) if peer_cpu else None
+                    ),
                     "return_half": (float(np.mean(half)), float(np.std(half))),
                     "return_full": (float(np.mean(full)), float(np.std(full))),
                 }
@@ -164,14 +181,19 @@ def summarise(results: list[dict], steps: int) -> list[dict]:
 
 def print_table(rows: list[dict], steps: int) -> None:
     half, full = f"return@{steps // 2 // 1000}k", f"return@{steps // 1000}k"
-    print(f"| task | algo | seeds | env-steps/s | x RecurrentPPO | {half} | {full} |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| task | algo | seeds | env-steps/s | x RecurrentPPO | env-steps per CPU s | "
+        f"x RecurrentPPO (CPU) | {half} | {full} |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        speedup = (
-            "-" if r["speedup_vs_recurrent_ppo"] is None else f"{r['speedup_vs_recurrent_ppo']:.1f}"
+        speedup, cpu_speedup = (
+            "-" if r[key] is None else f"{r[key]:.1f}"
+            for key in ("speedup_vs_recurrent_ppo", "cpu_speedup_vs_recurrent_ppo")
         )
         print(
             f"| {r['task']} | {r['algo']} | {r['seeds']} | {r['steps_per_second']:.0f} | {speedup} | "
+            f"{r['cpu_steps_per_second']:.0f} | {cpu_speedup} | "
             f"{r['return_half'][0]:.2f} ± {r['return_half'][1]:.2f} | "
             f"{r['return_full'][0]:.2f} ± {r['return_full'][1]:.2f} |"
         )
