@@ -155,6 +155,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "popart": dict(value_norm="popart"),
     "no_value_grad": dict(value_norm=None, value_grad_to_memory=0.0),
     "separate": dict(value_norm=None, shared_memory=False),
+    "separate_popart": dict(shared_memory=False),
 }
 ALGOS = ["recurrent_ppo", "memory_ppo_gru", "memory_ppo_lstm"]
 
