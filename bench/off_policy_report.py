@@ -55,10 +55,16 @@ def markdown(runs: list[dict]) -> str:
         steps = sorted({r["curve"][-1][0] for r in rows.values()})
         lines.append(
             f"| {task} | {algo} | {'/'.join(str(s) for s in steps)} | "
-            f"{' / '.join(fmt(x) for x in ret)} | {fmt(np.nanmean(ret))} | "
-            f"{' / '.join(fmt(x, 2) for x in norm)} | **{fmt(np.nanmean(norm), 2)}** |"
+            f"{' / '.join(fmt(x) for x in ret)} | {fmt(mean(ret))} | "
+            f"{' / '.join(fmt(x, 2) for x in norm)} | **{fmt(mean(norm), 2)}** |"
         )
     return "\n".join(lines)
+
+
+def mean(values: list[float]) -> float:
+    """Mean of the seeds that have a value (NaN if none)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def fmt(x: float, digits: int | None = None) -> str:
