@@ -49,11 +49,11 @@ TASKS = {
 Builder = Callable[[VecEnv, int, str], BaseAlgorithm]
 
 
-def _memory_ppo(name: str, **memory_kwargs) -> Builder:
+def _memory_ppo(name: str, policy_extra: dict | None = None, **memory_kwargs) -> Builder:
     def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
         if name not in memory.names():
             raise LookupError(f"memory {name!r} is not registered (have {memory.names()})")
-        policy_kwargs = dict(memory=name, memory_kwargs=memory_kwargs)
+        policy_kwargs = dict(memory=name, memory_kwargs=memory_kwargs, **(policy_extra or {}))
         return MemoryPPO(
             "MlpPolicy",
             env,
@@ -84,6 +84,9 @@ ALGOS: dict[str, Builder] = {
     "memory_ppo_gru": _memory_ppo("gru"),
     "memory_ppo_slot": _memory_ppo("slot"),
     "memory_ppo_dual": _memory_ppo("dual"),
+    # Raw value targets, MemoryPPO's default before value normalisation (docs/memoryppo.md).
+    "memory_ppo_lstm_raw": _memory_ppo("lstm", dict(value_norm=None), hidden_dim=256),
+    "memory_ppo_gru_raw": _memory_ppo("gru", dict(value_norm=None)),
 }
 PEER, OURS = "recurrent_ppo_lstm", "memory_ppo_lstm"
 
@@ -236,7 +239,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=50_000)
     parser.add_argument("--eval-episodes", type=int, default=50)
-    parser.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
+    parser.add_argument(
+        "--algos",
+        nargs="+",
+        default=[a for a in ALGOS if not a.endswith("_raw")],
+        choices=list(ALGOS),
+        help="default: all but the *_raw variants (MemoryPPO without value normalisation)",
+    )
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     # One torch thread: these networks are small, and on a shared 2-core machine a second
     # thread mostly waits (measured: 2 threads ran MemoryPPO 10x slower under load).
