@@ -171,7 +171,7 @@ class FastWeightMemory(MemoryModule):
     operation, where ``elu + 1`` and a division cost five times as much on the CPU);
     an additive update with a learned per-head decay ``gamma = exp(-exp(nu))`` in
     place of the delta rule (additive writes keep the chunk an exact closed form),
-    decays initialised from ``1 - 1/4`` to ``1 - 1/512`` across heads; a depthwise
+    decays initialised from ``1 - 1/4`` to ``1 - 1/512`` across heads (log-spaced); a depthwise
     causal convolution over the last ``conv_width`` inputs of the episode before the
     projections, its taps starting as the mean of those inputs (so a key and a value
     say from the first update on what came just before a step, which a read of "the
@@ -184,7 +184,9 @@ class FastWeightMemory(MemoryModule):
     Args:
         input_dim: width of each input.
         d_model: width of the output, divisible by ``num_heads`` (default 64).
-        num_heads: fast weight matrices per row (default 4).
+        num_heads: fast weight matrices per row (default 2: two 32-wide heads, one fast
+            and one slow, learned RepeatPrevious more reliably than four 16-wide ones;
+            docs/memory_models.md).
         conv_width: inputs the causal convolution mixes, this one included (default 4).
         max_block: longest block of a chunk computed in one go (default 16).
     """
@@ -195,7 +197,7 @@ class FastWeightMemory(MemoryModule):
         self,
         input_dim: int,
         d_model: int = 64,
-        num_heads: int = 4,
+        num_heads: int = 2,
         conv_width: int = 4,
         max_block: int = 16,
     ) -> None:
