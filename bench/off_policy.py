@@ -36,6 +36,7 @@ from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecNormalize
 
 from memworld.agents import MemoryDQN, MemoryPPO, MemorySAC, make_vec_env
 from memworld.runs import write_results
@@ -137,9 +138,18 @@ def save_partial(results: list[dict]) -> None:
 
 
 def run_one(
-    task: str, algo: str, seed: int, steps: int, n_envs: int, episodes: int, quick: bool
+    task: str,
+    algo: str,
+    seed: int,
+    steps: int,
+    n_envs: int,
+    episodes: int,
+    quick: bool,
+    normalize_reward: bool = False,
 ) -> dict:
     env = make_env(task, n_envs, seed)
+    if normalize_reward:  # training rewards only (running return std); evaluation is raw
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=0.99)
     eval_env = make_env(task, min(episodes, 8), seed + 10_000)
     model = build(algo, env, seed, quick)
     curve, seconds = [], 0.0
@@ -225,7 +235,16 @@ def part_sac(args) -> dict:
             algos = ["sac"] if task == "Pendulum" else ["memorysac_gru", "sac"]
             for algo in algos if seed % 2 == 0 else algos[::-1]:
                 results.append(
-                    run_one(task, algo, seed, args.steps or 10_000, 1, args.episodes, args.quick)
+                    run_one(
+                        task,
+                        algo,
+                        seed,
+                        args.steps or 10_000,
+                        1,
+                        args.episodes,
+                        args.quick,
+                        args.normalize_reward,
+                    )
                 )
                 save_partial(results)
     for task in {r["task"] for r in results}:
@@ -352,6 +371,11 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--episodes", type=int, default=32, help="evaluation episodes")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="folder of the JSON files")
+    parser.add_argument(
+        "--normalize-reward",
+        action="store_true",
+        help="sac part: train on rewards scaled by SB3's VecNormalize (evaluation stays raw)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = args.out
@@ -362,7 +386,13 @@ def main() -> None:
         args.tasks = args.tasks or (
             ["RepeatPreviousEasy"] if args.part == "dqn" else ["PendulumPosition"]
         )
-    meta = dict(quick=args.quick, seeds=args.seeds, steps=args.steps, torch_threads=1)
+    meta = dict(
+        quick=args.quick,
+        seeds=args.seeds,
+        steps=args.steps,
+        torch_threads=1,
+        normalize_reward=args.normalize_reward,
+    )
     name = f"off_policy_{args.part}{'_quick' if args.quick else ''}.json"
     SINK.update(path=out / name, meta=dict(part=args.part, **meta))
     data = {"dqn": part_dqn, "sac": part_sac, "speed": part_speed}[args.part](args)
