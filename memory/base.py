@@ -155,6 +155,30 @@ class MemoryModule(nn.Module):
         return torch.device("cpu")
 
 
+class SteppedMemory(MemoryModule):
+    """A memory module whose one-step calls (rollouts) run :meth:`step`, a lean path that
+    tests hold to :meth:`forward_reference`; every other call (a chunk, or ``fast_path``
+    off) runs the reference.  Subclasses implement :meth:`step` and
+    :meth:`forward_reference`."""
+
+    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
+        if not self.use_fast_path(x):
+            return self.forward_reference(x, state, episode_starts)
+        self.check_inputs(x, episode_starts, state)
+        y, new_state = self.step(x[0], state, episode_starts[0])
+        return y[None], new_state
+
+    def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One step: ``x (B, input_dim)``, ``starts (B,)`` -> ``y (B, output_dim)`` and the
+        state.  No input checks: :meth:`forward` makes them."""
+        raise NotImplementedError
+
+    def forward_reference(
+        self, x: Tensor, state: State, episode_starts: Tensor
+    ) -> tuple[Tensor, State]:
+        raise NotImplementedError
+
+
 class reference_mode:  # noqa: N801 (used like a function: ``with reference_mode(m):``)
     """Context manager: ``module`` (and every memory module inside it) runs its reference path.
 

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import (
-    MemoryModule,
     State,
+    SteppedMemory,
     check_heads,
     check_positive_int,
     register,
@@ -161,7 +161,7 @@ def fwp_reference(
 
 
 @register("fwp")
-class FastWeightMemory(MemoryModule):
+class FastWeightMemory(SteppedMemory):
     """A fast-weight programmer: linear attention written into a carried weight matrix.
 
     Follows the fast-weight view of linear attention: a slow network writes outer
@@ -265,13 +265,6 @@ class FastWeightMemory(MemoryModule):
         v, beta = self.value_strength(z).split([self.d_model, heads], dim=-1)
         v = (v.view(batch, steps, heads, head_dim) * torch.sigmoid(beta)[..., None]).transpose(1, 2)
         return q, k, v
-
-    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        if not self.use_fast_path(x):
-            return self.forward_reference(x, state, episode_starts)
-        self.check_inputs(x, episode_starts, state)
-        y, new_state = self.step(x[0], state, episode_starts[0])
-        return y[None], new_state
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One rollout step, ``x (B, input_dim)``, ``starts (B,)``: the recurrence itself.

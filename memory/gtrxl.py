@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from memworld.memory.base import (
-    MemoryModule,
     State,
+    SteppedMemory,
     check_heads,
     check_positive_int,
     register,
@@ -184,7 +184,7 @@ class GTrXLBlock(nn.Module):
 
 
 @register("gtrxl")
-class GTrXL(MemoryModule):
+class GTrXL(SteppedMemory):
     """Gated Transformer-XL: pre-LayerNorm attention blocks with GRU-type gates for residuals.
 
     Follows the GTrXL design in its blocks: LayerNorm before attention and MLP,
@@ -259,13 +259,6 @@ class GTrXL(MemoryModule):
             ),
             "valid": torch.zeros(batch_size, self.mem_len, device=device),
         }
-
-    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        if not self.use_fast_path(x):
-            return self.forward_reference(x, state, episode_starts)
-        self.check_inputs(x, episode_starts, state)
-        y, new_state = self.step(x[0], state, episode_starts[0])
-        return y[None], new_state
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One rollout step, ``x (B, input_dim)``, ``starts (B,)``, in fewer torch calls

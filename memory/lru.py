@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
+from memworld.memory.base import State, SteppedMemory, check_positive_int, check_range, register
 from memworld.memory.derived import derived
 
 
@@ -222,7 +222,7 @@ class LRULayer(nn.Module):
 
 
 @register("lru")
-class LRU(MemoryModule):
+class LRU(SteppedMemory):
     """Linear Recurrent Units stacked as residual blocks.
 
     Follows the LRU paper in the recurrence: a complex diagonal ``lambda`` with
@@ -285,13 +285,6 @@ class LRU(MemoryModule):
 
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return {"h": torch.zeros(batch_size, self.num_layers, self.state_dim, 2, device=device)}
-
-    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        if not self.use_fast_path(x):
-            return self.forward_reference(x, state, episode_starts)
-        self.check_inputs(x, episode_starts, state)
-        y, new_state = self.step(x[0], state, episode_starts[0])
-        return y[None], new_state
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One rollout step, ``x (B, input_dim)``, ``starts (B,)``: the recurrence itself.

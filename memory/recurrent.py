@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from memworld.memory import fused_rnn
-from memworld.memory.base import MemoryModule, State, check_positive_int, register
+from memworld.memory.base import State, SteppedMemory, check_positive_int, register
 
 
-class _Recurrent(MemoryModule):
+class _Recurrent(SteppedMemory):
     cell_cls: type[nn.RNNBase]
     cell_fn: staticmethod
     state_names: tuple[str, ...]
@@ -56,13 +56,6 @@ class _Recurrent(MemoryModule):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         z = torch.zeros(batch_size, self.num_layers, self.hidden_dim, device=device)
         return {name: z.clone() for name in self.state_names}
-
-    def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
-        if not self.use_fast_path(x):
-            return self.forward_reference(x, state, episode_starts)
-        self.check_inputs(x, episode_starts, state)
-        y, new_state = self.step(x[0], state, episode_starts[0])
-        return y.unsqueeze(0), new_state
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One step: ``x (B, input_dim)``, ``starts (B,)`` -> ``y (B, hidden)`` and the state.
