@@ -282,28 +282,23 @@ def memory_alone(model: MemoryDQN, steps: int) -> float:
 def part_speed(args) -> dict:
     env_a, env_b = make_env("RepeatPreviousEasy", 8, 0), make_env("RepeatPreviousEasy", 8, 0)
     fill = 400 if args.quick else 4_000
-    ours = MemoryDQN(
-        "MlpPolicy",
-        env_a,
-        seed=0,
-        device="cpu",
-        seq_len=16,
-        burn_in=8,
-        batch_size=32,
-        learning_starts=10**9,
-        policy_kwargs=dict(memory="gru"),
-    )
-    plain = MemoryDQN(  # the same with plain Adam (the optimizer before its fused default)
-        "MlpPolicy",
-        make_env("RepeatPreviousEasy", 8, 0),
-        seed=0,
-        device="cpu",
-        seq_len=16,
-        burn_in=8,
-        batch_size=32,
-        learning_starts=10**9,
-        policy_kwargs=dict(memory="gru", optimizer_kwargs={}),
-    )
+
+    def memory_dqn(env, **policy_kwargs) -> MemoryDQN:
+        return MemoryDQN(
+            "MlpPolicy",
+            env,
+            seed=0,
+            device="cpu",
+            seq_len=16,
+            burn_in=8,
+            batch_size=32,
+            learning_starts=10**9,
+            policy_kwargs=dict(memory="gru", **policy_kwargs),
+        )
+
+    ours = memory_dqn(env_a)
+    # The same with plain Adam (the optimizer before its fused default).
+    plain = memory_dqn(make_env("RepeatPreviousEasy", 8, 0), optimizer_kwargs={})
     peer = DQN("MlpPolicy", env_b, seed=0, device="cpu", batch_size=512, learning_starts=10**9)
     rounds, grads, steps = (2, 5, 80) if args.quick else (8, 40, 400)
     timings = {"ours_grad": [], "peer_grad": [], "ours_env": [], "peer_env": []}
