@@ -61,7 +61,7 @@ def chunk_forward(
         [module.heads.weight, first.weight]
     ).t()  # (hidden, heads + bottleneck)
     heads_bias = torch.cat([module.heads.bias, first.bias])
-    hidden, reads, aux_index, aux_weights, aux_read = [], [], [], [], []
+    hidden, reads, log = [], [], StepLog()
     for t, projected_t in enumerate(projected.unbind(0)):
         if reset_at[t]:
             rows = starts[t]
@@ -80,29 +80,53 @@ def chunk_forward(
         io = bank.read_write(heads, module.read_top_k, module.write_top_k, module.age_scale)
         hidden.append(h)
         reads.append(io.read)
-        carry = {
-            **ctrl,
-            "read": io.read,
-            "read_weights": io.read_weights.detach(),
-            "write_rate": module.usage_decay * carry["write_rate"]
-            + (1 - module.usage_decay) * heads.write_gate.detach().mean(dim=-1),
-        }
-        aux_index += [io.write_index.flatten(1), io.read_index.flatten(1)]
-        aux_weights += [io.write_weights.flatten(1), io.read_weights.flatten(1)]
-        aux_read.append(io.read_weights)
-    memory = bank.materialise()
-    carry.update(last_addressing(io, heads.write_gate, module.num_read_heads, bank.usage))
-    module._last_aux = {
-        "index": aux_index,
-        "weights": aux_weights,
-        "read_weights": aux_read,
-        "memory": memory,
-        "steps": steps,
-    }
+        carry = next_carry(module, ctrl, carry, heads, io)
+        log.add(io)
+    new_state = log.finish(module, bank, carry, heads, io, steps)
     read = module.read_norm(torch.stack(reads))  # (T, B, H, D)
-    outputs = torch.stack(hidden) + module.fuse(read.flatten(2))
-    new_state = {"memory": memory, "age": bank.age, "usage": bank.usage, **carry}
-    return outputs, new_state
+    return torch.stack(hidden) + module.fuse(read.flatten(2)), new_state
+
+
+def next_carry(module: SlotMemory, ctrl: State, carry: State, heads: HeadOutputs, io) -> State:
+    """The per-episode state after a step: the controller's, the raw read (fed back next
+    step), the read weights and the write gate's moving average."""
+    return {
+        **ctrl,
+        "read": io.read,
+        "read_weights": io.read_weights.detach(),
+        "write_rate": module.usage_decay * carry["write_rate"]
+        + (1 - module.usage_decay) * heads.write_gate.detach().mean(dim=-1),
+    }
+
+
+class StepLog:
+    """The addressing of every step of a forward call, kept for the call's aux terms."""
+
+    def __init__(self) -> None:
+        self.index: list[Tensor] = []
+        self.weights: list[Tensor] = []
+        self.read_weights: list[Tensor] = []
+
+    def add(self, io) -> None:
+        self.index += [io.write_index.flatten(1), io.read_index.flatten(1)]
+        self.weights += [io.write_weights.flatten(1), io.read_weights.flatten(1)]
+        self.read_weights.append(io.read_weights)
+
+    def finish(
+        self, module: SlotMemory, bank: SlotBank, carry: State, heads: HeadOutputs, io, steps: int
+    ) -> State:
+        """The call's new state (the bank materialised once, the last step's addressing over
+        the slots); stores the aux terms on ``module``."""
+        memory = bank.materialise()
+        carry.update(last_addressing(io, heads.write_gate, module.num_read_heads, bank.usage))
+        module._last_aux = {
+            "index": self.index,
+            "weights": self.weights,
+            "read_weights": self.read_weights,
+            "memory": memory,
+            "steps": steps,
+        }
+        return {"memory": memory, "age": bank.age, "usage": bank.usage, **carry}
 
 
 def head_outputs(module: SlotMemory, stacked: Tensor) -> HeadOutputs:

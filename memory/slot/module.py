@@ -73,8 +73,8 @@ from torch import Tensor, nn
 
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memworld.memory.compile import CompiledStep
-from memworld.memory.slot.bank import HeadOutputs, SlotBank, last_addressing, slot_utilisation
-from memworld.memory.slot.chunk import chunk_forward
+from memworld.memory.slot.bank import HeadOutputs, SlotBank, slot_utilisation
+from memworld.memory.slot.chunk import StepLog, chunk_forward, next_carry
 from memworld.memory.slot.controller import make_controller
 from memworld.memory.slot.rollout import BANK_KEYS, rollout_forward, rollout_step
 
@@ -273,7 +273,7 @@ class SlotMemory(MemoryModule):
             capacity=steps * self.num_write_heads * self.write_top_k,
         )
         carry = {k: v for k, v in state.items() if k not in BANK_KEYS}
-        outputs, aux_index, aux_weights, aux_read = [], [], [], []
+        outputs, log = [], StepLog()
         xs = x.unbind(0)  # not x[t]: each indexing backward would zero-fill all of x
         for t in range(steps):
             if reset_at[t]:
@@ -296,26 +296,9 @@ class SlotMemory(MemoryModule):
             # supervised recall through an SB3 policy at lr 3e-3 nor PPO learned.
             read = self.read_norm(io.read)  # (B, H, D)
             outputs.append(h + self.fuse(read.flatten(1)))
-            carry = {
-                **ctrl,
-                "read": io.read,
-                "read_weights": io.read_weights.detach(),
-                "write_rate": self.usage_decay * carry["write_rate"]
-                + (1 - self.usage_decay) * heads.write_gate.detach().mean(dim=-1),
-            }
-            aux_index += [io.write_index.flatten(1), io.read_index.flatten(1)]
-            aux_weights += [io.write_weights.flatten(1), io.read_weights.flatten(1)]
-            aux_read.append(io.read_weights)
-        memory = bank.materialise()
-        carry.update(last_addressing(io, heads.write_gate, self.num_read_heads, bank.usage))
-        self._last_aux = {
-            "index": aux_index,
-            "weights": aux_weights,
-            "read_weights": aux_read,
-            "memory": memory,
-            "steps": steps,
-        }
-        new_state = {"memory": memory, "age": bank.age, "usage": bank.usage, **carry}
+            carry = next_carry(self, ctrl, carry, heads, io)
+            log.add(io)
+        new_state = log.finish(self, bank, carry, heads, io, steps)
         return torch.stack(outputs), new_state
 
     def head_outputs(self, h: Tensor) -> HeadOutputs:
