@@ -10,7 +10,8 @@ parameter's version counter and storage address: an optimiser step,
 with autograd off (a rollout); with grad the quantities are computed afresh so
 gradients flow.  A write through ``param.data`` skips the version counter: after
 one (SB3's ``polyak_update`` writes target networks that way), call
-:func:`clear_derived` before the next rollout step of that module.
+:func:`clear_derived` before the next rollout step of that module (MemoryDQN's and
+MemorySAC's target updates do: ``agents/off_policy/common.py``, ``update_target``).
 """
 
 from __future__ import annotations

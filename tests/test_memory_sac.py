@@ -13,7 +13,8 @@ from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from memworld.agents import MemorySAC, make_vec_env
-from memworld.agents.off_policy.common import copy_buffers
+from memworld.agents.off_policy.common import copy_buffers, update_target
+from memworld.memory import make as make_memory
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
 SMALL = dict(memory="gru", memory_kwargs=dict(hidden_dim=16), net_arch=[16])
@@ -161,3 +162,17 @@ def test_another_memory_module_trains_and_target_buffers_of_any_dtype_follow():
         net.register_buffer("count", th.full((2,), int(fill)))
     copy_buffers(online, target)
     assert bool(target.flag.all()) and target.count.tolist() == [1, 1]
+
+
+def test_update_target_drops_what_the_target_memory_derived_from_its_old_weights():
+    # lru's one-step path folds its weights once and caches them while no parameter's
+    # version moves; polyak_update writes through .data, which the version cannot see.
+    online, target = make_memory("lru", 3), make_memory("lru", 3)
+    x, starts = th.randn(1, 4, 3), th.zeros(1, 4, dtype=th.bool)
+    with th.no_grad():
+        before, _ = target(x, target.initial_state(4), starts)  # fills the target's cache
+        update_target(online, target, tau=1.0)
+        after, _ = target(x, target.initial_state(4), starts)
+        want, _ = online(x, online.initial_state(4), starts)
+    assert not th.allclose(before, want)
+    th.testing.assert_close(after, want, rtol=0, atol=0)

@@ -15,10 +15,12 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, create_mlp
+from stable_baselines3.common.utils import polyak_update
 from torch import nn
 
 from memworld.memory import make as make_memory
 from memworld.memory.base import MemoryModule, State
+from memworld.memory.derived import clear_derived
 
 DEFAULT_MEMORY = "gru"
 
@@ -96,6 +98,16 @@ def copy_buffers(online: nn.Module, target: nn.Module) -> None:
     """Copy the non-parameter buffers (running statistics, flags, any dtype) to a target net."""
     for to, source in zip(target.buffers(), online.buffers()):
         to.copy_(source)
+
+
+def update_target(online: nn.Module, target: nn.Module, tau: float) -> None:
+    """Move ``target`` towards ``online``: SB3's ``polyak_update`` of the parameters (``tau``
+    1: a copy), the buffers copied, and the quantities a memory module derived from its old
+    parameters for one-step calls dropped (``polyak_update`` writes through ``.data``, which
+    the cache of memory/derived.py cannot see)."""
+    polyak_update(online.parameters(), target.parameters(), tau)
+    copy_buffers(online, target)
+    clear_derived(target)
 
 
 def prefixed(prefix: str, state: State) -> State:

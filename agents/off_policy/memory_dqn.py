@@ -18,10 +18,10 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import LinearSchedule, polyak_update
+from stable_baselines3.common.utils import LinearSchedule
 
 from memworld.agents.off_policy.base import MemoryOffPolicyAlgorithm
-from memworld.agents.off_policy.common import copy_buffers
+from memworld.agents.off_policy.common import update_target
 from memworld.agents.off_policy.q_policy import MemoryQPolicy
 from memworld.agents.off_policy.targets import n_step_returns, rescale, unrescale
 from memworld.memory.base import State, check_range
@@ -183,10 +183,7 @@ class MemoryDQN(MemoryOffPolicyAlgorithm):
     def _on_step(self) -> None:
         self._n_calls += 1
         if self._n_calls % max(self.target_update_interval // self.n_envs, 1) == 0:
-            polyak_update(
-                self.policy.q_net.parameters(), self.policy.q_net_target.parameters(), self.tau
-            )
-            copy_buffers(self.policy.q_net, self.policy.q_net_target)
+            update_target(self.policy.q_net, self.policy.q_net_target, self.tau)
         self.exploration_rate = self.exploration_schedule(self._current_progress_remaining)
         self.logger.record("rollout/exploration_rate", self.exploration_rate)
 

@@ -18,10 +18,9 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import polyak_update
 
 from memworld.agents.off_policy.base import MemoryOffPolicyAlgorithm
-from memworld.agents.off_policy.common import copy_buffers
+from memworld.agents.off_policy.common import update_target
 from memworld.agents.off_policy.sac_policy import PREV, MemorySACPolicy
 from memworld.agents.off_policy.targets import n_step_returns
 from memworld.memory.base import State, check_range
@@ -189,10 +188,7 @@ class MemorySAC(MemoryOffPolicyAlgorithm):
                 logs[name].append(value)
             self._n_updates += 1
             if self._n_updates % self.target_update_interval == 0:
-                polyak_update(
-                    policy.critic.parameters(), policy.critic_target.parameters(), self.tau
-                )
-                copy_buffers(policy.critic, policy.critic_target)
+                update_target(policy.critic, policy.critic_target, self.tau)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         for name, values in logs.items():
             if values:
