@@ -1,5 +1,8 @@
 """LeWorld throughput on CPU (or ``--device cuda``): training samples/s of the small and full presets, and the
-memory's write / hard read / soft read time per step, against a GRU world model of
+memory's write / hard read / soft read time per step, and how much of one system step's
+forward pass depends on the observation alone (the write, the SLMs' observation and
+pointer inputs, the BLM's observation input: what a pass over the whole sequence could
+compute for every step at once), against a GRU world model of
 the same parameter count (the named peer) on the same batches. Also the no-memory
 baseline's update, batched (:func:`no_memory_loss`, as ``leworld train`` runs it) and
 stepped through the sequence with every read masked out (what it computes).
@@ -15,13 +18,14 @@ import argparse
 from pathlib import Path
 
 import torch
-from timing import mean_seconds
+from timing import interleaved_medians, mean_seconds, process_clock
 
 from memworld.runs import write_results
 from memworld.world_models.leworld import LeWorldSystem, TrainingConfig, preset
 from memworld.world_models.leworld.baselines import GRUWorldModel, no_memory_loss
 from memworld.world_models.leworld.data import RolloutSource
 from memworld.world_models.leworld.rollout import masked_mean, run_sequence
+from memworld.world_models.leworld.slm import pointer_features
 from memworld.world_models.leworld.training import LeWorldTrainer
 
 ENV = "memworld/OccludedDynamicsEasy-v0"
@@ -86,6 +90,34 @@ def memory_ops(system: LeWorldSystem, batch_size: int, repeats: int = 50) -> dic
     return out
 
 
+def step_split(system: LeWorldSystem, batch_size: int, repeats: int = 31) -> dict[str, float]:
+    """Forward time (no grad) of one system step, of its write (encode, store, decode the
+    word) and of its other inputs that depend on the observation alone (the SLMs' inputs
+    of the current and past observation and of the pointer, the BLM's observation input);
+    medians of interleaved rounds, process CPU time with one torch thread."""
+    device = next(system.parameters()).device
+    slms, blm, config = system.slms, system.blm, system.config
+    obs = torch.rand(batch_size, system.obs_dim, device=device)
+    with torch.no_grad():
+        _, state = system.step(system.initial_state(batch_size, device), obs)
+
+        def fresh() -> dict:  # a write replaces the decoded table: keep the timed state's
+            return {**state, "memory": dict(state["memory"])}
+
+        fns = {
+            "step": lambda: system.step(fresh(), obs),
+            "write": lambda: system.write(fresh(), obs),
+            "obs_inputs": lambda: (
+                slms.state_in(state["past_obs"]),
+                slms.state_in(obs),
+                pointer_features(state["pointer"], config.memory, config.slm.pointer_freqs),
+                blm.obs_in(obs),
+            ),
+        }
+        med = interleaved_medians(fns, device, repeats, process_clock(device))
+    return {f"forward_{name}_ms": 1000 * seconds for name, seconds in med.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--updates", type=int, default=3)
@@ -114,6 +146,7 @@ def main() -> None:
             row[f"{label}_samples_per_s"] = samples / time_updates(trainer, phase, args.updates)
         row.update(peer_rows(name, params, source, args.updates, device))
         row.update(memory_ops(system, args.num_envs))
+        row.update(step_split(system, args.num_envs))
         rows.append(row)
     keys = list(rows[0])
     print(" ".join(f"{k:>22s}" for k in keys))
@@ -134,6 +167,12 @@ def main() -> None:
         print(
             f"{row['preset']}: samples/s over the GRU's: {ratios}; no-memory baseline batched "
             f"over stepped: {speedup:.1f}x"
+        )
+        step, write, inputs = (row[f"forward_{k}_ms"] for k in ("step", "write", "obs_inputs"))
+        print(
+            f"{row['preset']}: one step's forward {step:.2f} ms, of which the write "
+            f"{write:.2f} ms ({write / step:.0%}) and the other observation-only inputs "
+            f"{inputs:.2f} ms ({inputs / step:.0%}); the rest depends on the previous step"
         )
     out = Path(args.out)
     write_results(
