@@ -3,8 +3,10 @@ import os
 import pytest
 import torch
 
-# Two cores on CI: keep torch from oversubscribing them.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One torch thread: the tests' models are small, and on CI's busy 2 cores a second thread
+# mostly waits (2 threads made small models 8-15x slower than 1 on this machine, and kept the
+# slow MemorySAC test from finishing). OMP_NUM_THREADS in the environment is overridden too.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True, scope="session")
