@@ -6,6 +6,7 @@ import dataclasses
 import datetime as _dt
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -18,7 +19,8 @@ PACKAGES = ("memworld", "torch", "gymnasium", "stable-baselines3", "sb3-contrib"
 def package_versions() -> dict[str, Any]:
     """What a run's numbers depend on besides its config: the installed versions of the
     packages it uses (``None`` if absent), torch's CPU thread count (another count sums
-    floats in another order, enough to flip a thin-margin result) and the memworld
+    floats in another order, enough to flip a thin-margin result), the process's nice
+    level (what share of a busy CPU its timings had; ``None`` where the OS has none) and the memworld
     source commit (``None`` outside a git checkout; ``+dirty`` with uncommitted changes)."""
     import torch
 
@@ -29,6 +31,7 @@ def package_versions() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     versions["torch_threads"] = torch.get_num_threads()
+    versions["nice"] = os.nice(0) if hasattr(os, "nice") else None  # the CPU share it had
     versions["memworld_commit"] = source_commit()
     return versions
 

@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import math
+import os
 import sys
 
 import pytest
@@ -210,13 +211,9 @@ def test_sweep_without_ray_says_what_to_install(monkeypatch, tmp_path, capsys):
 def local_ray():
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.tune")
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="WARNING",
-    )
+    from memworld.sweep.driver import local_ray_options
+
+    ray.init(**local_ray_options(num_cpus=2), log_to_driver=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
@@ -230,6 +227,11 @@ def test_smoke_sweep_on_local_ray_then_resume(local_ray, tmp_path):
     assert len(summary["finished"]) == 4 and summary["skipped"] == 0
     md = write_table(tmp_path)["md"].read_text()
     assert "| MemoryPPO-framestack |" in md and "| MemoryPPO-gru |" in md
+    # Trials run at this process's priority, not Ray's default of 15 nice levels lower.
+    trial_config = json.loads(
+        (tmp_path / "RepeatPreviousEasy-v0/memoryppo-gru/s0/config.json").read_text()
+    )
+    assert trial_config["versions"]["nice"] == os.nice(0)
 
     # Interrupt one trial; a resume re-runs it and leaves the finished ones alone.
     cut = tmp_path / "RepeatPreviousEasy-v0/memoryppo-gru/s1" / EVALS_FILE
