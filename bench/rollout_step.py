@@ -10,7 +10,10 @@ where it has a fast path, with its reference (``forward_reference``, through
 ``reference_mode``); on the CPU with one thread the times are the process's CPU time
 (bench/timing.py ``process_clock``).  For ``slot`` a floor row times its controller,
 heads and output layers alone; ``--compile`` also times the compiled step and its first
-call (set ``TORCHINDUCTOR_CACHE_DIR`` to an empty folder for a cold compile).
+call (set ``TORCHINDUCTOR_CACHE_DIR`` to an empty folder for a cold compile).  Each row
+also counts the torch operations one step issues (``torch.profiler``, top-level aten
+calls): at 8 rows each costs microseconds whatever its arithmetic, so the count is the
+step's floor without fusing them.
 bench/memory_ops.py prints the same rows before its forward+backward table.
 """
 
@@ -63,6 +66,21 @@ def cell_fn(device: torch.device) -> Callable[[], None]:
             h = cell(x, h)
 
     return run
+
+
+def torch_calls(module: nn.Module, device: torch.device) -> int:
+    """Top-level aten operations of one rollout step of ``module`` (after a warm-up step,
+    so one-time caches are not counted), the input checks included."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.zeros(1, ROLLOUT_ROWS, ROLLOUT_INPUT, device=device)
+    starts = torch.zeros(1, ROLLOUT_ROWS, dtype=torch.bool, device=device)
+    with torch.no_grad():
+        _, state = module(x, module.initial_state(ROLLOUT_ROWS, device), starts)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            module(x, state, starts)
+    calls = [e for e in prof.events() if e.name.startswith("aten::")]
+    return sum(e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::") for e in calls)
 
 
 def slot_neural_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
@@ -127,6 +145,7 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "cell_step_s": medians["cell"] / ROLLOUT_STEPS,
                 "step_s": medians["module"] / ROLLOUT_STEPS,
                 "ratio_to_gru_cell": medians["module"] / medians["cell"],
+                "torch_calls": torch_calls(module, device),
             }
             if "neural" in medians:
                 row["neural_only_step_s"] = medians["neural"] / ROLLOUT_STEPS
@@ -161,7 +180,8 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
             )
         print(
             f"  {name:>16s}: nn.GRUCell {1e6 * row['cell_step_s']:6.0f} us   "
-            f"module {1e6 * row['step_s']:8.0f} us {row['ratio_to_gru_cell']:6.2f}x{ref}",
+            f"module {1e6 * row['step_s']:8.0f} us {row['ratio_to_gru_cell']:6.2f}x "
+            f"({row['torch_calls']} torch calls){ref}",
             flush=True,
         )
     return rows
