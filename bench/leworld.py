@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 from timing import interleaved_medians, mean_seconds, process_clock
+from torch.profiler import ProfilerActivity, profile
 
 from memworld.runs import write_results
 from memworld.world_models.leworld import LeWorldSystem, TrainingConfig, preset
@@ -94,7 +95,8 @@ def step_split(system: LeWorldSystem, batch_size: int, repeats: int = 31) -> dic
     """Forward time (no grad) of one system step, of its write (encode, store, decode the
     word) and of its other inputs that depend on the observation alone (the SLMs' inputs
     of the current and past observation and of the pointer, the BLM's observation input);
-    medians of interleaved rounds, process CPU time with one torch thread."""
+    medians of interleaved rounds, process CPU time with one torch thread; and the torch
+    calls (top-level aten operations) one step issues."""
     device = next(system.parameters()).device
     slms, blm, config = system.slms, system.blm, system.config
     obs = torch.rand(batch_size, system.obs_dim, device=device)
@@ -115,7 +117,13 @@ def step_split(system: LeWorldSystem, batch_size: int, repeats: int = 31) -> dic
             ),
         }
         med = interleaved_medians(fns, device, repeats, process_clock(device))
-    return {f"forward_{name}_ms": 1000 * seconds for name, seconds in med.items()}
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            system.step(fresh(), obs)
+    calls = [e for e in prof.events() if e.name.startswith("aten::")]
+    top = sum(e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::") for e in calls)
+    return {"forward_step_calls": top} | {
+        f"forward_{name}_ms": 1000 * seconds for name, seconds in med.items()
+    }
 
 
 def main() -> None:
@@ -170,7 +178,8 @@ def main() -> None:
         )
         step, write, inputs = (row[f"forward_{k}_ms"] for k in ("step", "write", "obs_inputs"))
         print(
-            f"{row['preset']}: one step's forward {step:.2f} ms, of which the write "
+            f"{row['preset']}: one step's forward {step:.2f} ms "
+            f"({row['forward_step_calls']} torch calls), of which the write "
             f"{write:.2f} ms ({write / step:.0%}) and the other observation-only inputs "
             f"{inputs:.2f} ms ({inputs / step:.0%}); the rest depends on the previous step"
         )
