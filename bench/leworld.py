@@ -18,8 +18,7 @@ import argparse
 from pathlib import Path
 
 import torch
-from timing import interleaved_medians, mean_seconds, process_clock
-from torch.profiler import ProfilerActivity, profile
+from timing import count_torch_calls, interleaved_medians, mean_seconds, process_clock
 
 from memworld.runs import write_results
 from memworld.world_models.leworld import LeWorldSystem, TrainingConfig, preset
@@ -117,11 +116,8 @@ def step_split(system: LeWorldSystem, batch_size: int, repeats: int = 31) -> dic
             ),
         }
         med = interleaved_medians(fns, device, repeats, process_clock(device))
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            system.step(fresh(), obs)
-    calls = [e for e in prof.events() if e.name.startswith("aten::")]
-    top = sum(e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::") for e in calls)
-    return {"forward_step_calls": top} | {
+        calls = count_torch_calls(lambda: system.step(fresh(), obs))
+    return {"forward_step_calls": calls} | {
         f"forward_{name}_ms": 1000 * seconds for name, seconds in med.items()
     }
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from timing import guarded, interleaved_medians, process_clock
+from timing import count_torch_calls, guarded, interleaved_medians, process_clock
 from torch import nn
 
 from memworld import memory
@@ -71,16 +71,11 @@ def cell_fn(device: torch.device) -> Callable[[], None]:
 def torch_calls(module: nn.Module, device: torch.device) -> int:
     """Top-level aten operations of one rollout step of ``module`` (after a warm-up step,
     so one-time caches are not counted), the input checks included."""
-    from torch.profiler import ProfilerActivity, profile
-
     x = torch.zeros(1, ROLLOUT_ROWS, ROLLOUT_INPUT, device=device)
     starts = torch.zeros(1, ROLLOUT_ROWS, dtype=torch.bool, device=device)
     with torch.no_grad():
         _, state = module(x, module.initial_state(ROLLOUT_ROWS, device), starts)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            module(x, state, starts)
-    calls = [e for e in prof.events() if e.name.startswith("aten::")]
-    return sum(e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::") for e in calls)
+        return count_torch_calls(lambda: module(x, state, starts))
 
 
 def slot_neural_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:

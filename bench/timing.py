@@ -71,6 +71,18 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int)
     return interleaved_medians({"fn": fn}, device, repeats)["fn"]
 
 
+def count_torch_calls(fn: Callable[[], object]) -> int:
+    """Top-level aten operations ``fn()`` issues, counted with ``torch.profiler`` on the CPU
+    (calls made inside another aten call are not counted again).  At small sizes each
+    costs microseconds from Python whatever its arithmetic, so the count is a step's floor."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    calls = [e for e in prof.events() if e.name.startswith("aten::")]
+    return sum(e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::") for e in calls)
+
+
 def guarded(fn: Callable[[], dict]) -> dict:
     """Run one case; a failure becomes ``{"skipped": reason}`` so the rest of the run goes on."""
     try:
