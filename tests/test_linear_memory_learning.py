@@ -4,8 +4,6 @@ The target is the one every memory module is held to in the benchmark table: a
 mean evaluation return of at least 0.9 (+1/-1 per answer over the answers; chance
 is -0.5) after 50k env steps, with 8 envs, ``n_steps=128`` and the module's
 ``recommended_lr``; ``python bench/learning_modules.py`` measures it on 3 seeds.
-A module at the target's edge is marked ``xfail`` with its measured returns, so the
-suite says so rather than hiding the gap; a run that reaches it reports XPASS.
 """
 
 from __future__ import annotations
