@@ -188,8 +188,9 @@ def local_ray_options(num_cpus: int | None = None) -> dict:
     gets a fraction of a core (an fwp trial of the memory table took 417 s at nice 19 and
     a median of 27 s at nice 10, beside the same two niced jobs on 2 cores).
     ``RAY_worker_niceness`` in the environment still decides where it is set."""
-    options: dict = dict(address="local", num_cpus=num_cpus or os.cpu_count())
-    options["include_dashboard"] = False
+    options: dict = dict(
+        address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False
+    )
     if "RAY_worker_niceness" not in os.environ:
         options["_system_config"] = {"worker_niceness": 0}
     return options
