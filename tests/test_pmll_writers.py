@@ -209,6 +209,7 @@ def test_subproc_vec_env_workers_read_and_the_main_process_writes(tmp_path, star
     make = functools.partial(_worker_env, str(path))
     venv = PersistentMemoryVecWriter(SubprocVecEnv([make, make], start_method=start_method), store)
     try:
+        venv.seed(0)
         obs = venv.reset()
         assert np.all(obs[:, obs_dim:] == 0), "an empty store reads zeros"
         acknowledged = []
@@ -216,7 +217,14 @@ def test_subproc_vec_env_workers_read_and_the_main_process_writes(tmp_path, star
             obs, _, _, infos = venv.step(np.array([0, 1]))
             acknowledged += [info["pmll_anchor"] for info in infos]
             assert not any("pmll_line" in info for info in infos)
-        assert np.all(np.abs(obs[:, obs_dim:]).sum(axis=1) > 0), "the workers read the lines"
+        # Each worker read (at its auto-reset) every line but this step's two: a row whose
+        # one-hot observation is the key of one of them reads its values, another reads
+        # zeros (a different one-hot is below the store's cosine floor).
+        earlier = {tuple(line.key) for line in store.peek(len(store))[2:]}
+        seen = np.array([tuple(row[:obs_dim]) in earlier for row in obs])
+        assert seen.any(), seen
+        read = np.abs(obs[:, obs_dim:]).sum(axis=1) > 0
+        assert np.array_equal(read, seen), "the workers read the lines"
     finally:
         venv.close()
     store.close()
