@@ -159,12 +159,20 @@ class SteppedMemory(MemoryModule):
     """A memory module whose one-step calls (rollouts) run :meth:`step`, a lean path that
     tests hold to :meth:`forward_reference`; every other call (a chunk, or ``fast_path``
     off) runs the reference.  Subclasses implement :meth:`step` and
-    :meth:`forward_reference`."""
+    :meth:`forward_reference`.
+
+    A subclass whose step works on a leading time axis of one (``x (1, B, input_dim)``,
+    ``starts (1, B)``, ``y (1, B, output_dim)``) sets ``step_keeps_time = True`` and saves
+    the calls that drop and restore it."""
+
+    step_keeps_time = False
 
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         if not self.use_fast_path(x):
             return self.forward_reference(x, state, episode_starts)
         self.check_inputs(x, episode_starts, state)
+        if self.step_keeps_time:
+            return self.step(x, state, episode_starts)
         y, new_state = self.step(x[0], state, episode_starts[0])
         return y[None], new_state
 

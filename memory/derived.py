@@ -27,7 +27,7 @@ _ATTRIBUTE = "_derived_cache"
 def derived(
     module: nn.Module,
     name: str,
-    sources: Sequence[Tensor],
+    sources: Sequence[Tensor] | None,
     build: Callable[[], tuple[Tensor, ...]],
 ) -> tuple[Tensor, ...]:
     """``build()``, cached on ``module`` under ``name`` while no tensor in ``sources`` changed.
@@ -35,18 +35,25 @@ def derived(
     Args:
         module: where the cache lives (a plain dict attribute, not state_dict).
         name: which derived quantities (one module may cache several).
-        sources: the parameters ``build`` reads.
+        sources: the parameters ``build`` reads; ``None``: every parameter of ``module``,
+            collected when ``build`` runs (the cheaper check in a step that reads many,
+            since it does not look each one up again; a parameter *replaced* by a new
+            object, rather than written into, then needs :func:`clear_derived`).
         build: computes the derived tensors from ``sources``.
     """
     if torch.is_grad_enabled():
         return build()
-    key = tuple((p._version, p.data_ptr()) for p in sources)
     cache = module.__dict__.setdefault(_ATTRIBUTE, {})
     hit = cache.get(name)
+    if sources is None:
+        if hit is not None and hit[0] == [(p._version, p.data_ptr()) for p in hit[2]]:
+            return hit[1]
+        sources = tuple(module.parameters())
+    key = [(p._version, p.data_ptr()) for p in sources]
     if hit is not None and hit[0] == key:
         return hit[1]
     value = build()
-    cache[name] = (key, value)
+    cache[name] = (key, value, sources)
     return value
 
 

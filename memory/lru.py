@@ -177,12 +177,7 @@ class LRULayer(nn.Module):
 
     def step_weights(self) -> Tensor:
         """``(2N + d, 2N + d)``: one step as one real matmul, ``[h_t, y_t] = [h_{t-1}, u_t] @
-        W^T`` with the states as interleaved (re, im) pairs and ``y_t = Re(C h_t) + D u_t``.
-        Cached while no parameter changes (memory/derived.py)."""
-        sources = (self.nu_log, self.theta_log, self.gamma_log, self.b_proj, self.c_proj, self.skip)
-        return derived(self, "step_weights", sources, self._step_weights)[0]
-
-    def _step_weights(self) -> tuple[Tensor]:
+        W^T`` with the states as interleaved (re, im) pairs and ``y_t = Re(C h_t) + D u_t``."""
         lam = self.eigenvalues()
         n = lam.shape[0]
         # (N, 2, 2): [[re, -im], [im, re]] maps (re, im) of h to (re, im) of lambda * h.
@@ -198,7 +193,7 @@ class LRULayer(nn.Module):
         transition = torch.cat([rotate, drive.reshape(2 * n, -1)], dim=1)  # (2N, 2N + d)
         read = (self.c_proj * self.conj_sign).flatten(1)  # (d, 2N): Re(C h) on the pairs
         output = read @ transition + F.pad(torch.diag(self.skip), (2 * n, 0))  # (d, 2N + d)
-        return (torch.cat([transition, output]),)
+        return torch.cat([transition, output])
 
     def drive(self, u: Tensor) -> Tensor:
         """``gamma * (B u)``: (T, B, d) real -> (T, B, N) complex.
@@ -217,8 +212,7 @@ class LRULayer(nn.Module):
         # Re(C h) = C_re h_re - C_im h_im, one real matmul over the (re, im) pairs.
         weight = (self.c_proj * self.conj_sign).flatten(1)  # (d, 2N)
         y = torch.addcmul(F.linear(torch.view_as_real(h).flatten(-2), weight), self.skip, u)
-        value, gate = F.linear(F.gelu(y), self.glu.weight, self.glu.bias).chunk(2, dim=-1)
-        return torch.addcmul(x, value, torch.sigmoid(gate))
+        return x + F.glu(F.linear(F.gelu(y), self.glu.weight, self.glu.bias))
 
 
 @register("lru")
@@ -286,37 +280,62 @@ class LRU(SteppedMemory):
     def initial_state(self, batch_size: int, device: torch.device | str = "cpu") -> State:
         return {"h": torch.zeros(batch_size, self.num_layers, self.state_dim, 2, device=device)}
 
+    step_keeps_time = True
+
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
-        """One rollout step, ``x (B, input_dim)``, ``starts (B,)``: the recurrence itself.
+        """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: the recurrence itself.
 
         The arithmetic of :meth:`forward_reference` at ``T == 1`` in fewer torch calls
         (at rollout sizes each call costs microseconds from Python, as much as its
         arithmetic): the state stays real, as (re, im) pairs, and each layer's update
         and read are real matmuls on weights folded once per parameter change
-        (:meth:`LRULayer.step_weights`); one host check for the rows that start.
+        (:meth:`step_plan`); no host check for the rows that start; the
+        time axis of one is kept throughout (``step_keeps_time``).
         No input checks: :meth:`forward` makes them.
         """
-        batch = x.shape[0]
-        carried = state["h"]  # (B, L, N, 2)
-        if bool(starts.any()):
-            carried = carried.masked_fill(starts.bool().view(-1, 1, 1, 1), 0.0)
-        carried = carried.reshape(batch, self.num_layers, 2 * self.state_dim)  # pairs in a row
-        h_seq = F.linear(x, self.input_proj.weight, self.input_proj.bias)  # (B, d)
-        finals, width = [], 2 * self.state_dim
-        for index, layer in enumerate(self.layers):
-            norm = layer.norm
-            u = F.layer_norm(h_seq, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-            # [h_t, Re(C h_t) + D u_t] from [h_{t-1}, u_t] in one product: (B, 2N + d).
-            both = F.linear(torch.cat([carried[:, index], u], dim=-1), layer.step_weights())
-            finals.append(both[:, :width])
-            glu = F.linear(F.gelu(both[:, width:]), layer.glu.weight, layer.glu.bias)
-            h_seq = torch.addcmul(
-                h_seq, glu[:, : self.d_model], torch.sigmoid(glu[:, self.d_model :])
+        batch, layers, width = x.shape[1], self.num_layers, 2 * self.state_dim
+        in_weight, in_bias, blocks, out_norm = self.step_plan()
+        if starts.dtype != torch.bool:
+            starts = starts.bool()
+        # Zero the rows that start, always: one call, where asking whether any row starts
+        # is two and waits on the answer.
+        carried = state["h"].masked_fill(starts.view(-1, 1, 1, 1), 0.0)  # (B, L, N, 2)
+        carried = carried.reshape(1, batch, layers * width)  # each layer's (re, im) pairs in a row
+        h_seq = F.linear(x, in_weight, in_bias)  # (1, B, d)
+        finals = []
+        for index, (norm, weight, glu_weight, glu_bias) in enumerate(blocks):
+            u = F.layer_norm(h_seq, *norm)
+            own = carried if layers == 1 else carried[..., index * width : (index + 1) * width]
+            # [h_t, Re(C h_t) + D u_t] from [h_{t-1}, u_t] in one product: (1, B, 2N + d).
+            h, y = F.linear(torch.cat([own, u], dim=-1), weight).split(
+                [width, self.d_model], dim=-1
             )
-        new_h = torch.stack(finals, dim=1).view(batch, self.num_layers, self.state_dim, 2)
-        norm = self.norm_out
-        y = F.layer_norm(h_seq, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-        return y, {"h": new_h.to(state["h"].dtype)}
+            finals.append(h)
+            h_seq = h_seq + F.glu(F.linear(F.gelu(y), glu_weight, glu_bias))
+        new_h = finals[0] if layers == 1 else torch.cat(finals, dim=-1)
+        y = F.layer_norm(h_seq, *out_norm)
+        new_h = new_h.view(batch, layers, self.state_dim, 2)
+        if new_h.dtype != state["h"].dtype:
+            new_h = new_h.to(state["h"].dtype)
+        return y, {"h": new_h}
+
+    def step_plan(self) -> tuple:
+        """Every tensor a rollout step reads, each layer's :meth:`LRULayer.step_weights`
+        folded: ``(input weight, input bias, per layer (layer_norm arguments, step
+        weights, GLU weight, GLU bias), output layer_norm arguments)``.  Without grad it
+        is cached while no parameter changes (memory/derived.py), so a step looks
+        nothing up."""
+        return derived(self, "step_plan", None, self._step_plan)
+
+    def _step_plan(self) -> tuple:
+        def norm_args(norm: nn.LayerNorm) -> tuple:
+            return norm.normalized_shape, norm.weight, norm.bias, norm.eps
+
+        blocks = tuple(
+            (norm_args(layer.norm), layer.step_weights(), layer.glu.weight, layer.glu.bias)
+            for layer in self.layers
+        )
+        return self.input_proj.weight, self.input_proj.bias, blocks, norm_args(self.norm_out)
 
     def forward_reference(
         self, x: Tensor, state: State, episode_starts: Tensor

@@ -150,3 +150,22 @@ def test_derived_is_cached_until_a_source_changes():
     assert len(builds) == 3
     weight = derived(layer, "twice", [layer.weight], build)[0]  # with grad: fresh, differentiable
     assert weight.requires_grad and len(builds) == 4
+
+
+def test_derived_from_every_parameter():
+    # sources=None: keyed on every parameter of the module, found when the cache is built.
+    layer = torch.nn.Linear(3, 2)
+    builds = []
+
+    def build():
+        builds.append(1)
+        return (layer.weight.sum() + layer.bias.sum(),)
+
+    with torch.no_grad():
+        first = derived(layer, "total", None, build)[0]
+        assert derived(layer, "total", None, build)[0] is first
+        layer.bias.add_(1.0)  # any parameter, not only one named as a source
+        torch.testing.assert_close(derived(layer, "total", None, build)[0], first + 2.0)
+        layer.double()  # new storage: rebuilt in the new dtype
+        assert derived(layer, "total", None, build)[0].dtype == torch.float64
+    assert len(builds) == 3
