@@ -266,40 +266,44 @@ class FastWeightMemory(SteppedMemory):
         v = (v.view(batch, steps, heads, head_dim) * torch.sigmoid(beta)[..., None]).transpose(1, 2)
         return q, k, v
 
+    step_keeps_time = True
+
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
-        """One rollout step, ``x (B, input_dim)``, ``starts (B,)``: the recurrence itself.
+        """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: the recurrence itself.
 
         The arithmetic of :meth:`forward_reference` at ``T == 1`` in fewer torch calls (at
         rollout sizes each costs microseconds from Python, as much as its arithmetic):
         the projections that read the same input run as one matmul on weights stacked
-        once per parameter change (memory/derived.py), and one host check finds the rows
-        that start.  ``recent_valid`` is used as a 0/1 factor, as every state the module
+        once per parameter change (:meth:`step_plan`), split rather than sliced, with the
+        time axis of one kept (``step_keeps_time``); one host check finds the rows that
+        start.  ``recent_valid`` is used as a 0/1 factor, as every state the module
         returns holds it.  No input checks: :meth:`forward` makes them.
         """
-        batch, d_model, heads, head_dim = x.shape[0], self.d_model, self.num_heads, self.head_dim
+        batch, d_model, heads, head_dim = x.shape[1], self.d_model, self.num_heads, self.head_dim
+        in_weight, in_bias, norm_in, taps, proj_weight, proj_bias, gamma, out_weight, norm_out = (
+            self.step_plan()
+        )
         weights, valid, recent = state["fast_weights"], state["recent_valid"], state["recent"]
         if bool(starts.any()):
-            rows = starts.bool()
+            rows = starts.bool().view(-1, 1)
             weights = weights.masked_fill(rows.view(-1, 1, 1, 1), 0.0)
-            valid = valid.masked_fill(rows.view(-1, 1), 0.0)
-        in_weight, in_bias, gamma, proj_weight, proj_bias, out_weight = self.step_weights()
-        both = F.linear(x, in_weight, in_bias)  # (B, 2d): [u, u + out_proj.bias]
-        u, u_out = both[:, :d_model], both[:, d_model:]
-        norm = self.norm_in
-        z = F.layer_norm(u, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            valid = valid.masked_fill(rows, 0.0)
+        # One matmul gives u and u + out_proj.bias: (1, B, d) each.
+        u, u_out = F.linear(x, in_weight, in_bias).split(d_model, dim=-1)
+        z = F.layer_norm(u, *norm_in)
         # (B, K, d): the last K - 1 inputs (zero outside the episode) and this one.
-        window = torch.cat([recent * valid[..., None], z[:, None]], dim=1)
-        mixed = (window * self.conv_taps).sum(dim=1)  # (B, d)
-        proj = F.linear(mixed, proj_weight, proj_bias)  # (B, 3d + H)
-        qk = torch.softmax(proj[:, : 2 * d_model].view(batch, 2, heads, head_dim), dim=-1)
-        beta = torch.sigmoid(proj[:, 3 * d_model :])  # (B, H)
-        value = proj[:, 2 * d_model : 3 * d_model].view(batch, heads, head_dim) * beta[..., None]
-        # W = gamma W + v k^T, then the read W q: (B, H, dv, dk) and (B, H, dv).
-        weights = torch.addcmul(weights * gamma, value[..., None], qk[:, 1, :, None, :])
-        read = (weights @ qk[:, 0, :, :, None]).view(batch, d_model)
-        y = torch.addmm(u_out, read, out_weight)
-        norm = self.norm_out
-        y = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        window = torch.cat([recent * valid.unsqueeze(-1), z.transpose(0, 1)], dim=1)
+        mixed = (window * taps).sum(dim=1)  # (B, d)
+        query_key, value, beta = F.linear(mixed, proj_weight, proj_bias).split(
+            [2 * d_model, d_model, heads], dim=-1
+        )
+        # Queries and keys (B, H, 1, dk) each; values scaled by the write strength (B, H, dv, 1).
+        query, key = torch.softmax(query_key.view(batch, 2, heads, 1, head_dim), -1).unbind(1)
+        value = value.view(batch, heads, head_dim, 1) * torch.sigmoid(beta).view(batch, heads, 1, 1)
+        # W = gamma W + v k^T, then the read W q: (B, H, dv, dk) and (1, B, d).
+        weights = torch.addcmul(weights * gamma, value, key)
+        read = (weights * query).sum(dim=-1).view(1, batch, d_model)
+        y = F.layer_norm(torch.baddbmm(u_out, read, out_weight), *norm_out)
         new_state = {
             "fast_weights": weights,
             "recent": window[:, 1:],
@@ -307,27 +311,32 @@ class FastWeightMemory(SteppedMemory):
         }
         return y, new_state
 
-    def step_weights(self) -> tuple[Tensor, ...]:
-        """The weights of a step, folded once per parameter change (memory/derived.py):
+    def step_plan(self) -> tuple:
+        """Every tensor a step reads, folded once per parameter change (memory/derived.py):
         the input projection stacked twice, ``(2d, input_dim)`` and ``(2d,)``, the second
         copy's bias carrying the output projection's (one matmul gives ``u`` and ``u +
-        out_proj.bias``); ``gamma (H, 1, 1)``; the query-key and value-strength
-        projections stacked, ``(3d + H, d)`` and ``(3d + H,)``; the output projection
-        transposed, ``(d, d)``."""
-        proj, qk, vs, out = self.input_proj, self.query_key, self.value_strength, self.out_proj
-        sources = (proj.weight, proj.bias, out.weight, out.bias, self.decay_log)
-        sources += (qk.weight, qk.bias, vs.weight, vs.bias)
-        return derived(self, "step_weights", sources, self._step_weights)
+        out_proj.bias``); the input LayerNorm's arguments; the convolution taps; the
+        query-key and value-strength projections stacked, ``(3d + H, d)`` and ``(3d + H,)``;
+        ``gamma (H, 1, 1)``; the output projection transposed, ``(1, d, d)``; the output
+        LayerNorm's arguments."""
+        return derived(self, "step_plan", None, self._step_plan)
 
-    def _step_weights(self) -> tuple[Tensor, ...]:
+    def _step_plan(self) -> tuple:
         proj, qk, vs, out = self.input_proj, self.query_key, self.value_strength, self.out_proj
+
+        def norm_args(norm: nn.LayerNorm) -> tuple:
+            return norm.normalized_shape, norm.weight, norm.bias, norm.eps
+
         return (
             torch.cat([proj.weight, proj.weight]),
             torch.cat([proj.bias, proj.bias + out.bias]),
-            torch.exp(self.log_decay())[:, None, None],
+            norm_args(self.norm_in),
+            self.conv_taps,
             torch.cat([qk.weight, vs.weight]),
             torch.cat([qk.bias, vs.bias]),
-            out.weight.t().contiguous(),
+            torch.exp(self.log_decay())[:, None, None],
+            out.weight.t()[None],
+            norm_args(self.norm_out),
         )
 
     def forward_reference(
