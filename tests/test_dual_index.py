@@ -99,3 +99,49 @@ def test_index_arguments_are_checked() -> None:
         LongTermMemory(4, 4, capacity=8, top_k=5, index="hnsw", index_candidates=2)
     module = memory.make("dual", input_dim=4, ltm_capacity=64, ltm_index="hnsw")
     assert module.experience.index_kind == "hnsw"
+
+
+def test_candidate_path_over_every_slot_equals_the_scan() -> None:
+    # retrieve() given every slot as a candidate (in a shuffled order, some listed as -1)
+    # ranks exactly like the full scan; importance is uneven so the prior matters.
+    store = filled_store("exact", capacity=300, seed=3)
+    store.importance.copy_(torch.rand(300, generator=torch.Generator().manual_seed(4)) + 0.01)
+    batch = store.store()
+    q = torch.randn(1, 6, 16, generator=torch.Generator().manual_seed(5))
+    scan = batch.retrieve(q, 5, 7.0, 0.3)
+    every = torch.randperm(300, generator=torch.Generator().manual_seed(6)).expand(1, 6, 300)
+    every = torch.cat([every, torch.full((1, 6, 4), -1)], dim=-1)
+    some = batch.retrieve(q, 5, 7.0, 0.3, candidates=every)
+    assert torch.equal(some.indices, scan.indices)
+    torch.testing.assert_close(some.read, scan.read)
+    torch.testing.assert_close(some.weights, scan.weights)
+
+
+def test_slot_index_keeps_the_first_live_hits_and_counts_stale_ids() -> None:
+    from memworld.memory.dual.index import SlotIndex
+
+    index = SlotIndex(4, capacity=10)
+    keys = F.normalize(torch.eye(4)[[0, 0, 1, 1, 2, 3]] + 0.01 * torch.arange(6.0)[:, None], dim=-1)
+    index.add(torch.arange(6), keys)
+    index.forget(torch.tensor([0, 0, 2]))  # a repeated slot counts once
+    assert (index.live, index.stale) == (4, 2)
+    index.add(torch.tensor([1, 2]), keys[[1, 2]])  # slot 1 re-added: its old id goes stale
+    assert (index.live, index.stale) == (5, 3)
+    assert index.live == int((index.id_of_slot >= 0).sum())
+    found = index.search(F.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), dim=-1), 3)
+    # Live slots by cosine to e0: 1 (its new id), then the rest; never slot 0, never twice.
+    assert found[0, 0] == 1 and 0 not in found[0].tolist()
+    assert len(set(found[0].tolist())) == 3
+
+
+def test_index_search_width_is_an_argument() -> None:
+    with pytest.raises(ValueError, match="index_ef_search"):
+        LongTermMemory(4, 4, capacity=8, index="hnsw", index_ef_search=0)
+    module = memory.make(
+        "dual", input_dim=4, ltm_capacity=64, ltm_index="hnsw", ltm_index_ef_search=16
+    )
+    module.experience.store_experience(
+        torch.randn(10, module.key_dim), torch.randn(10, module.value_dim)
+    )
+    module.experience.query(torch.randn(module.key_dim))
+    assert module.experience.slot_index().ef_search == 16

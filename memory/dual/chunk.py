@@ -164,7 +164,7 @@ def layer_chunk(
     logits = sharpness * similarity + prior
     logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
     weights = torch.softmax(logits, dim=-1) * valid
-    ltm_read = (weights.unsqueeze(-1) * values).sum(dim=2)  # (T, B, Dv)
+    ltm_read = (weights.unsqueeze(-2) @ values).squeeze(-2)  # (T, B, Dv)
     mix = torch.sigmoid(layer.ltm_gate(torch.cat([z, ltm_read], dim=-1)))
     h = h + mix * layer.ltm_out(ltm_read)
     h = h + layer.ffn(layer.ffn_norm(h))

@@ -79,6 +79,9 @@ class LongTermMemory(nn.Module):
             FAISS graph finds ``index_candidates`` slots by cosine, ranked exactly
             after (sublinear in ``capacity``; approximate, see memory/dual/index.py).
         index_candidates: slots the graph returns per query (default None: ``4 * top_k``).
+        index_ef_search: the graph's search width per query, raised to the candidates
+            asked for when smaller (default 64; docs/speed.md measures the trade of time
+            against recall).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class LongTermMemory(nn.Module):
         memory_sample_ratio: float = 0.2,
         index: str = "exact",
         index_candidates: int | None = None,
+        index_ef_search: int = 64,
     ) -> None:
         super().__init__()
         check_positive_int("key_dim", key_dim)
@@ -117,8 +121,8 @@ class LongTermMemory(nn.Module):
         self.register_buffer("clock", torch.zeros((), dtype=torch.long))  # entries ever stored
         self.register_buffer("merges", torch.zeros((), dtype=torch.long))  # consolidation merges
         self.index_candidates = 4 * top_k if index_candidates is None else index_candidates
-        check_index_args(index, self.index_candidates, top_k)
-        self.index_kind = index
+        check_index_args(index, self.index_candidates, top_k, index_ef_search)
+        self.index_kind, self.index_ef_search = index, index_ef_search
         self._index: SlotIndex | None = None  # built on the first query (never saved)
 
     def __getstate__(self) -> dict:
@@ -132,7 +136,7 @@ class LongTermMemory(nn.Module):
     def slot_index(self) -> SlotIndex:
         """The graph over the filled slots' keys (``index="hnsw"``), built if needed."""
         if self._index is None:
-            self._index = SlotIndex(self.key_dim, self.capacity)
+            self._index = SlotIndex(self.key_dim, self.capacity, ef_search=self.index_ef_search)
             self._index.rebuild(self.keys, self.filled)
         elif self._index.stale > len(self._index.slot_of_id) // 2:
             self._index.rebuild(self.keys, self.filled)

@@ -144,6 +144,7 @@ class DualMemory(ExperienceReplay, DualReference, MemoryModule):
             memory/dual/index.py).  The per-row stores of ``forward`` are always exact.
         ltm_index_candidates: slots the graph returns per query (default None: ``4 *
             ltm_top_k``).
+        ltm_index_ef_search: the graph's search width per query (default 64).
     """
 
     # Attention and LayerNorm-residual layers: at 3e-3 MemoryPPO stalls on some seeds
@@ -173,6 +174,7 @@ class DualMemory(ExperienceReplay, DualReference, MemoryModule):
         reset_on_episode_start: bool = True,
         ltm_index: str = "exact",
         ltm_index_candidates: int | None = None,
+        ltm_index_ef_search: int = 64,
     ) -> None:
         for name, value in [
             ("hidden_dim", hidden_dim),
@@ -230,6 +232,7 @@ class DualMemory(ExperienceReplay, DualReference, MemoryModule):
             memory_sample_ratio=memory_sample_ratio,
             index=ltm_index,
             index_candidates=ltm_index_candidates,
+            index_ef_search=ltm_index_ef_search,
         )
 
     # ------------------------------------------------------------------ state

@@ -43,6 +43,20 @@ TINY = 1e-30
 DISTANCE_BLOCK_ELEMENTS = 1 << 24
 
 
+def gather_slots(table: Tensor, slots: Tensor) -> Tensor:
+    """``table[b, slots[b, ...]]`` for a store field ``table (B, C, ...)`` and ``slots (B,
+    ...)`` long: one ``index_select`` on the flattened field, where indexing with a
+    broadcast row index took ~10x as long at retrieval sizes on the CPU."""
+    batch, capacity = table.shape[:2]
+    offsets = torch.arange(batch, device=slots.device) * capacity
+    flat = (slots + offsets.view(-1, *[1] * (slots.dim() - 1))).flatten()
+    return (
+        table.reshape(batch * capacity, *table.shape[2:])
+        .index_select(0, flat)
+        .view(*slots.shape, *table.shape[2:])
+    )
+
+
 class Retrieval(NamedTuple):
     """What a top-k retrieval found, for Q queries into each of B stores."""
 
@@ -196,36 +210,37 @@ class LTMBatch:
         batch, n_query, _ = query.shape
         q = F.normalize(query, dim=-1)
         sharp = torch.as_tensor(sharpness, dtype=q.dtype, device=q.device).expand(batch, n_query)
-        prior = importance_weight * torch.log(self.importance.clamp_min(TINY))  # (B, C)
-        rows = torch.arange(batch, device=q.device).view(-1, 1, 1)
-        with torch.no_grad():  # full scan without a graph, one fused pass: (B, Q, C)
-            scan_prior = prior.masked_fill(~self.filled, float("-inf"))
-            scaled_q = (
-                sharp.detach().unsqueeze(-1) * q.detach()
-            )  # sharp * (q . k) = (sharp * q) . k
-            if candidates is None:
+
+        def prior(slots: Tensor | None = None) -> Tensor:
+            """``importance_weight * log(importance)`` of every slot (B, C), or at ``slots``."""
+            importance = self.importance if slots is None else gather_slots(self.importance, slots)
+            return importance_weight * torch.log(importance.clamp_min(TINY))
+
+        with torch.no_grad():
+            scaled_q = (sharp.detach().unsqueeze(-1) * q.detach()).unsqueeze(-1)  # (B, Q, Dk, 1)
+            if candidates is None:  # full scan, one fused pass: (B, Q, C)
+                scan_prior = prior().masked_fill(~self.filled, float("-inf"))
                 logits_all = torch.baddbmm(
-                    scan_prior.unsqueeze(1), scaled_q, self.keys.transpose(1, 2)
-                )
+                    scan_prior.unsqueeze(1), scaled_q.squeeze(-1), self.keys.transpose(1, 2)
+                )  # sharp * (q . k) = (sharp * q) . k
                 indices = logits_all.topk(top_k, dim=-1).indices  # (B, Q, k)
                 found = None
-            else:
+            else:  # the candidates alone: nothing here reads every slot
                 slots = candidates.clamp_min(0)
-                keys = self.keys[rows, slots]  # (B, Q, n, Dk)
-                logits_some = (keys @ scaled_q.unsqueeze(-1)).squeeze(-1) + scan_prior[rows, slots]
-                logits_some = logits_some.masked_fill(candidates < 0, float("-inf"))
-                best = logits_some.topk(top_k, dim=-1)
+                logits_some = (gather_slots(self.keys, slots) @ scaled_q).squeeze(-1) + prior(slots)
+                unusable = (candidates < 0) | ~gather_slots(self.filled, slots)
+                best = logits_some.masked_fill(unusable, float("-inf")).topk(top_k, dim=-1)
                 indices = slots.gather(-1, best.indices)
                 found = best.values > float("-inf")  # a candidate, and a filled slot
-        valid = self.filled[rows, indices]  # (B, Q, k)
+        valid = gather_slots(self.filled, indices)  # (B, Q, k)
         if found is not None:
             valid = valid & found
-        keys, values = self.keys[rows, indices], self.values[rows, indices]  # (B, Q, k, D)
+        keys, values = gather_slots(self.keys, indices), gather_slots(self.values, indices)
         similarity = (keys * q.unsqueeze(2)).sum(dim=-1)  # differentiable in the query
-        logits = sharp.unsqueeze(-1) * similarity + prior[rows, indices]
+        logits = sharp.unsqueeze(-1) * similarity + prior(indices)
         logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=-1) * valid
-        read = (weights.unsqueeze(-1) * values).sum(dim=2)  # (B, Q, Dv)
+        read = (weights.unsqueeze(-2) @ values).squeeze(-2)  # (B, Q, Dv)
         return Retrieval(read, values, indices, similarity, weights, valid)
 
     @torch.no_grad()
