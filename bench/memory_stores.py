@@ -1,11 +1,12 @@
 """The stores behind DualMemory and BitMemory: long-term retrieval and bit-store word I/O.
 
     python bench/memory_stores.py [--dual-sizes 10000 100000] [--index-sweep] [--repeats 5]
-                                  [--threads 1]
+                                  [--index-settings 32:64 16:16] [--threads 1]
 
 - ``bench_dual``: top-k retrieval from a full long-term store, ``query(q (64, Dk),
-  top_k=8)``, by the exact scan and by the HNSW graph (``ltm_index="hnsw"``), timed in
-  the same rounds, with the graph's recall@8 of the exact top-8.
+  top_k=8)``, by the exact scan and by the HNSW graph (``ltm_index="hnsw"``) at each
+  ``--index-settings`` pair ``candidates:efSearch``, timed in the same rounds as the
+  scan and back to back, with the graph's recall@8 of the exact top-8.
 - ``bench_bit``: word reads and writes per second on BitMemory's packed bit store.
 - ``--index-sweep``: what an approximate index can give at all on these keys: FAISS
   IVF (``nlist``, ``nprobe``) and HNSW (``M``, ``efSearch``) graphs over the same
@@ -44,11 +45,14 @@ def capacity_kwarg(cls: type) -> str:
 
 def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """Top-k retrieval from a full long-term store: ``query(q (64, D), top_k=8)`` by the exact
-    scan and by the HNSW graph (``ltm_index="hnsw"``), timed in the same rounds, with the
-    graph's recall@8 of the exact top-8 for queries near stored keys and for random ones."""
+    scan and by the HNSW graph (``ltm_index="hnsw"``) at each ``--index-settings`` pair of
+    (candidates, efSearch), timed in the same rounds as the exact scan ("after exact": the
+    scan has just swept the store through the caches) and back to back ("alone"), with the
+    recall@8 of the exact top-8 for queries near stored keys and for random ones."""
     rows = []
     cls = memory.make("dual", input_dim=args.dim).__class__
     kinds = ("exact", "hnsw") if "ltm_index" in inspect.signature(cls.__init__).parameters else ()
+    settings = getattr(args, "index_settings", None) or [(32, 64)]
     for capacity in args.dual_sizes:
 
         def case(capacity: int = capacity) -> dict:
@@ -78,26 +82,30 @@ def bench_dual(args: argparse.Namespace, device: torch.device) -> list[dict]:
                         module.experience.slot_index()
                         result["hnsw_build_s"] = time.perf_counter() - start
 
-            def query(kind: str, q: torch.Tensor):
+            def query(kind: str, q: torch.Tensor, setting: tuple[int, int] | None = None):
+                store = modules[kind].experience
+                if setting is not None:  # the same graph searched with other widths
+                    store.index_candidates, store.slot_index().ef_search = setting
                 # update_importance=False: every round reads the same store
-                return modules[kind].experience.query(q, top_k=8, update_importance=False)
+                return store.query(q, top_k=8, update_importance=False)
 
+            fns = {"exact": lambda: query("exact", queries["near"])}
+            if "hnsw" in modules:
+                for c, ef in settings:
+                    fns[f"hnsw_c{c}_ef{ef}"] = lambda s=(c, ef): query("hnsw", queries["near"], s)
             with torch.no_grad():
-                medians = interleaved_medians(
-                    {kind: lambda kind=kind: query(kind, queries["near"]) for kind in modules},
-                    device,
-                    args.repeats,
-                )
-                for kind, seconds in medians.items():
-                    result[f"{kind}_query_s"] = seconds
-                    result[f"{kind}_queries_per_s"] = args.batch / seconds
-                if "hnsw" in modules:
-                    result["hnsw_over_exact"] = medians["hnsw"] / medians["exact"]
-                    for name, q in queries.items():
-                        want = query("exact", q).indices.tolist()
-                        got = query("hnsw", q).indices.tolist()
-                        hits = sum(len(set(a) & set(b)) for a, b in zip(want, got))
-                        result[f"hnsw_recall_{name}"] = hits / (8 * args.batch)
+                medians = interleaved_medians(fns, device, args.repeats)
+                result["exact_query_s"] = medians.pop("exact")
+                result["exact_queries_per_s"] = args.batch / result["exact_query_s"]
+                want = {name: query("exact", q).indices.tolist() for name, q in queries.items()}
+                for (c, ef), (name, seconds) in zip(settings, medians.items()):
+                    result[f"{name}_query_s"] = seconds  # after the exact scan
+                    result[f"{name}_alone_s"] = median_seconds(fns[name], device, args.repeats)
+                    result[f"{name}_over_exact"] = seconds / result["exact_query_s"]
+                    for kind, q in queries.items():
+                        got = query("hnsw", q, (c, ef)).indices.tolist()
+                        hits = sum(len(set(a) & set(b)) for a, b in zip(want[kind], got))
+                        result[f"{name}_recall_{kind}"] = hits / (8 * args.batch)
             return result
 
         rows.append({"capacity": capacity, **guarded(case)})
@@ -212,6 +220,13 @@ def main() -> None:
     )
     parser.add_argument("--dual-sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--index-sweep", action="store_true", help="IVF/HNSW settings vs exact")
+    parser.add_argument(
+        "--index-settings",
+        nargs="+",
+        default=["32:64"],
+        help="DualMemory's graph searches as candidates:efSearch pairs (default 32:64, "
+        "the module's default at top_k=8)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="paired rounds (median)")
     parser.add_argument("--batch", type=int, default=64, help="queries per retrieval")
     parser.add_argument("--dim", type=int, default=64, help="DualMemory's input width")
@@ -219,6 +234,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench/memory_stores.json")
     args = parser.parse_args()
     args.queries = args.batch
+    args.index_settings = [tuple(int(v) for v in pair.split(":")) for pair in args.index_settings]
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     device = torch.device("cpu")
