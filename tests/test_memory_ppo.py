@@ -270,6 +270,23 @@ def test_train_with_zero_learning_rate_keeps_ratio_one():
     assert model.logger.name_to_value["train/clip_fraction"] == 0.0
 
 
+@pytest.mark.parametrize(
+    "optimizer_class, optimizer_kwargs, want",
+    [
+        (th.optim.Adam, None, {"eps": 1e-5, "fused": True}),  # SB3's PPO eps, fused kernel
+        (th.optim.AdamW, None, {"fused": True}),
+        (th.optim.Adam, {"eps": 1e-7}, {"eps": 1e-7, "fused": None}),  # given: kept as is
+        (th.optim.SGD, None, {"fused": None}),
+    ],
+)
+def test_default_optimizer_is_adam_fused_with_ppo_eps(optimizer_class, optimizer_kwargs, want):
+    policy_kwargs = dict(optimizer_class=optimizer_class, optimizer_kwargs=optimizer_kwargs)
+    model = MemoryPPO("MlpPolicy", cue_env(), n_steps=8, device="cpu", policy_kwargs=policy_kwargs)
+    assert type(model.policy.optimizer) is optimizer_class
+    defaults = model.policy.optimizer.defaults
+    assert {key: defaults.get(key) for key in want} == want
+
+
 def test_aux_loss_and_diagnostics_are_logged(tmp_path):
     model = MemoryPPO(
         "MlpPolicy",

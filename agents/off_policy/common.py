@@ -82,17 +82,6 @@ def mlp(input_dim: int, output_dim: int, net_arch: list[int], activation_fn: typ
     return nn.Sequential(*create_mlp(input_dim, output_dim, net_arch, activation_fn))
 
 
-def optimizer_defaults(
-    optimizer_class: type[th.optim.Optimizer], optimizer_kwargs: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """Adam's fused kernel when the optimizer's arguments are left to us: one op updates
-    every parameter (the default runs about eight per tensor, a tenth of a gradient step
-    of MemoryDQN(gru) on the CPU).  Given arguments are kept as they are."""
-    if optimizer_kwargs is None and optimizer_class in (th.optim.Adam, th.optim.AdamW):
-        return {"fused": True}
-    return optimizer_kwargs
-
-
 @th.no_grad()
 def copy_buffers(online: nn.Module, target: nn.Module) -> None:
     """Copy the non-parameter buffers (running statistics, flags, any dtype) to a target net."""

@@ -16,9 +16,9 @@ from memworld.agents.off_policy.common import (
     DEFAULT_MEMORY,
     SequenceEncoder,
     mlp,
-    optimizer_defaults,
     predict_recurrent,
 )
+from memworld.agents.policies import optimizer_defaults
 from memworld.memory.base import MemoryModule, State
 
 

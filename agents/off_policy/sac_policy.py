@@ -28,11 +28,11 @@ from memworld.agents.off_policy.common import (
     DEFAULT_MEMORY,
     SequenceEncoder,
     mlp,
-    optimizer_defaults,
     predict_recurrent,
     prefixed,
     unprefixed,
 )
+from memworld.agents.policies import optimizer_defaults
 from memworld.memory.base import MemoryModule, State
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
