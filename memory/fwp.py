@@ -261,10 +261,11 @@ class FastWeightMemory(SteppedMemory):
         heads, head_dim = self.num_heads, self.head_dim
         # The feature map runs on contiguous (B, T, 2, H, dk) before the heads move forward.
         features = feature_map(self.query_key(z).view(batch, steps, 2, heads, head_dim))
-        q, k = features.permute(2, 0, 3, 1, 4)  # each (B, H, T, dk)
+        # Laid out head-major once here, where each batched product would copy them again.
+        q, k = features.permute(2, 0, 3, 1, 4).contiguous()  # each (B, H, T, dk)
         v, beta = self.value_strength(z).split([self.d_model, heads], dim=-1)
-        v = (v.view(batch, steps, heads, head_dim) * torch.sigmoid(beta)[..., None]).transpose(1, 2)
-        return q, k, v
+        v = v.view(batch, steps, heads, head_dim) * torch.sigmoid(beta)[..., None]
+        return q, k, v.transpose(1, 2).contiguous()
 
     step_keeps_time = True
 
