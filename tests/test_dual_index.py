@@ -145,3 +145,19 @@ def test_index_search_width_is_an_argument() -> None:
     )
     module.experience.query(torch.randn(module.key_dim))
     assert module.experience.slot_index().ef_search == 16
+
+
+def test_gather_slots_on_packed_and_strided_fields() -> None:
+    from memworld.memory.dual.store import gather_slots
+
+    state = torch.arange(2 * 3 * 5 * 4.0).view(2, 3, 5, 4)  # (B, L, C, D): three layers
+    slots = torch.tensor([[4, 0, 4], [1, 2, 3]])
+    for layer in range(3):
+        table = state[:, layer]  # a layer's (B, C, D): rows 5 apart in each batch row
+        want = torch.stack([table[b, slots[b]] for b in range(2)])
+        assert torch.equal(gather_slots(table, slots), want)
+        assert torch.equal(gather_slots(table.contiguous(), slots), want)
+        flags = table[..., 0] > 30  # a (B, C) field
+        assert torch.equal(
+            gather_slots(flags, slots), torch.stack([flags[b, slots[b]] for b in range(2)])
+        )

@@ -45,16 +45,17 @@ DISTANCE_BLOCK_ELEMENTS = 1 << 24
 
 def gather_slots(table: Tensor, slots: Tensor) -> Tensor:
     """``table[b, slots[b, ...]]`` for a store field ``table (B, C, ...)`` and ``slots (B,
-    ...)`` long: one ``index_select`` on the flattened field, where indexing with a
-    broadcast row index took ~10x as long at retrieval sizes on the CPU."""
+    ...)`` long: one ``index_select`` on the field seen as ``B * C`` rows, where indexing
+    with a broadcast row index took ~10x as long at retrieval sizes on the CPU.  A field
+    whose rows are not evenly packed (one layer of a ``(B, L, C, ...)`` state) is indexed
+    on both axes instead, without copying it."""
     batch, capacity = table.shape[:2]
-    offsets = torch.arange(batch, device=slots.device) * capacity
-    flat = (slots + offsets.view(-1, *[1] * (slots.dim() - 1))).flatten()
-    return (
-        table.reshape(batch * capacity, *table.shape[2:])
-        .index_select(0, flat)
-        .view(*slots.shape, *table.shape[2:])
-    )
+    rows = torch.arange(batch, device=slots.device).view(-1, *[1] * (slots.dim() - 1))
+    if table.stride(0) != capacity * table.stride(1):
+        return table[rows, slots]
+    flat = (slots + rows * capacity).flatten()
+    rest = table.shape[2:]
+    return table.view(batch * capacity, *rest).index_select(0, flat).view(*slots.shape, *rest)
 
 
 class Retrieval(NamedTuple):
