@@ -72,28 +72,9 @@ class GRUGate(nn.Module):
         h = torch.tanh(wg + self.candidate(r * x))
         return x + z * (h - x)
 
-    def step(self, x: Tensor, y: Tensor) -> Tensor:
-        """:meth:`forward` on (B, d) rows in fewer torch calls: the products of ``y`` and
-        ``x`` that feed ``r``, ``z`` and the candidate as one matmul of ``[y, x]``."""
-        width = x.shape[-1]
-        weight, bias, candidate = self.step_weights()
-        pre = F.linear(torch.cat([y, x], dim=-1), weight, bias)  # (B, 3d): r, z, W_g y
-        rz = torch.sigmoid(pre[:, : 2 * width])
-        h = torch.tanh(torch.addmm(pre[:, 2 * width :], rz[:, :width] * x, candidate))
-        return torch.addcmul(x, rz[:, width:], h - x)
-
     def step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
         """``[[W_r, U_r], [W_z, U_z], [W_g, 0]]`` (3d, 2d), its bias ``[0, -bias, 0]`` and
-        ``U_g^T``; cached while no parameter changes (memory/derived.py)."""
-        sources = (
-            self.from_input.weight,
-            self.from_hidden.weight,
-            self.candidate.weight,
-            self.bias,
-        )
-        return derived(self, "step_weights", sources, self._step_weights)
-
-    def _step_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        ``U_g^T``: what :func:`gate_step` reads."""
         from_hidden = self.from_hidden.weight
         width = from_hidden.shape[1]
         hidden = torch.cat([from_hidden, from_hidden.new_zeros(width, width)])  # (3d, d)
@@ -101,6 +82,17 @@ class GRUGate(nn.Module):
         zeros = self.bias.new_zeros(width)
         bias = torch.cat([zeros, -self.bias, zeros])
         return weight, bias, self.candidate.weight.t().contiguous()
+
+
+def gate_step(x: Tensor, y: Tensor, weights: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """:meth:`GRUGate.forward` on (B, d) rows in fewer torch calls, from the gate's
+    :meth:`GRUGate.step_weights`: the products of ``y`` and ``x`` that feed ``r``, ``z`` and
+    the candidate as one matmul of ``[y, x]``."""
+    weight, bias, candidate = weights
+    pre = F.linear(torch.cat([y, x], dim=-1), weight, bias)  # (B, 3d): r, z, W_g y
+    r, z, wg = pre.split(x.shape[-1], dim=-1)
+    h = torch.tanh(torch.addmm(wg, torch.sigmoid(r) * x, candidate))
+    return torch.addcmul(x, torch.sigmoid(z), h - x)
 
 
 class GTrXLBlock(nn.Module):
@@ -154,33 +146,48 @@ class GTrXLBlock(nn.Module):
         y = self.gate_attn(h, F.relu(self.out_proj(mixed)))
         return self.gate_mlp(y, F.relu(self.mlp(self.norm_mlp(y))))
 
-    def step(self, seq: Tensor, log_visible: Tensor) -> Tensor:
-        """:meth:`forward` for one step in fewer torch calls.
+    def step(self, seq: Tensor, log_visible: Tensor, plan: tuple) -> Tensor:
+        """:meth:`forward` for one step in fewer torch calls, from :meth:`step_plan`.
 
         ``seq`` (B, M + 1, d) is ``[memory; h]``; ``log_visible`` (B, 1, 1, M + 1) is 0
         where the step may attend and ``-inf`` elsewhere.  Returns (B, d)."""
+        norm_attn, query, key_value, bias, out, gate_attn, norm_mlp, mlp, gate_mlp = plan
         batch, span, d_model = seq.shape
         heads = self.num_heads
         head_dim = d_model // heads
-        norm = self.norm_attn
-        normed = F.layer_norm(seq, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        normed = F.layer_norm(seq, *norm_attn)
+        # The query of the step alone; keys and values of every place: (B, H, M + 1, e).
+        q = F.linear(normed[:, -1], *query).view(batch, heads, 1, head_dim)
+        kv = F.linear(normed, *key_value).view(batch, span, 2, heads, head_dim)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=log_visible + bias)
+        y = gate_step(seq[:, -1], F.relu(F.linear(mixed.view(batch, d_model), *out)), gate_attn)
+        hidden = F.relu(F.linear(F.layer_norm(y, *norm_mlp), *mlp[0]))
+        return gate_step(y, F.relu(F.linear(hidden, *mlp[1])), gate_mlp)
+
+    def step_plan(self) -> tuple:
+        """What :meth:`step` reads: the layer norms' arguments, the query and key-value
+        rows of the joint projection, the distance bias reversed ``(H, 1, M + 1)`` (the key
+        ``j`` places before the step gets ``position_bias[:, j]``), the output projection,
+        the MLP's two layers and both gates' :meth:`GRUGate.step_weights`."""
+
+        def norm_args(norm: nn.LayerNorm) -> tuple:
+            return norm.normalized_shape, norm.weight, norm.bias, norm.eps
+
+        d_model = self.qkv.weight.shape[1]
         weight, bias = self.qkv.weight, self.qkv.bias
-        # The query of the step alone; keys and values of every place: (B, M + 1, 2d).
-        q = F.linear(normed[:, -1], weight[:d_model], bias[:d_model])
-        q = q.view(batch, heads, 1, head_dim)
-        kv = F.linear(normed, weight[d_model:], bias[d_model:])
-        k = kv[..., :d_model].view(batch, span, heads, head_dim).transpose(1, 2)  # (B, H, M + 1, e)
-        v = kv[..., d_model:].view(batch, span, heads, head_dim).transpose(1, 2)
-        # The key j places before the step gets position_bias[:, j]: the bias reversed.
-        mask = log_visible + self.position_bias.flip(-1)[:, None]  # (B, H, 1, M + 1)
-        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).view(batch, d_model)
-        out = self.out_proj
-        y = self.gate_attn.step(seq[:, -1], F.relu(F.linear(mixed, out.weight, out.bias)))
-        norm = self.norm_mlp
-        hidden = F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
         first, second = self.mlp[0], self.mlp[2]
-        hidden = F.relu(F.linear(hidden, first.weight, first.bias))
-        return self.gate_mlp.step(y, F.relu(F.linear(hidden, second.weight, second.bias)))
+        return (
+            norm_args(self.norm_attn),
+            (weight[:d_model], bias[:d_model]),
+            (weight[d_model:], bias[d_model:]),
+            self.position_bias.flip(-1)[:, None],
+            (self.out_proj.weight, self.out_proj.bias),
+            self.gate_attn.step_weights(),
+            norm_args(self.norm_mlp),
+            ((first.weight, first.bias), (second.weight, second.bias)),
+            self.gate_mlp.step_weights(),
+        )
 
 
 @register("gtrxl")
@@ -264,23 +271,36 @@ class GTrXL(SteppedMemory):
         """One rollout step, ``x (B, input_dim)``, ``starts (B,)``, in fewer torch calls
         than :meth:`forward_reference` at ``T == 1``: the mask is the memory's ``valid``
         flags (one host check for the rows that start) plus the reversed distance bias,
-        and each block runs :meth:`GTrXLBlock.step`.  No input checks: :meth:`forward`
-        makes them."""
+        and each block runs :meth:`GTrXLBlock.step` on weights folded once per parameter
+        change (:meth:`step_plan`).  No input checks: :meth:`forward` makes them."""
+        in_weight, in_bias, blocks, norm_out = self.step_plan()
         valid = state["valid"]  # (B, M), 0/1
         if bool(starts.any()):
             valid = valid.masked_fill(starts.bool().view(-1, 1), 0.0)
         visible = F.pad(valid, (0, 1), value=1.0)  # (B, M + 1): the memory, then the step
         log_visible = visible.log()[:, None, None]  # (B, 1, 1, M + 1): 0 or -inf
         new_valid = visible[:, 1:]
-        h = F.linear(x, self.input_proj.weight, self.input_proj.bias)  # (B, d)
+        keep = new_valid[..., None]
+        h = F.linear(x, in_weight, in_bias)  # (B, d)
         new_memory = []
-        for layer, block in enumerate(self.blocks):
+        for layer, (block, plan) in enumerate(zip(self.blocks, blocks)):
             seq = torch.cat([state["memory"][:, layer], h[:, None]], dim=1)  # (B, M + 1, d)
-            new_memory.append(seq[:, 1:] * new_valid[..., None])  # zeros outside the episode
-            h = block.step(seq, log_visible)
-        norm = self.norm_out
-        y = F.layer_norm(h, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            new_memory.append(seq[:, 1:] * keep)  # zeros outside the episode
+            h = block.step(seq, log_visible, plan)
+        y = F.layer_norm(h, *norm_out)
         return y, {"memory": torch.stack(new_memory, dim=1), "valid": new_valid}
+
+    def step_plan(self) -> tuple:
+        """Every tensor a rollout step reads, folded once per parameter change without
+        grad (memory/derived.py): the input projection, each block's
+        :meth:`GTrXLBlock.step_plan` and the output LayerNorm's arguments."""
+        return derived(self, "step_plan", None, self._step_plan)
+
+    def _step_plan(self) -> tuple:
+        norm = self.norm_out
+        blocks = tuple(block.step_plan() for block in self.blocks)
+        norm_out = (norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        return self.input_proj.weight, self.input_proj.bias, blocks, norm_out
 
     def forward_reference(
         self, x: Tensor, state: State, episode_starts: Tensor
