@@ -154,6 +154,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "running": dict(value_norm="running"),
     "popart": dict(value_norm="popart"),
     "no_value_grad": dict(value_norm=None, value_grad_to_memory=0.0),
+    "no_value_grad_popart": dict(value_grad_to_memory=0.0),
     "separate": dict(value_norm=None, shared_memory=False),
     "separate_popart": dict(shared_memory=False),
 }

@@ -141,7 +141,7 @@ class GTrXLBlock(nn.Module):
         bias = self.position_bias[:, distance.clamp(0, self.mem_len)]  # (H, T, M + T)
         same_episode = segment[:, None, :] == segment[:, -steps:, None]  # (B, T, M + T)
         # The query always sees itself, so no row of the softmax is all -inf.
-        mask = bias.masked_fill(~(in_reach & same_episode)[:, None], float("-inf"))
+        mask = torch.where((in_reach & same_episode)[:, None], bias, float("-inf"))
         mixed = attend(q, k, v, mask).transpose(1, 2).reshape(batch, steps, d_model)
         y = self.gate_attn(h, F.relu(self.out_proj(mixed)))
         return self.gate_mlp(y, F.relu(self.mlp(self.norm_mlp(y))))
