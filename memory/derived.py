@@ -3,8 +3,8 @@
 A rollout step is overhead-bound: at 8 rows, each torch call costs about as much
 as its arithmetic, so the quantities a step derives from the weights alone (an
 eigenvalue matrix, weights folded together) are worth computing once rather than
-every step.  :func:`derived` keeps them on the module, keyed on each source
-parameter's version counter and storage address: an optimiser step,
+every step.  :func:`derived` keeps them on the module, keyed on each of its
+parameters' version counter and storage address: an optimiser step,
 ``load_state_dict`` or any in-place write on the parameter bumps the version, and
 ``.to()`` moves the storage, so the next call recomputes.  The cache is used only
 with autograd off (a rollout); with grad the quantities are computed afresh so
@@ -16,7 +16,7 @@ MemorySAC's target updates do: ``agents/off_policy/common.py``, ``update_target`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,33 +25,26 @@ _ATTRIBUTE = "_derived_cache"
 
 
 def derived(
-    module: nn.Module,
-    name: str,
-    sources: Sequence[Tensor] | None,
-    build: Callable[[], tuple[Tensor, ...]],
+    module: nn.Module, name: str, build: Callable[[], tuple[Tensor, ...]]
 ) -> tuple[Tensor, ...]:
-    """``build()``, cached on ``module`` under ``name`` while no tensor in ``sources`` changed.
+    """``build()``, cached on ``module`` under ``name`` while none of its parameters changed.
 
     Args:
-        module: where the cache lives (a plain dict attribute, not state_dict).
+        module: where the cache lives (a plain dict attribute, not state_dict); every
+            parameter of it is a source, collected when ``build`` runs, so a check looks
+            no attribute up (a parameter *replaced* by a new object, rather than written
+            into, needs :func:`clear_derived`).
         name: which derived quantities (one module may cache several).
-        sources: the parameters ``build`` reads; ``None``: every parameter of ``module``,
-            collected when ``build`` runs (the cheaper check in a step that reads many,
-            since it does not look each one up again; a parameter *replaced* by a new
-            object, rather than written into, then needs :func:`clear_derived`).
-        build: computes the derived tensors from ``sources``.
+        build: computes the derived tensors from the parameters.
     """
     if torch.is_grad_enabled():
         return build()
     cache = module.__dict__.setdefault(_ATTRIBUTE, {})
     hit = cache.get(name)
-    if sources is None:
-        if hit is not None and hit[0] == [(p._version, p.data_ptr()) for p in hit[2]]:
-            return hit[1]
-        sources = tuple(module.parameters())
-    key = [(p._version, p.data_ptr()) for p in sources]
-    if hit is not None and hit[0] == key:
+    if hit is not None and hit[0] == [(p._version, p.data_ptr()) for p in hit[2]]:
         return hit[1]
+    sources = tuple(module.parameters())
+    key = [(p._version, p.data_ptr()) for p in sources]
     value = build()
     cache[name] = (key, value, sources)
     return value

@@ -320,7 +320,7 @@ class FastWeightMemory(SteppedMemory):
         query-key and value-strength projections stacked, ``(3d + H, d)`` and ``(3d + H,)``;
         ``gamma (H, 1, 1)``; the output projection transposed, ``(1, d, d)``; the output
         LayerNorm's arguments."""
-        return derived(self, "step_plan", None, self._step_plan)
+        return derived(self, "step_plan", self._step_plan)
 
     def _step_plan(self) -> tuple:
         proj, qk, vs, out = self.input_proj, self.query_key, self.value_strength, self.out_proj

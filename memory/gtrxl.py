@@ -294,7 +294,7 @@ class GTrXL(SteppedMemory):
         """Every tensor a rollout step reads, folded once per parameter change without
         grad (memory/derived.py): the input projection, each block's
         :meth:`GTrXLBlock.step_plan` and the output LayerNorm's arguments."""
-        return derived(self, "step_plan", None, self._step_plan)
+        return derived(self, "step_plan", self._step_plan)
 
     def _step_plan(self) -> tuple:
         norm = self.norm_out

@@ -325,7 +325,7 @@ class LRU(SteppedMemory):
         weights, GLU weight, GLU bias), output layer_norm arguments)``.  Without grad it
         is cached while no parameter changes (memory/derived.py), so a step looks
         nothing up."""
-        return derived(self, "step_plan", None, self._step_plan)
+        return derived(self, "step_plan", self._step_plan)
 
     def _step_plan(self) -> tuple:
         def norm_args(norm: nn.LayerNorm) -> tuple:

@@ -126,46 +126,33 @@ def test_rollout_follows_parameter_changes(name, kwargs):
     check()
 
 
-def test_derived_is_cached_until_a_source_changes():
+def test_derived_is_cached_until_a_parameter_changes():
     layer = torch.nn.Linear(3, 2)
     builds = []
 
     def build():
         builds.append(1)
-        return (layer.weight * 2,)
+        return (layer.weight * 2 + layer.bias.sum(),)
+
+    def want():
+        return layer.weight * 2 + layer.bias.sum()
 
     with torch.no_grad():
-        first = derived(layer, "twice", [layer.weight], build)[0]
-        assert derived(layer, "twice", [layer.weight], build)[0] is first
+        first = derived(layer, "twice", build)[0]
+        assert derived(layer, "twice", build)[0] is first
         assert len(builds) == 1
         layer.weight.add_(1.0)  # an in-place change bumps the version
-        second = derived(layer, "twice", [layer.weight], build)[0]
-        torch.testing.assert_close(second, layer.weight * 2)
+        second = derived(layer, "twice", build)[0]
+        torch.testing.assert_close(second, want())
+        layer.bias.add_(1.0)  # any parameter of the module counts
+        torch.testing.assert_close(derived(layer, "twice", build)[0], want())
+        third = derived(layer, "twice", build)[0]
         layer.weight.data.mul_(3.0)  # .data skips the version counter ...
-        assert derived(layer, "twice", [layer.weight], build)[0] is second
+        assert derived(layer, "twice", build)[0] is third
         clear_derived(layer)  # ... so the caller clears the cache
-        torch.testing.assert_close(
-            derived(layer, "twice", [layer.weight], build)[0], layer.weight * 2
-        )
-    assert len(builds) == 3
-    weight = derived(layer, "twice", [layer.weight], build)[0]  # with grad: fresh, differentiable
-    assert weight.requires_grad and len(builds) == 4
-
-
-def test_derived_from_every_parameter():
-    # sources=None: keyed on every parameter of the module, found when the cache is built.
-    layer = torch.nn.Linear(3, 2)
-    builds = []
-
-    def build():
-        builds.append(1)
-        return (layer.weight.sum() + layer.bias.sum(),)
-
-    with torch.no_grad():
-        first = derived(layer, "total", None, build)[0]
-        assert derived(layer, "total", None, build)[0] is first
-        layer.bias.add_(1.0)  # any parameter, not only one named as a source
-        torch.testing.assert_close(derived(layer, "total", None, build)[0], first + 2.0)
+        torch.testing.assert_close(derived(layer, "twice", build)[0], want())
         layer.double()  # new storage: rebuilt in the new dtype
-        assert derived(layer, "total", None, build)[0].dtype == torch.float64
-    assert len(builds) == 3
+        assert derived(layer, "twice", build)[0].dtype == torch.float64
+    assert len(builds) == 5
+    weight = derived(layer, "twice", build)[0]  # with grad: fresh, differentiable
+    assert weight.requires_grad and len(builds) == 6
