@@ -115,3 +115,40 @@ def test_bit_fast_path_equals_reference(training: bool, kwargs: dict) -> None:
     # 16 words and 10-step episodes: the pointer rings and writes overwrite.
     assert_paths_agree(module, x, warm_state(module, 3, seed=8), starts)
     assert_paths_agree(module, x[:2], warm_state(module, 3, seed=9), starts[:2])
+
+
+def assert_rollout_equals_reference(module: MemoryModule, steps: int, seed: int) -> dict:
+    """``steps`` one-step calls without grad against the reference, from a warm state:
+    outputs and every state field at every step; the input state is left as it was.
+    Returns the reference's last state."""
+    x, starts = inputs(steps, 3, module.input_dim, seed)
+    starts[steps // 2] = True  # every row at once, beside the random starts
+    fast_state = ref_state = warm_state(module, 3, seed=seed + 1)
+    with torch.no_grad():
+        for t in range(steps):
+            before = {k: v.clone() for k, v in fast_state.items()}
+            module.fast_path = True
+            y, fast_next = module(x[t : t + 1], fast_state, starts[t : t + 1])
+            for key, value in before.items():
+                torch.testing.assert_close(fast_state[key], value, rtol=0, atol=0, msg=key)
+            module.fast_path = False
+            y_ref, ref_state = module(x[t : t + 1], ref_state, starts[t : t + 1])
+            torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+            assert fast_next.keys() == ref_state.keys()
+            for key in ref_state:
+                torch.testing.assert_close(
+                    fast_next[key], ref_state[key], rtol=1e-5, atol=1e-5, msg=f"{t} {key}"
+                )
+            fast_state = fast_next
+    return ref_state
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("kwargs", [{}, {"write_mode": "learned", "read_addressing": "absolute"}])
+def test_bit_rollout_step_equals_reference(training: bool, kwargs: dict) -> None:
+    """memory/bit/rollout.py: twelve one-step calls without grad, with episode starts, in
+    training mode (soft reads over the candidates) and evaluation mode (one hard read)."""
+    torch.manual_seed(0)
+    module = memory.make("bit", input_dim=5, **BIT_SMALL, **kwargs).train(training)
+    last = assert_rollout_equals_reference(module, steps=12, seed=12)
+    assert bool(last["written"].any())  # the store was written and read back

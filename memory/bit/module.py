@@ -59,6 +59,7 @@ from torch import Tensor, nn
 from memworld.memory.base import MemoryModule, State, check_positive_int, check_range, register
 from memworld.memory.bit.bits import address_entropy, pack_bits
 from memworld.memory.bit.chunk import chunk_forward
+from memworld.memory.bit.rollout import rollout_forward
 from memworld.memory.bit.store import BitStore
 
 WRITE_MODES = ("pointer", "learned")
@@ -154,11 +155,15 @@ class BitMemory(MemoryModule):
     # --------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """The controller's input projection and the decoding of stored words run once a
-        chunk (memory/bit/chunk.py); one step, or ``fast_path = False``, runs
+        chunk (memory/bit/chunk.py); one step without grad (a rollout) runs
+        memory/bit/rollout.py; one step with grad, or ``fast_path = False``, runs
         :meth:`forward_reference`."""
-        if not getattr(self, "fast_path", True) or x.shape[0] == 1:
-            # One step (a rollout): the chunk path's set-up costs more than it saves there.
+        if not getattr(self, "fast_path", True):
             return self.forward_reference(x, state, episode_starts)
+        if x.shape[0] == 1:  # the chunk path's set-up costs more than it saves at one step
+            if torch.is_grad_enabled():
+                return self.forward_reference(x, state, episode_starts)
+            return rollout_forward(self, x, state, episode_starts)
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
         return chunk_forward(self, x, state, starts)

@@ -1,0 +1,99 @@
+"""BitMemory's rollout step: one step without grad, in fewer torch calls.
+
+At one step a call (a rollout, 8 rows) each torch call costs microseconds from Python,
+about as much as its arithmetic, and the reference step (``forward_reference`` at
+``T == 1``) spends most of its calls on bookkeeping: it builds the word indices of a
+range three times (for the write, the read and the written flags), checks addresses and
+logits that are in range by construction, and runs the soft-read product over one
+candidate in evaluation mode.  :func:`rollout_forward` computes each range once, gathers
+a range's words and flags with one index, takes the one candidate as it is, and
+otherwise runs the reference's operations in its order, so it computes the same values
+(tests/test_fast_dual_bit.py holds it to the reference, in training and evaluation
+mode, with pointer and learned writes, relative and absolute reads).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from memworld.memory.base import State
+from memworld.memory.bit.bits import (
+    pack_bits,
+    product_address,
+    product_candidates,
+    unpack_bits,
+)
+
+if TYPE_CHECKING:
+    from memworld.memory.bit.module import BitMemory
+
+
+def rollout_forward(
+    module: BitMemory, x: Tensor, state: State, episode_starts: Tensor
+) -> tuple[Tensor, State]:
+    """``module.forward`` for ``x (1, B, input_dim)`` without grad (see the module docstring)."""
+    module.check_inputs(x, episode_starts, state)
+    store, n = module.store, module.store.num_words
+    inputs = x[0]
+    starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
+    if bool(starts.any()):  # one host sync, as the reference's
+        init = module.initial_state(x.shape[1], x.device)
+        state = {
+            k: torch.where(starts.view(-1, *[1] * (v.dim() - 1)), init[k], v)
+            for k, v in state.items()
+        }
+    # store.encode's straight-through bits: without grad, ``probs - probs.detach()`` is 0.
+    logits = store.codec.encoder(inputs)
+    bits = (logits > 0).to(logits.dtype)  # (B, W)
+    module._last_recon = (store.decode(bits) - inputs).square().mean()
+    h = module.controller(torch.cat([inputs, state["read"]], dim=-1), state["h"])
+    address = state["pointer"]
+    if module.write_head is not None:
+        address = product_address(*module.write_head(h).chunk(2, dim=-1))
+    # The write: one word at the address, on new tensors (the caller's state is kept).
+    slot = torch.remainder(address, n)[:, None]
+    words = state["words"].scatter(1, slot, pack_bits(bits)[:, None])
+    written = state["written"].scatter(1, slot, True)
+    # The read: the candidate ranges' words and written flags, by one index each.
+    halves = module.read_head(h).view(h.shape[0], 2, -1)  # high | low address logits
+    high, low = halves.unbind(1)
+    weights = None
+    if module.training:
+        addresses, weights = product_candidates(high, low, store.top_k, store.keep)  # (B, C)
+    else:
+        addresses = product_address(high, low)[:, None]  # (B, 1)
+    if module.read_addressing == "relative":
+        addresses = torch.remainder(address[:, None] - addresses, n)
+    offsets = torch.arange(store.range_len, device=x.device)
+    ranges = torch.remainder(addresses[..., None] + offsets, n)  # (B, C, L)
+    index = ranges.flatten(1)
+    decoded = store.decode(unpack_bits(words.gather(1, index), store.word_bits))
+    flags = written.gather(1, index).to(high.dtype)
+    found = torch.cat([decoded, flags[..., None]], dim=-1).view(*ranges.shape, -1)  # (B, C, L, V+1)
+    if weights is None:  # one candidate of weight 1: the weighted sum is that candidate
+        read, best = found[:, 0].flatten(1), addresses[:, 0]
+    else:
+        read = torch.einsum("bc,bclv->blv", weights, found).flatten(1)
+        best = addresses.gather(1, weights.argmax(dim=1, keepdim=True)).squeeze(1)
+    new_state = {
+        **state,
+        "words": words,
+        "written": written,
+        "pointer": torch.remainder(state["pointer"] + 1, n),
+        "h": h,
+        "read": read,
+        "read_entropy": halves_entropy(halves),
+        "write_address": address,
+        "read_address": best,
+    }
+    return (h + module.fuse(read))[None], new_state
+
+
+def halves_entropy(halves: Tensor) -> Tensor:
+    """:func:`memworld.memory.bit.bits.address_entropy` of ``halves (B, 2, H)`` (high and low
+    logits), both halves in one pass: the same sums, added in the same order."""
+    log_p = torch.log_softmax(halves, dim=-1)
+    return (-(log_p.exp() * log_p).sum(-1)).sum(-1)
