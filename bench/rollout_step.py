@@ -8,8 +8,9 @@ width 8, no grad, the module at its default sizes carrying its state over 20 ste
 round.  Each module is paired round by round (alternating order) with the GRU cell and,
 where it has a fast path, with its reference (``forward_reference``, through
 ``reference_mode``); on the CPU with one thread the times are the process's CPU time
-(bench/timing.py ``process_clock``).  For ``slot`` a floor row times its controller,
-heads and output layers alone; ``--compile`` also times the compiled step and its first
+(bench/timing.py ``process_clock``).  Floor rows time part of a step by itself: for
+``slot`` its controller, heads and output layers, for ``bit`` its codec, controller and
+heads, for ``dual`` the copy of its long-term fields that a new state needs; ``--compile`` also times the compiled step and its first
 call (set ``TORCHINDUCTOR_CACHE_DIR`` to an empty folder for a cold compile).  Each row
 also counts the torch operations one step issues (``torch.profiler``, top-level aten
 calls): at 8 rows each costs microseconds whatever its arithmetic, so the count is the
@@ -99,6 +100,55 @@ def slot_neural_fn(module: nn.Module, device: torch.device) -> Callable[[], None
     return run
 
 
+def dual_copy_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
+    """``ROLLOUT_STEPS`` copies of DualMemory's long-term fields of an 8-row state, nothing
+    else: what a step that returns a new state and leaves the old one as it was must do,
+    since every row's store changes (the importance of the slots read) at every step."""
+    from memworld.memory.dual.reference import LONG_TERM_KEYS
+
+    state = module.initial_state(ROLLOUT_ROWS, device)
+    fields = [state[key] for key in LONG_TERM_KEYS]
+
+    def run() -> None:
+        for _ in range(ROLLOUT_STEPS):
+            for field in fields:
+                field.clone()
+
+    return run
+
+
+def bit_layers_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
+    """``ROLLOUT_STEPS`` steps of BitMemory's layers alone (the codec's encoding of the input
+    and decoding of one read range, the controller cell, the read head and the fusion), no
+    store I/O: what any implementation of the step must compute."""
+    gen = torch.Generator().manual_seed(0)
+    store = module.store
+    x = torch.randn(ROLLOUT_ROWS, module.input_dim, generator=gen).to(device)
+    read = torch.randn(ROLLOUT_ROWS, module.read_dim, generator=gen).to(device)
+    h = torch.zeros(ROLLOUT_ROWS, module.hidden_dim, device=device)
+    shape = (ROLLOUT_ROWS, store.range_len, store.word_bits)
+    bits = torch.randint(0, 2, shape, generator=gen).float().to(device)
+
+    @torch.no_grad()
+    def run() -> None:
+        for _ in range(ROLLOUT_STEPS):
+            store.encode(x)
+            hidden = module.controller(torch.cat([x, read], dim=-1), h)
+            module.read_head(hidden)
+            store.decode(bits)
+            hidden + module.fuse(read)
+
+    return run
+
+
+# Floor rows: what part of a module's step costs by itself, and what the row prints.
+FLOORS = {
+    "slot": (slot_neural_fn, "controller+heads+output alone"),
+    "dual": (dual_copy_fn, "long-term fields' copy alone"),
+    "bit": (bit_layers_fn, "codec+controller+heads alone"),
+}
+
+
 def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """One rollout step (T=1, 8 rows, no grad) of every module at its default sizes, input
     width 8, paired round by round with a bare ``nn.GRUCell(8, 128)``; for modules with a
@@ -122,8 +172,8 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                         reference()
 
                 fns["reference"] = run_reference
-            if name == "slot":  # its floor: the controller, heads and output layers alone
-                fns["neural"] = slot_neural_fn(module, device)
+            if name in FLOORS:
+                fns["floor"] = FLOORS[name][0](module, device)
             compile_row = {}
             if args.compile and "compile" in inspect.signature(type(module).__init__).parameters:
                 torch.manual_seed(0)
@@ -142,9 +192,10 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "ratio_to_gru_cell": medians["module"] / medians["cell"],
                 "torch_calls": torch_calls(module, device),
             }
-            if "neural" in medians:
-                row["neural_only_step_s"] = medians["neural"] / ROLLOUT_STEPS
-                row["neural_only_ratio_to_gru_cell"] = medians["neural"] / medians["cell"]
+            if "floor" in medians:
+                row["floor"] = FLOORS[name][1]
+                row["floor_step_s"] = medians["floor"] / ROLLOUT_STEPS
+                row["floor_ratio_to_gru_cell"] = medians["floor"] / medians["cell"]
             if "compiled" in medians:
                 row["compiled_step_s"] = medians["compiled"] / ROLLOUT_STEPS
                 row["compiled_ratio_to_gru_cell"] = medians["compiled"] / medians["cell"]
@@ -165,8 +216,8 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 f"   reference {1e6 * row['reference_step_s']:8.0f} us "
                 f"{row['reference_ratio_to_gru_cell']:6.2f}x"
             )
-        if "neural_only_step_s" in row:
-            ref += f"   controller+heads+output alone {row['neural_only_ratio_to_gru_cell']:6.2f}x"
+        if "floor" in row:
+            ref += f"   {row['floor']} {row['floor_ratio_to_gru_cell']:6.2f}x"
         if "compiled_step_s" in row:
             ref += (
                 f"   compiled {1e6 * row['compiled_step_s']:8.0f} us "

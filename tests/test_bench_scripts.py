@@ -31,6 +31,21 @@ for name in sys.argv[2:]:
 """
 
 
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    """``python <args>`` (a bench script and its flags) from the repository root, one torch
+    thread; it must exit 0."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCH.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_every_bench_script_imports_and_prints_its_help():
     assert len(SCRIPTS) >= 9, SCRIPTS
     done = subprocess.run(
@@ -47,16 +62,10 @@ def test_every_bench_script_imports_and_prints_its_help():
 
 
 def test_pomdp_zoo_quick_trains_recurrent_ppo_and_memory_ppo_side_by_side(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "bench/pomdp_zoo.py", "--quick", "--presets", "CartPoleNoVel-user"]
-        + ["--algos", "recurrent_ppo", "memory_ppo_gru", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=BENCH.parent,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    done = run_bench(
+        *["bench/pomdp_zoo.py", "--quick", "--presets", "CartPoleNoVel-user"],
+        *["--algos", "recurrent_ppo", "memory_ppo_gru", "--out", str(tmp_path)],
     )
-    assert done.returncode == 0, done.stderr[-3000:]
     runs = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
     assert sorted(runs) == [
         "CartPoleNoVel-user_memory_ppo_gru-default_s0.json",
@@ -68,24 +77,23 @@ def test_pomdp_zoo_quick_trains_recurrent_ppo_and_memory_ppo_side_by_side(tmp_pa
 
 
 def test_off_policy_quick_speed_pairs_memory_dqn_with_dqn(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/off_policy.py",
-            "--part",
-            "speed",
-            "--quick",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=BENCH.parent,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_bench("bench/off_policy.py", "--part", "speed", "--quick", "--out", str(tmp_path))
     result = json.loads((tmp_path / "off_policy_speed_quick.json").read_text())
     assert set(result["medians"]) == {"ours_grad", "peer_grad", "ours_env", "peer_env"}
     assert result["ratio_grad"] > 0 and result["ratio_env"] > 0
     assert "gradient steps/s: MemoryDQN(gru)" in done.stdout
+
+
+def test_rollout_step_prints_the_floor_rows_of_slot_and_dual(tmp_path):
+    out = tmp_path / "rollout.json"
+    done = run_bench(
+        "bench/rollout_step.py",
+        *["--modules", "gru", "slot", "dual", "--repeats", "1"],
+        *["--out", str(out)],
+    )
+    rows = {r["module"]: r for r in json.loads(out.read_text())["rows"]}
+    assert "floor" not in rows["gru"]
+    assert rows["slot"]["floor"] == "controller+heads+output alone"
+    assert rows["dual"]["floor"] == "long-term fields' copy alone"
+    assert all(r["floor_step_s"] > 0 and r["torch_calls"] > 0 for r in (rows["slot"], rows["dual"]))
+    assert "long-term fields' copy alone" in done.stdout
