@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv
@@ -247,6 +248,44 @@ def test_replay_reproduces_rollout_log_probs_and_values(name, bptt_len):
     model.learn(2 * 3 * 14)  # two rollouts: the second starts from a carried-over state
     _assert_replay_exact(model)
     assert model.logger.name_to_value.get("train/clip_fraction", 0.0) == 0.0
+
+
+class ReplayCheck(BaseCallback):
+    """After every rollout but the first (whose weights the optimiser has not moved yet),
+    before the update: the rollout's log-probs and values equal a replay of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked = 0
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.model.num_timesteps > self.model.n_steps * self.model.n_envs:
+            _assert_replay_exact(self.model)
+            self.checked += 1
+
+
+@pytest.mark.parametrize("name", memory.names())
+def test_rollouts_use_the_updated_weights(name):
+    """With real updates between rollouts (Adam's fused kernel, MemoryPPO's default, which
+    moves no version counter), each rollout is computed with the weights of its time: a
+    one-step path that cached weights derived from the parameters and missed the update
+    would act with the first rollout's weights and fail the replay."""
+    model = MemoryPPO(
+        "MlpPolicy",
+        cue_env(),
+        n_steps=14,
+        learning_rate=1e-2,
+        n_epochs=2,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(net_arch=[16], memory=name, memory_kwargs=small_kwargs(name)),
+    )
+    check = ReplayCheck()
+    model.learn(3 * 3 * 14, callback=check)
+    assert check.checked == 2
 
 
 @pytest.mark.parametrize(

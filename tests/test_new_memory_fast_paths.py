@@ -5,8 +5,9 @@ Each module runs a chunk with episode starts inside it twice: step by step throu
 states and gradients (of the inputs and every parameter, in float64) must agree
 within 1e-5.
 Without grad the step reads weights folded once per parameter change
-(memory/derived.py): the tests change the parameters between rollouts (an optimiser
-step, ``load_state_dict``, ``.double()``) and check that the step follows.
+(memory/derived.py): the tests change the parameters between rollouts (steps of Adam's
+fused, foreach and single-tensor kernels, ``load_state_dict``, ``.double()``) and check
+that the step follows.
 """
 
 from __future__ import annotations
@@ -95,8 +96,14 @@ def test_step_path_equals_reference_with_gradients(name, kwargs):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+# Adam's three implementations: the fused kernel (MemoryPPO's default) updates the
+# parameters in place without moving their version counters.
+OPTIMISERS = [{"fused": True}, {"foreach": True}, {"foreach": False}]
+
+
+@pytest.mark.parametrize("optimiser_kwargs", OPTIMISERS, ids=["fused", "foreach", "single"])
 @pytest.mark.parametrize("name, kwargs", CASES)
-def test_rollout_follows_parameter_changes(name, kwargs):
+def test_rollout_follows_parameter_changes(name, kwargs, optimiser_kwargs):
     torch.manual_seed(0)
     module = memory.make(name, input_dim=INPUT, **kwargs)
     x, starts = chunk(3)
@@ -112,11 +119,13 @@ def test_rollout_follows_parameter_changes(name, kwargs):
         assert_same(switched, reference)
 
     check()  # fills the cache of folded weights
-    optimiser = torch.optim.Adam(module.parameters(), lr=0.05)
-    y, _ = module.forward_reference(x, state, starts)
-    y.pow(2).sum().backward()
-    optimiser.step()  # in-place updates: the versions move, the cache is rebuilt
-    check()
+    optimiser = torch.optim.Adam(module.parameters(), lr=0.05, **optimiser_kwargs)
+    for _ in range(2):  # the cache is rebuilt after every step, refilled by check()
+        y, _ = module.forward_reference(x, state, starts)
+        y.pow(2).sum().backward()
+        optimiser.step()
+        optimiser.zero_grad()
+        check()
     other = memory.make(name, input_dim=INPUT, **kwargs)
     module.load_state_dict(other.state_dict())
     check()
@@ -156,3 +165,17 @@ def test_derived_is_cached_until_a_parameter_changes():
     assert len(builds) == 5
     weight = derived(layer, "twice", build)[0]  # with grad: fresh, differentiable
     assert weight.requires_grad and len(builds) == 6
+    # Fused Adam writes the parameters without moving their versions: any optimiser
+    # step in the process drops the cache.
+    optimiser = torch.optim.Adam(layer.parameters(), lr=0.5, fused=True)
+    with torch.no_grad():
+        before = derived(layer, "twice", build)[0]
+    version = layer.weight._version
+    weight.sum().backward()
+    optimiser.step()
+    assert layer.weight._version == version  # the versions did not move ...
+    with torch.no_grad():
+        after = derived(layer, "twice", build)[0]  # ... yet the cache was rebuilt
+        torch.testing.assert_close(after, want())
+        assert not torch.equal(after, before)
+    assert len(builds) == 7
