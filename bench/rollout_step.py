@@ -10,7 +10,8 @@ where it has a fast path, with its reference (``forward_reference``, through
 ``reference_mode``); on the CPU with one thread the times are the process's CPU time
 (bench/timing.py ``process_clock``).  Floor rows time part of a step by itself: for
 ``slot`` its controller, heads and output layers, for ``bit`` its codec, controller and
-heads, for ``dual`` the copy of its long-term fields that a new state needs; ``--compile`` also times the compiled step and its first
+heads, for ``dual`` its layers and, apart, the copy of its long-term fields that a new
+state needs; ``--compile`` also times the compiled step and its first
 call (set ``TORCHINDUCTOR_CACHE_DIR`` to an empty folder for a cold compile).  Each row
 also counts the torch operations one step issues (``torch.profiler``, top-level aten
 calls): at 8 rows each costs microseconds whatever its arithmetic, so the count is the
@@ -141,11 +142,42 @@ def bit_layers_fn(module: nn.Module, device: torch.device) -> Callable[[], None]
     return run
 
 
-# Floor rows: what part of a module's step costs by itself, and what the row prints.
+def dual_layers_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
+    """``ROLLOUT_STEPS`` steps of DualMemory's layers alone (the input embedding; per layer
+    the self-attention over its cache, the short-term write and read, the long-term query
+    and sharpness, the read gate and projection, the feed-forward block; the output norm),
+    no long-term store I/O: what any implementation of the step must compute."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(ROLLOUT_ROWS, module.input_dim, generator=gen).to(device)
+    read = torch.randn(ROLLOUT_ROWS, module.hidden_dim, generator=gen).to(device)
+    state = module.initial_state(ROLLOUT_ROWS, device)
+
+    @torch.no_grad()
+    def run() -> None:
+        for _ in range(ROLLOUT_STEPS):
+            h = module.embed(x)
+            for i, layer in enumerate(module.layers):
+                if layer.attention is not None:
+                    cache = (state["attn_keys"][:, i], state["attn_values"][:, i])
+                    h = h + layer.attention(layer.attn_norm(h), *cache, state["attn_valid"])[0]
+                address, value, query, gate = layer.stm.split_input(layer.stm_norm(h))
+                memory, _ = layer.stm.write(state["stm"][:, i], address, value, gate)
+                h = h + layer.stm.read(memory, query)[0]
+                z = layer.ltm_norm(h)
+                layer.ltm_query(z)
+                mix = torch.sigmoid(layer.ltm_gate(torch.cat([z, read], dim=-1)))
+                h = h + mix * layer.ltm_out(read)
+                h = h + layer.ffn(layer.ffn_norm(h))
+            module.out_norm(h)
+
+    return run
+
+
+# Floor rows: what parts of a module's step cost by themselves, and what each row prints.
 FLOORS = {
-    "slot": (slot_neural_fn, "controller+heads+output alone"),
-    "dual": (dual_copy_fn, "long-term fields' copy alone"),
-    "bit": (bit_layers_fn, "codec+controller+heads alone"),
+    "slot": [(slot_neural_fn, "controller+heads+output alone")],
+    "dual": [(dual_layers_fn, "layers alone"), (dual_copy_fn, "long-term fields' copy alone")],
+    "bit": [(bit_layers_fn, "codec+controller+heads alone")],
 }
 
 
@@ -172,8 +204,9 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                         reference()
 
                 fns["reference"] = run_reference
-            if name in FLOORS:
-                fns["floor"] = FLOORS[name][0](module, device)
+            floors = FLOORS.get(name, [])
+            for j, (floor_fn, _) in enumerate(floors):
+                fns[f"floor{j}"] = floor_fn(module, device)
             compile_row = {}
             if args.compile and "compile" in inspect.signature(type(module).__init__).parameters:
                 torch.manual_seed(0)
@@ -192,10 +225,15 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "ratio_to_gru_cell": medians["module"] / medians["cell"],
                 "torch_calls": torch_calls(module, device),
             }
-            if "floor" in medians:
-                row["floor"] = FLOORS[name][1]
-                row["floor_step_s"] = medians["floor"] / ROLLOUT_STEPS
-                row["floor_ratio_to_gru_cell"] = medians["floor"] / medians["cell"]
+            if floors:
+                row["floors"] = [
+                    {
+                        "what": label,
+                        "step_s": medians[f"floor{j}"] / ROLLOUT_STEPS,
+                        "ratio_to_gru_cell": medians[f"floor{j}"] / medians["cell"],
+                    }
+                    for j, (_, label) in enumerate(floors)
+                ]
             if "compiled" in medians:
                 row["compiled_step_s"] = medians["compiled"] / ROLLOUT_STEPS
                 row["compiled_ratio_to_gru_cell"] = medians["compiled"] / medians["cell"]
@@ -216,8 +254,8 @@ def bench_rollout(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 f"   reference {1e6 * row['reference_step_s']:8.0f} us "
                 f"{row['reference_ratio_to_gru_cell']:6.2f}x"
             )
-        if "floor" in row:
-            ref += f"   {row['floor']} {row['floor_ratio_to_gru_cell']:6.2f}x"
+        for floor in row.get("floors", []):
+            ref += f"   {floor['what']} {floor['ratio_to_gru_cell']:6.2f}x"
         if "compiled_step_s" in row:
             ref += (
                 f"   compiled {1e6 * row['compiled_step_s']:8.0f} us "

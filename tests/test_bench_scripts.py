@@ -92,8 +92,11 @@ def test_rollout_step_prints_the_floor_rows_of_slot_and_dual(tmp_path):
         *["--out", str(out)],
     )
     rows = {r["module"]: r for r in json.loads(out.read_text())["rows"]}
-    assert "floor" not in rows["gru"]
-    assert rows["slot"]["floor"] == "controller+heads+output alone"
-    assert rows["dual"]["floor"] == "long-term fields' copy alone"
-    assert all(r["floor_step_s"] > 0 and r["torch_calls"] > 0 for r in (rows["slot"], rows["dual"]))
+    assert "floors" not in rows["gru"]
+    floors = {name: [f["what"] for f in rows[name]["floors"]] for name in ("slot", "dual")}
+    assert floors == {
+        "slot": ["controller+heads+output alone"],
+        "dual": ["layers alone", "long-term fields' copy alone"],
+    }
+    assert all(f["step_s"] > 0 for name in floors for f in rows[name]["floors"])
     assert "long-term fields' copy alone" in done.stdout
