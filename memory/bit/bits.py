@@ -71,14 +71,15 @@ def product_candidates(
     return addresses.gather(1, order), torch.softmax(scores, dim=-1)
 
 
+def logits_entropy(logits: Tensor) -> Tensor:
+    """Entropy (nats) of ``softmax(logits)`` over the last axis: ``(..., H)`` -> ``(...)``."""
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -(log_p.exp() * log_p).sum(-1)
+
+
 def address_entropy(high_logits: Tensor, low_logits: Tensor) -> Tensor:
     """Entropy (nats) of the product distribution over all addresses: ``H(high) + H(low)``, ``(B,)``."""
-
-    def entropy(logits: Tensor) -> Tensor:
-        log_p = torch.log_softmax(logits, dim=-1)
-        return -(log_p.exp() * log_p).sum(-1)
-
-    return entropy(high_logits) + entropy(low_logits)
+    return logits_entropy(high_logits) + logits_entropy(low_logits)
 
 
 class BitCodec(nn.Module):

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from memworld.memory.base import State
 from memworld.memory.bit.bits import (
+    logits_entropy,
     pack_bits,
     product_address,
     product_candidates,
@@ -39,12 +40,7 @@ def rollout_forward(
     store, n = module.store, module.store.num_words
     inputs = x[0]
     starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
-    if bool(starts.any()):  # one host sync, as the reference's
-        init = module.initial_state(x.shape[1], x.device)
-        state = {
-            k: torch.where(starts.view(-1, *[1] * (v.dim() - 1)), init[k], v)
-            for k, v in state.items()
-        }
+    state = module.reset_rows(state, starts)  # one host sync, as the reference's
     # store.encode's straight-through bits: without grad, ``probs - probs.detach()`` is 0.
     logits = store.codec.encoder(inputs)
     bits = (logits > 0).to(logits.dtype)  # (B, W)
@@ -85,15 +81,8 @@ def rollout_forward(
         "pointer": torch.remainder(state["pointer"] + 1, n),
         "h": h,
         "read": read,
-        "read_entropy": halves_entropy(halves),
+        "read_entropy": logits_entropy(halves).sum(-1),  # address_entropy
         "write_address": address,
         "read_address": best,
     }
     return (h + module.fuse(read))[None], new_state
-
-
-def halves_entropy(halves: Tensor) -> Tensor:
-    """:func:`memworld.memory.bit.bits.address_entropy` of ``halves (B, 2, H)`` (high and low
-    logits), both halves in one pass: the same sums, added in the same order."""
-    log_p = torch.log_softmax(halves, dim=-1)
-    return (-(log_p.exp() * log_p).sum(-1)).sum(-1)
