@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from memworld import memory
-from tests.test_memory_ppo import _assert_replay_exact, _replay_model, cue_env, small_kwargs
+from tests.test_memory_ppo import cue_env, small_kwargs
+from tests.test_memory_ppo_replay import _assert_replay_exact, _replay_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
