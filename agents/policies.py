@@ -30,6 +30,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from memworld.agents.optimizers import optimizer_defaults
 from memworld.agents.value_norm import ValueNormalizer
 from memworld.memory import make as make_memory
 from memworld.memory.base import MemoryModule, State, check_range
@@ -38,21 +39,6 @@ DEFAULT_MEMORY = "lstm"
 DEFAULT_VALUE_NORM = "popart"
 
 PI_PREFIX, VF_PREFIX = "pi.", "vf."
-
-
-def optimizer_defaults(
-    optimizer_class: type[th.optim.Optimizer],
-    optimizer_kwargs: dict[str, Any] | None,
-    **sb3_defaults: Any,
-) -> dict[str, Any] | None:
-    """Adam's fused kernel when the optimizer's arguments are left to us: one op updates
-    every parameter where the default runs about eight per tensor (a tenth of a gradient
-    step of MemoryDQN(gru) on the CPU; the step itself 1.16 -> 0.41 ms for MemoryPPO's
-    LSTM-256 policy).  ``sb3_defaults`` are the arguments SB3 would give the same
-    algorithm (``eps=1e-5`` for PPO's Adam).  Given arguments are kept as they are."""
-    if optimizer_kwargs is None and optimizer_class in (th.optim.Adam, th.optim.AdamW):
-        return {**sb3_defaults, "fused": True}
-    return optimizer_kwargs
 
 
 class MemoryActorCriticPolicy(ActorCriticPolicy):

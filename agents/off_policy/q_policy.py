@@ -18,7 +18,7 @@ from memworld.agents.off_policy.common import (
     mlp,
     predict_recurrent,
 )
-from memworld.agents.policies import optimizer_defaults
+from memworld.agents.optimizers import optimizer_defaults
 from memworld.memory.base import MemoryModule, State
 
 

@@ -32,7 +32,7 @@ from memworld.agents.off_policy.common import (
     prefixed,
     unprefixed,
 )
-from memworld.agents.policies import optimizer_defaults
+from memworld.agents.optimizers import optimizer_defaults
 from memworld.memory.base import MemoryModule, State
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
