@@ -78,6 +78,23 @@ def test_dual_fast_path_equals_reference(layers: int, persistent: bool) -> None:
     assert_paths_agree(module, x, warm_state(module, 3, seed=2), starts)
 
 
+def test_dual_fast_path_sparse_writes_over_a_long_chunk() -> None:
+    """Steps where no row writes (the write interval), steps where some rows write, a
+    consolidation and evictions, over 40 steps: the fast path stores only the rows that
+    write, and its scan products stay those of the keys stored."""
+    torch.manual_seed(0)
+    kwargs = {**DUAL_SMALL, "ltm_write_interval": 3, "ltm_write_threshold": 0.5}
+    module = memory.make("dual", input_dim=5, **kwargs)
+    x, starts = inputs(40, 4, 5, seed=6)
+    starts[1:] &= torch.rand(39, 4, generator=torch.Generator().manual_seed(8)) < 0.3
+    state = warm_state(module, 4, seed=7)
+    assert_paths_agree(module, x, state, starts)
+    with torch.no_grad():
+        module.fast_path = True
+        final = module(x, state, starts)[1]
+    assert not torch.equal(final["ltm_written_at"], state["ltm_written_at"])  # it wrote
+
+
 def test_dual_fast_path_one_step_and_no_attention() -> None:
     torch.manual_seed(0)
     module = memory.make("dual", input_dim=5, **{**DUAL_SMALL, "attention_window": 0})

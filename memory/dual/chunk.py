@@ -132,19 +132,24 @@ def layer_chunk(
     address, value, query, gate = layer.stm.split_input(layer.stm_norm(h))
     memory = state["stm"][:, i]
     memories, write_addresses = [], []
-    # (a . (M + P)) = a . M + (a . P): the slot embeddings' part for the chunk at once.
-    to_slots = (address @ layer.stm.slot_embedding.T).unbind(0)  # T x (B, S)
+    # (a . (M + P)) = a . M + (a . P): the slot embeddings' part for the chunk at once, and
+    # the 1 / sqrt(H) of the address scores folded into both parts; every step's inputs in
+    # the shapes the blend broadcasts them to, made for the chunk at once.
     scale = 1.0 / math.sqrt(layer.stm.dim)
+    to_slots = (address @ (layer.stm.slot_embedding.T * scale)).unbind(0)  # T x (B, S)
     # unbind, not address[t]: each indexing backward would zero-fill all of (T, B, H).
-    for t, (a, c, u, p) in enumerate(
-        zip(address.unbind(0), value.unbind(0), gate.unbind(0), to_slots)
-    ):
+    per_step = zip(
+        (address * scale).unsqueeze(2).unbind(0),  # (B, 1, H)
+        value.unsqueeze(2).unbind(0),  # (B, 1, H)
+        gate.unsqueeze(-1).unbind(0),  # (B, 1)
+        to_slots,
+    )
+    for t, (a, c, u, p) in enumerate(per_step):
         if schedule.any_start[t]:
             memory = torch.where(schedule.starts[t].view(-1, 1, 1), 0.0, memory)
-        scores = (memory * a.unsqueeze(1)).sum(-1) + p  # (B, S); a matrix-vector bmm is slower
-        write_address = torch.softmax(scores * scale, dim=-1)
-        amount = (u.unsqueeze(-1) * write_address).unsqueeze(-1)  # (B, S, 1)
-        memory = memory + amount * (c.unsqueeze(1) - memory)
+        # (B, S); a matrix-vector bmm is slower
+        write_address = torch.softmax((memory * a).sum(-1) + p, dim=-1)
+        memory = torch.lerp(memory, c, (u * write_address).unsqueeze(-1))  # m + amount (c - m)
         memories.append(memory)
         write_addresses.append(write_address)
     steps, batch, width = h.shape
@@ -217,11 +222,14 @@ def ltm_steps(
     The scan's products ``(sharpness * q_t) . key`` of all ``T`` steps against the
     chunk-start keys are one matrix product ``(B, T, C)``; a write replaces the column
     of the slot it wrote (``T`` products), a reset zeroes the row's, a consolidation
-    recomputes them."""
+    recomputes them.  The top-k's values are the read logits.  Which rows write at each
+    step is known before the loop (the gate and the step counts), so a step writes the
+    rows that write and nothing else: every entry they store is gathered for the chunk
+    at once, and a step where no row writes skips the write."""
+    from memworld.memory.dual.reference import LTM_FIELDS
+
     store = module.layer_store(ltm, i)
     steps, batch, key_dim = q.shape
-    written = (gate.detach() > module.ltm_write_threshold) & schedule.write_due  # (T, B)
-    new_keys = F.normalize(ltm_query.detach(), dim=-1)
     q, z = q.detach(), z.detach()
     scaled_q = (sharpness.detach() * q).transpose(0, 1).contiguous()  # (B, T, Dk)
     dots = torch.bmm(scaled_q, store.keys.transpose(1, 2))  # (B, T, C)
@@ -229,10 +237,28 @@ def ltm_steps(
     capacity = store.capacity
     row_index = torch.arange(batch, device=q.device)
     # Rows of the contiguous (B, L, C, ...) state tensors seen as (B * L * C, ...).
-    all_keys = ltm["ltm_keys"].view(-1, key_dim)
-    all_values = ltm["ltm_values"].view(-1, ltm["ltm_values"].shape[-1])
-    offsets = (row_index * module.num_layers * capacity + i * capacity).view(-1, 1)
-    column_base = (row_index[:, None] * steps + torch.arange(steps, device=q.device)) * capacity
+    flat = {
+        key: ltm[key].view(batch * module.num_layers * capacity, -1) for key in LTM_FIELDS.values()
+    }
+    offsets = row_index * module.num_layers * capacity + i * capacity  # (B,)
+    # Every write of the chunk, in step order: (step, row) pairs and what each stores.
+    written = (gate.detach() > module.ltm_write_threshold) & schedule.write_due  # (T, B)
+    step_of, row_of = written.nonzero(as_tuple=True)
+    counts = written.sum(dim=1).tolist()
+    unit_keys = F.normalize(F.normalize(ltm_query.detach(), dim=-1), dim=-1)  # as write() stores
+    per_step = [
+        part.split(counts)
+        for part in (
+            row_of,
+            offsets[row_of],
+            row_of * steps * capacity,  # where the row's (T, C) products start in the flat view
+            unit_keys[step_of, row_of],
+            z[step_of, row_of],
+            schedule.clocks[step_of, row_of].view(-1, 1),
+        )
+    ]
+    key_columns = unit_keys.unsqueeze(-1).unbind(0)  # T x (B, Dk, 1)
+    step_columns = torch.arange(steps, device=q.device) * capacity  # (T,)
     keys_out, values_out, prior_out, valid_out = [], [], [], []
     for t in range(steps):
         reset = schedule.reset_rows[t]
@@ -241,58 +267,37 @@ def ltm_steps(
             ltm["ltm_merges"][:, i].index_fill_(0, reset, 0)
             dots.index_fill_(0, reset, 0.0)
         prior = weight * torch.log(store.importance.clamp_min(TINY))  # (B, C)
-        scan = dots[:, t] + prior.masked_fill(~store.filled, float("-inf"))
-        indices = scan.topk(top_k, dim=-1).indices  # (B, k)
+        best = (dots[:, t] + prior.masked_fill(~store.filled, float("-inf"))).topk(top_k, dim=-1)
+        indices = best.indices  # (B, k)
         valid = store.filled.gather(1, indices)
-        flat = (indices + offsets).flatten()  # rows of the (B * C, ...) views
-        keys = all_keys.index_select(0, flat).view(batch, top_k, key_dim)
-        values = all_values.index_select(0, flat).view(batch, top_k, -1)
-        prior_k = prior.gather(1, indices)
-        similarity = (keys * q[t].unsqueeze(1)).sum(dim=-1)  # (B, k)
-        logits = sharpness[t].detach() * similarity + prior_k
-        logits = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
-        read_weights = torch.softmax(logits, dim=-1) * valid
+        slots = (indices + offsets.view(-1, 1)).flatten()  # rows of the flat views
+        keys_out.append(flat["ltm_keys"].index_select(0, slots).view(batch, top_k, key_dim))
+        values_out.append(flat["ltm_values"].index_select(0, slots).view(batch, top_k, -1))
+        prior_out.append(prior.gather(1, indices))
+        valid_out.append(valid)
+        # The scan's values are the logits sharpness * similarity + prior of the k found.
+        logits = best.values.masked_fill(~valid, torch.finfo(best.values.dtype).min)
         store.importance.mul_(1.0 - module.importance_decay)
-        store.importance.scatter_add_(1, indices, read_weights)
-        key = F.normalize(new_keys[t], dim=-1)  # as LTMBatch.write stores it
-        position = store.write_positions()  # (B,)
-        entry = (key, z[t], module.initial_importance, schedule.clocks[t])
-        write_flat(ltm, position + offsets.view(-1), written[t], entry)
-        # The written slots' scan products for every step of the chunk: a column of the
-        # (B, T, C) products, addressed as one flat index per (row, step).
-        column = column_base + position.view(-1, 1)  # (B, T)
-        fresh = (scaled_q * key.unsqueeze(1)).sum(-1)  # (B, T)
-        dots.put_(column, torch.where(written[t, :, None], fresh, dots.take(column)))
+        store.importance.scatter_add_(1, indices, torch.softmax(logits, dim=-1) * valid)
+        if counts[t]:
+            rows, row_offsets, row_products, key, value, clock = (part[t] for part in per_step)
+            position = store.write_positions().index_select(0, rows)  # (n,)
+            target = position + row_offsets
+            flat["ltm_keys"].index_copy_(0, target, key)
+            flat["ltm_values"].index_copy_(0, target, value)
+            flat["ltm_importance"].index_fill_(0, target, module.initial_importance)
+            flat["ltm_written_at"].index_copy_(0, target, clock)
+            flat["ltm_filled"].index_fill_(0, target, True)
+            # The written slots' scan products for every step of the chunk: a column of the
+            # (B, T, C) products, addressed as one flat index per (row, step).
+            fresh = torch.bmm(scaled_q, key_columns[t]).index_select(0, rows)  # (n, T, 1)
+            dots.put_((row_products + position).view(-1, 1) + step_columns, fresh)
         due = schedule.consolidate[t]
         if due is not None:
             module._consolidate_rows(ltm, due, module.consolidation_threshold, layers=(i,))
             dots = torch.bmm(scaled_q, store.keys.transpose(1, 2))
-        keys_out.append(keys)
-        values_out.append(values)
-        prior_out.append(prior_k)
-        valid_out.append(valid)
     stack = torch.stack
     return stack(keys_out), stack(values_out), stack(prior_out), stack(valid_out)
-
-
-@torch.no_grad()
-def write_flat(ltm: State, rows: Tensor, mask: Tensor, entry: tuple) -> None:
-    """:meth:`LTMBatch.write` at ``rows`` of the ``(B * L * C, ...)`` views of
-    the state tensors (row copies instead of two-axis indexing).  ``entry`` is the unit key
-    ``(B, Dk)``, value ``(B, Dv)``, initial importance and clock ``(B,)``."""
-    key, value, importance, clock = entry
-    m = mask.view(-1, 1)
-    for name, new in (("ltm_keys", key), ("ltm_values", value)):
-        flat = ltm[name].view(-1, new.shape[-1])
-        flat.index_copy_(0, rows, torch.where(m, new, flat.index_select(0, rows)))
-    for name, new in (
-        ("ltm_importance", torch.full_like(clock, importance, dtype=key.dtype)),
-        ("ltm_written_at", clock),
-    ):
-        flat = ltm[name].view(-1)
-        flat.index_copy_(0, rows, torch.where(mask, new, flat.index_select(0, rows)))
-    filled = ltm["ltm_filled"].view(-1)
-    filled.index_copy_(0, rows, filled.index_select(0, rows) | mask)
 
 
 def attention_chunk(
