@@ -169,3 +169,23 @@ def test_bit_rollout_step_equals_reference(training: bool, kwargs: dict) -> None
     module = memory.make("bit", input_dim=5, **BIT_SMALL, **kwargs).train(training)
     last = assert_rollout_equals_reference(module, steps=12, seed=12)
     assert bool(last["written"].any())  # the store was written and read back
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"num_layers": 2, "reset_on_episode_start": False},
+        {"attention_window": 0, "ltm_write_interval": 2},
+    ],
+)
+def test_dual_rollout_step_equals_reference(kwargs: dict) -> None:
+    """memory/dual/rollout.py: sixteen one-step calls without grad with episode starts,
+    writes of some rows, evictions (6 slots) and consolidations (every 5 steps of a row),
+    with one and two layers, persistence across episodes, and without attention."""
+    torch.manual_seed(0)
+    module = memory.make("dual", input_dim=5, **{**DUAL_SMALL, **kwargs})
+    last = assert_rollout_equals_reference(module, steps=16, seed=14)
+    assert bool(last["ltm_filled"].any())  # the stores were written and read back
+    if module.persistent:  # 23 steps without a reset: a full store, and merges
+        assert bool(last["ltm_filled"].all(-1).any()) and float(last["ltm_merges"].sum()) > 0

@@ -106,6 +106,7 @@ from memworld.memory.dual.ltm import (
     ltm_diagnostics,
 )
 from memworld.memory.dual.reference import LONG_TERM_KEYS, LTM_FIELDS, DualReference
+from memworld.memory.dual.rollout import rollout_forward
 from memworld.memory.dual.store import LTMBatch
 
 GATE = "the update gate is a sigmoid in (0, 1): 0 writes every step, 1 never"
@@ -288,11 +289,15 @@ class DualMemory(ExperienceReplay, DualReference, MemoryModule):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State, episode_starts: Tensor) -> tuple[Tensor, State]:
         """The chunk runs layer by layer, each layer's stateless work batched over the chunk
-        (memory/dual/chunk.py); one step, or ``fast_path = False``, runs
+        (memory/dual/chunk.py); one step without grad (a rollout) runs
+        memory/dual/rollout.py; one step with grad, or ``fast_path = False``, runs
         :meth:`forward_reference`."""
-        if not getattr(self, "fast_path", True) or x.shape[0] == 1:
-            # One step (a rollout): the chunk path's set-up costs more than it saves there.
+        if not getattr(self, "fast_path", True):
             return self.forward_reference(x, state, episode_starts)
+        if x.shape[0] == 1:  # the chunk path's set-up costs more than it saves at one step
+            if torch.is_grad_enabled():
+                return self.forward_reference(x, state, episode_starts)
+            return rollout_forward(self, x, state, episode_starts)
         self.check_inputs(x, episode_starts, state)
         starts = episode_starts.to(device=x.device, dtype=torch.bool)
         return chunk_forward(self, x, state, starts)
