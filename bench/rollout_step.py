@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 from timing import count_torch_calls, guarded, interleaved_medians, process_clock
-from torch import nn
+from torch import Tensor, nn
 
 from memworld import memory
 from memworld.memory.base import reference_mode
@@ -143,31 +143,31 @@ def bit_layers_fn(module: nn.Module, device: torch.device) -> Callable[[], None]
 
 
 def dual_layers_fn(module: nn.Module, device: torch.device) -> Callable[[], None]:
-    """``ROLLOUT_STEPS`` steps of DualMemory's layers alone (the input embedding; per layer
-    the self-attention over its cache, the short-term write and read, the long-term query
-    and sharpness, the read gate and projection, the feed-forward block; the output norm),
-    no long-term store I/O: what any implementation of the step must compute."""
+    """``ROLLOUT_STEPS`` steps of DualMemory's layers alone, as its rollout step runs them
+    (memory/dual/rollout.py's ``layer_step``: the self-attention over the cache, the
+    short-term write and read, the long-term query and sharpness, the read gate and
+    projection, the feed-forward block; the input embedding and the output norm), with the
+    long-term store I/O replaced by a stub: what any implementation of the step must compute."""
+    from memworld.memory.dual.rollout import layer_step
+
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(ROLLOUT_ROWS, module.input_dim, generator=gen).to(device)
-    read = torch.randn(ROLLOUT_ROWS, module.hidden_dim, generator=gen).to(device)
+    found = (
+        torch.randn(ROLLOUT_ROWS, module.hidden_dim, generator=gen).to(device),  # the read
+        torch.zeros(ROLLOUT_ROWS, module.ltm_top_k, device=device),  # similarities
+        torch.ones(ROLLOUT_ROWS, module.ltm_top_k, dtype=torch.bool, device=device),  # valid
+    )
     state = module.initial_state(ROLLOUT_ROWS, device)
+
+    def no_store(*_: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return found
 
     @torch.no_grad()
     def run() -> None:
         for _ in range(ROLLOUT_STEPS):
             h = module.embed(x)
             for i, layer in enumerate(module.layers):
-                if layer.attention is not None:
-                    cache = (state["attn_keys"][:, i], state["attn_values"][:, i])
-                    h = h + layer.attention(layer.attn_norm(h), *cache, state["attn_valid"])[0]
-                address, value, query, gate = layer.stm.split_input(layer.stm_norm(h))
-                memory, _ = layer.stm.write(state["stm"][:, i], address, value, gate)
-                h = h + layer.stm.read(memory, query)[0]
-                z = layer.ltm_norm(h)
-                layer.ltm_query(z)
-                mix = torch.sigmoid(layer.ltm_gate(torch.cat([z, read], dim=-1)))
-                h = h + mix * layer.ltm_out(read)
-                h = h + layer.ffn(layer.ffn_norm(h))
+                h = layer_step(module, layer, i, h, state, no_store, {})
             module.out_norm(h)
 
     return run

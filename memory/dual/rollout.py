@@ -19,6 +19,8 @@ attention, and persistence across episodes).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -69,9 +71,8 @@ def rollout_forward(
     h = module.embed(x[0])  # (B, H)
     outputs: dict[str, list[Tensor]] = {}
     for i, layer in enumerate(module.layers):
-        h = layer_step(
-            module, layer, i, h, carry, ltm, flat, row_start + i * capacity, write_due, outputs
-        )
+        store_io = partial(retrieve_and_write, module, i, ltm, flat, row_start + i * capacity)
+        h = layer_step(module, layer, i, h, carry, partial(store_io, write_due), outputs)
     new_carry = {key: torch.stack(values, dim=1) for key, values in outputs.items()}
     if module.attention_window:
         valid = carry["attn_valid"]
@@ -89,14 +90,13 @@ def layer_step(
     i: int,
     h: Tensor,
     carry: State,
-    ltm: State,
-    flat: dict[str, Tensor],
-    offsets: Tensor,
-    write_due: Tensor,
+    long_term: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
     outputs: dict[str, list[Tensor]],
 ) -> Tensor:
-    """Layer ``i`` for one step, ``h (B, H)``: returns the new ``h``, appends this layer's
-    part of the carry to ``outputs`` and reads and writes its store in place."""
+    """Layer ``i`` for one step, ``h (B, H)``: returns the new ``h`` and appends this layer's
+    part of the carry to ``outputs``.  ``long_term(q, sharpness, z, gate)`` is the layer's
+    store I/O (:func:`retrieve_and_write`; bench/rollout_step.py times the layers alone
+    with a stub), returning the read, the found similarities and their valid flags."""
     if layer.attention is not None:
         cache = (carry["attn_keys"][:, i], carry["attn_values"][:, i], carry["attn_valid"])
         attended, keys, values = layer.attention(layer.attn_norm(h), *cache)
@@ -111,9 +111,7 @@ def layer_step(
     ltm_query, sharp_logit = layer.ltm_query(z).split([module.key_dim, 1], dim=-1)
     sharpness = 1.0 + F.softplus(sharp_logit)  # (B, 1)
     q = F.normalize(ltm_query, dim=-1)  # (B, Dk)
-    read, similarity, valid = retrieve_and_write(
-        module, i, ltm, flat, offsets, q, sharpness, z, gate, write_due
-    )
+    read, similarity, valid = long_term(q, sharpness, z, gate)
     mix = torch.sigmoid(layer.ltm_gate(torch.cat([z, read], dim=-1)))
     h = h + mix * layer.ltm_out(read)
     h = h + layer.ffn(layer.ffn_norm(h))
@@ -134,11 +132,11 @@ def retrieve_and_write(
     ltm: State,
     flat: dict[str, Tensor],
     offsets: Tensor,
+    write_due: Tensor,
     q: Tensor,
     sharpness: Tensor,
     z: Tensor,
     gate: Tensor,
-    write_due: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Layer ``i``'s long-term store for one step: the top-k read of the unit query ``q
     (B, Dk)``, the importance update and the write of the rows that write.  Returns the
