@@ -37,6 +37,7 @@ from torch import Tensor
 
 from memworld.memory.base import State
 from memworld.memory.dual.layer import DualMemoryLayer
+from memworld.memory.dual.reference import LONG_TERM_KEYS, LTM_FIELDS
 from memworld.memory.dual.store import TINY
 
 # Steps whose attention is one matrix product (the score block is (B, heads, block, block + W-1)).
@@ -50,8 +51,6 @@ def chunk_forward(
     module: DualMemory, x: Tensor, state: State, starts: Tensor
 ) -> tuple[Tensor, State]:
     """DualMemory's forward for a chunk ``x (T, B, D)``; ``starts (T, B)`` bool."""
-    from memworld.memory.dual.reference import LONG_TERM_KEYS
-
     steps_total, batch, _ = x.shape
     starts_host = starts.cpu().numpy()  # one sync: resets and consolidations are host-side
     count = state["steps"].cpu().numpy().copy()
@@ -226,8 +225,6 @@ def ltm_steps(
     step is known before the loop (the gate and the step counts), so a step writes the
     rows that write and nothing else: every entry they store is gathered for the chunk
     at once, and a step where no row writes skips the write."""
-    from memworld.memory.dual.reference import LTM_FIELDS
-
     store = module.layer_store(ltm, i)
     steps, batch, key_dim = q.shape
     q, z = q.detach(), z.detach()
@@ -235,12 +232,8 @@ def ltm_steps(
     dots = torch.bmm(scaled_q, store.keys.transpose(1, 2))  # (B, T, C)
     top_k, weight = module.ltm_top_k, module.importance_weight
     capacity = store.capacity
-    row_index = torch.arange(batch, device=q.device)
-    # Rows of the contiguous (B, L, C, ...) state tensors seen as (B * L * C, ...).
-    flat = {
-        key: ltm[key].view(batch * module.num_layers * capacity, -1) for key in LTM_FIELDS.values()
-    }
-    offsets = row_index * module.num_layers * capacity + i * capacity  # (B,)
+    flat, row_start = flat_stores(module, ltm, batch)
+    offsets = row_start + i * capacity  # (B,)
     # Every write of the chunk, in step order: (step, row) pairs and what each stores.
     written = (gate.detach() > module.ltm_write_threshold) & schedule.write_due  # (T, B)
     step_of, row_of = written.nonzero(as_tuple=True)
@@ -282,12 +275,7 @@ def ltm_steps(
         if counts[t]:
             rows, row_offsets, row_products, key, value, clock = (part[t] for part in per_step)
             position = store.write_positions().index_select(0, rows)  # (n,)
-            target = position + row_offsets
-            flat["ltm_keys"].index_copy_(0, target, key)
-            flat["ltm_values"].index_copy_(0, target, value)
-            flat["ltm_importance"].index_fill_(0, target, module.initial_importance)
-            flat["ltm_written_at"].index_copy_(0, target, clock)
-            flat["ltm_filled"].index_fill_(0, target, True)
+            write_rows(flat, position + row_offsets, key, value, clock, module.initial_importance)
             # The written slots' scan products for every step of the chunk: a column of the
             # (B, T, C) products, addressed as one flat index per (row, step).
             fresh = torch.bmm(scaled_q, key_columns[t]).index_select(0, rows)  # (n, T, 1)
@@ -298,6 +286,32 @@ def ltm_steps(
             dots = torch.bmm(scaled_q, store.keys.transpose(1, 2))
     stack = torch.stack
     return stack(keys_out), stack(values_out), stack(prior_out), stack(valid_out)
+
+
+def flat_stores(module: DualMemory, ltm: State, batch: int) -> tuple[dict[str, Tensor], Tensor]:
+    """The contiguous ``(B, L, C, ...)`` long-term state tensors seen as ``(B * L * C, ...)``
+    rows, and where each batch row's slots start (``(B,)``; layer ``i``'s at ``+ i * C``)."""
+    rows = batch * module.num_layers * module.ltm_capacity
+    flat = {key: ltm[key].view(rows, -1) for key in LTM_FIELDS.values()}
+    row_start = torch.arange(batch, device=ltm["steps"].device)
+    return flat, row_start * (module.num_layers * module.ltm_capacity)
+
+
+def write_rows(
+    flat: dict[str, Tensor],
+    target: Tensor,
+    key: Tensor,
+    value: Tensor,
+    clock: Tensor,
+    importance: float,
+) -> None:
+    """:meth:`LTMBatch.write` of ``n`` entries at the distinct flat rows ``target (n,)``:
+    unit keys ``(n, Dk)``, values ``(n, Dv)``, clocks ``(n, 1)``."""
+    flat["ltm_keys"].index_copy_(0, target, key)
+    flat["ltm_values"].index_copy_(0, target, value)
+    flat["ltm_importance"].index_fill_(0, target, importance)
+    flat["ltm_written_at"].index_copy_(0, target, clock)
+    flat["ltm_filled"].index_fill_(0, target, True)
 
 
 def attention_chunk(

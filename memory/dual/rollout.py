@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from memworld.memory.base import State
-from memworld.memory.dual.reference import LONG_TERM_KEYS, LTM_FIELDS
+from memworld.memory.dual.chunk import flat_stores, write_rows
+from memworld.memory.dual.reference import LONG_TERM_KEYS
 from memworld.memory.dual.store import TINY
 
 if TYPE_CHECKING:
@@ -62,12 +63,7 @@ def rollout_forward(
     clock = ltm["steps"]
     write_due = clock % module.ltm_write_interval == 0  # (B,)
     capacity = module.ltm_capacity
-    # The (B, L, C, ...) state tensors seen as (B * L * C, ...) rows; row b's slots of
-    # layer i start at b * L * C + i * C.
-    flat = {
-        key: ltm[key].view(batch * module.num_layers * capacity, -1) for key in LTM_FIELDS.values()
-    }
-    row_start = torch.arange(batch, device=x.device) * (module.num_layers * capacity)
+    flat, row_start = flat_stores(module, ltm, batch)  # layer i's slots at row_start + i * C
     h = module.embed(x[0])  # (B, H)
     outputs: dict[str, list[Tensor]] = {}
     for i, layer in enumerate(module.layers):
@@ -163,10 +159,12 @@ def retrieve_and_write(
     store.importance.scatter_add_(1, indices, weights)
     rows = (write_due & (gate > module.ltm_write_threshold)).nonzero().flatten()
     if rows.numel():
-        target = store.write_positions().index_select(0, rows) + offsets.index_select(0, rows)
-        flat["ltm_keys"].index_copy_(0, target, F.normalize(q.index_select(0, rows), dim=-1))
-        flat["ltm_values"].index_copy_(0, target, z.index_select(0, rows))
-        flat["ltm_importance"].index_fill_(0, target, module.initial_importance)
-        flat["ltm_written_at"].index_copy_(0, target, ltm["steps"].index_select(0, rows)[:, None])
-        flat["ltm_filled"].index_fill_(0, target, True)
+        write_rows(
+            flat,
+            store.write_positions().index_select(0, rows) + offsets.index_select(0, rows),
+            F.normalize(q.index_select(0, rows), dim=-1),
+            z.index_select(0, rows),
+            ltm["steps"].index_select(0, rows)[:, None],
+            module.initial_importance,
+        )
     return read, similarity, valid
