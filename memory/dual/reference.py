@@ -37,14 +37,8 @@ class DualReference:
         outputs = []
         for t in range(steps_total):
             if starts_host[t].any():
-                carry = {
-                    k: torch.where(starts[t].view(-1, *[1] * (v.dim() - 1)), init[k], v)
-                    for k, v in carry.items()
-                }
+                carry = self.start_episodes(carry, ltm, starts[t], starts_host[t], init)
                 if self.reset_on_episode_start:
-                    rows = torch.from_numpy(np.flatnonzero(starts_host[t])).to(x.device)
-                    for value in ltm.values():
-                        value.index_fill_(0, rows, 0)
                     step_count[starts_host[t]] = 0
             step_count += 1
             ltm["steps"] += 1
@@ -56,6 +50,22 @@ class DualReference:
                     ltm, torch.from_numpy(due).to(x.device), self.consolidation_threshold
                 )
         return torch.stack(outputs), {**ltm, **carry}
+
+    def start_episodes(
+        self, carry: State, ltm: State, starts: Tensor, starts_host: np.ndarray, init: State
+    ) -> State:
+        """The carry with the rows that start an episode (``starts (B,)`` bool, and the same
+        on the host) set to ``init``; with ``reset_on_episode_start`` those rows of the
+        long-term stores ``ltm`` are zeroed in place too."""
+        carry = {
+            k: torch.where(starts.view(-1, *[1] * (v.dim() - 1)), init[k], v)
+            for k, v in carry.items()
+        }
+        if self.reset_on_episode_start:
+            rows = torch.from_numpy(np.flatnonzero(starts_host)).to(starts.device)
+            for value in ltm.values():
+                value.index_fill_(0, rows, 0)
+        return carry
 
     def step(
         self, h: Tensor, carry: State, stores: list[LTMBatch], clock: Tensor

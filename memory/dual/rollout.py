@@ -51,14 +51,7 @@ def rollout_forward(
     carry = {k: v for k, v in state.items() if k not in LONG_TERM_KEYS}
     if starts_host.any():
         init = module._initial_carry(batch, x.device)
-        carry = {
-            k: torch.where(starts.view(-1, *[1] * (v.dim() - 1)), init[k], v)
-            for k, v in carry.items()
-        }
-        if module.reset_on_episode_start:
-            rows = torch.from_numpy(np.flatnonzero(starts_host)).to(x.device)
-            for value in ltm.values():
-                value.index_fill_(0, rows, 0)
+        carry = module.start_episodes(carry, ltm, starts, starts_host, init)
     ltm["steps"] += 1
     clock = ltm["steps"]
     write_due = clock % module.ltm_write_interval == 0  # (B,)
