@@ -106,8 +106,10 @@ class _ScanWithResets(torch.autograd.Function):
         # reversed step i links to i - 1 through keep[T - i] (step 0's link is never used).
         links = torch.cat([keep[:1], keep.flip(0)[:-1]])
         grad_b = _scan(lam.conj(), grad_h, links, reverse=True)
-        carried = torch.where(keep[1:, :, None], h[:-1], 0)  # (T - 1, B, N): what lam multiplied
-        grad_lam = (carried.conj() * grad_b[1:]).sum(dim=(0, 1))
+        # grad_lam = sum over linked (t, b) of conj(h_{t-1}) g_t: the links as the weights of
+        # one product over (t, b), where masking a full-size copy and then summing cost more.
+        products = (h[:-1].conj() * grad_b[1:]).flatten(0, 1)  # (M, N), M = (T - 1) B
+        grad_lam = keep[1:].reshape(1, -1).to(products.dtype).mm(products).squeeze(0)
         return grad_lam, grad_b, None, grad_b[0]
 
 
