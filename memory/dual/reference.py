@@ -37,7 +37,7 @@ class DualReference:
         outputs = []
         for t in range(steps_total):
             if starts_host[t].any():
-                carry = self.start_episodes(carry, ltm, starts[t], starts_host[t], init)
+                carry = self._start_episodes(carry, ltm, starts[t], starts_host[t], init)
                 if self.reset_on_episode_start:
                     step_count[starts_host[t]] = 0
             step_count += 1
@@ -51,7 +51,7 @@ class DualReference:
                 )
         return torch.stack(outputs), {**ltm, **carry}
 
-    def start_episodes(
+    def _start_episodes(
         self, carry: State, ltm: State, starts: Tensor, starts_host: np.ndarray, init: State
     ) -> State:
         """The carry with the rows that start an episode (``starts (B,)`` bool, and the same

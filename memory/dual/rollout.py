@@ -51,7 +51,7 @@ def rollout_forward(
     carry = {k: v for k, v in state.items() if k not in LONG_TERM_KEYS}
     if starts_host.any():
         init = module._initial_carry(batch, x.device)
-        carry = module.start_episodes(carry, ltm, starts, starts_host, init)
+        carry = module._start_episodes(carry, ltm, starts, starts_host, init)
     ltm["steps"] += 1
     clock = ltm["steps"]
     write_due = clock % module.ltm_write_interval == 0  # (B,)
