@@ -30,6 +30,7 @@ from stable_baselines3.common.torch_layers import (
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from memworld.agents.off_policy.common import predict_recurrent, prefixed, unprefixed
 from memworld.agents.optimizers import optimizer_defaults
 from memworld.agents.value_norm import ValueNormalizer
 from memworld.memory import make as make_memory
@@ -193,9 +194,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
     def _split(self, state: State) -> tuple[State, State | None]:
         if self.critic_memory is None:
             return state, None
-        pi = {k[len(PI_PREFIX) :]: v for k, v in state.items() if k.startswith(PI_PREFIX)}
-        vf = {k[len(VF_PREFIX) :]: v for k, v in state.items() if k.startswith(VF_PREFIX)}
-        return pi, vf
+        return unprefixed(PI_PREFIX, state), unprefixed(VF_PREFIX, state)
 
     def aux_loss(self, state: State) -> th.Tensor:
         """Sum of the memories' auxiliary losses for the last forward pass."""
@@ -342,33 +341,7 @@ class MemoryActorCriticPolicy(ActorCriticPolicy):
         Returns:
             the actions and the next state; pass it back in the next call.
         """
-        self.set_training_mode(False)
-        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        if isinstance(obs_tensor, dict):
-            n_envs = next(iter(obs_tensor.values())).shape[0]
-        else:
-            n_envs = obs_tensor.shape[0]
-        if episode_start is None:
-            episode_start = np.zeros(n_envs, dtype=bool)
-        with th.no_grad():
-            if state is None:
-                torch_state = self.initial_state(n_envs)
-            else:
-                torch_state = {k: th.as_tensor(v, device=self.device) for k, v in state.items()}
-            starts = th.as_tensor(np.asarray(episode_start), device=self.device).bool().view(n_envs)
-            actions, torch_state = self._predict(
-                obs_tensor, torch_state, starts, deterministic=deterministic
-            )
-        new_state = {k: v.cpu().numpy() for k, v in torch_state.items()}
-        actions = actions.cpu().numpy().reshape((-1, *self.action_space.shape))  # type: ignore[misc]
-        if isinstance(self.action_space, spaces.Box):
-            if self.squash_output:
-                actions = self.unscale_action(actions)
-            else:
-                actions = np.clip(actions, self.action_space.low, self.action_space.high)
-        if not vectorized_env:
-            actions = actions.squeeze(axis=0)
-        return actions, new_state
+        return predict_recurrent(self, observation, state, episode_start, deterministic)
 
 
 class MemoryActorCriticCnnPolicy(MemoryActorCriticPolicy):
@@ -398,7 +371,4 @@ def _sample_categorical(logits: th.Tensor, deterministic: bool) -> tuple[th.Tens
 
 
 def _join(pi_state: State, vf_state: State) -> State:
-    return {
-        **{PI_PREFIX + k: v for k, v in pi_state.items()},
-        **{VF_PREFIX + k: v for k, v in vf_state.items()},
-    }
+    return {**prefixed(PI_PREFIX, pi_state), **prefixed(VF_PREFIX, vf_state)}

@@ -274,6 +274,26 @@ def test_evaluate_policy_runs_on_memory_ppo():
     assert np.shape(action) == () and all(v.shape[0] == 1 for v in state.values())
 
 
+def test_predict_clips_box_actions_and_counts_dict_observation_rows():
+    """predict, as SB3's: Gaussian samples outside the Box are clipped to it (the policy
+    does not squash); a Dict observation batch gives one action and state row per env."""
+    env = cue_env(4, action_kind="box", dict_obs=True)
+    model = MemoryPPO(
+        "MultiInputPolicy",
+        env,
+        n_steps=8,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(log_std_init=3.0),
+    )
+    obs = env.reset()
+    actions, state = model.predict(obs, None, np.ones(4, dtype=bool), deterministic=False)
+    assert actions.shape == (4, 2) and all(v.shape[0] == 4 for v in state.values())
+    assert np.all(np.abs(actions) <= 1.0)
+    # std e^3 = 20: eight draws of a coordinate all inside [-1, 1] have odds below 1e-8.
+    assert np.any(np.abs(actions) == 1.0)
+
+
 def test_default_learning_rate_is_the_memory_modules_recommended_lr():
     class SlowTrace(memory.GRU):
         recommended_lr = 2.5e-4

@@ -1,4 +1,5 @@
-"""Pieces both off-policy memory policies share: the encoder, sequence reshapes and ``predict``.
+"""Pieces the memory policies share: the encoder and sequence reshapes (both off-policy
+policies), the state-key prefixes and ``predict`` (MemoryPPO's policy too).
 
 A policy's recurrent state is a flat dict of batch-first tensors, as in
 :mod:`memworld.agents.policies`: the algorithm, the buffer and ``predict``
@@ -119,11 +120,14 @@ def predict_recurrent(
 
     ``state`` is what the last call returned (None: fresh episodes);
     ``episode_start`` (B,) marks the rows whose episode starts with this
-    observation.  Returns the actions (in the env's units) and the next state.
+    observation; Dict observations count their rows from the first entry.  Returns the
+    actions (in the env's units: unscaled where the policy squashes, clipped to the
+    action space where it does not, as SB3's ``predict``) and the next state.
     """
     policy.set_training_mode(False)
     obs_tensor, vectorized = policy.obs_to_tensor(observation)
-    n_envs = obs_tensor.shape[0]
+    first = next(iter(obs_tensor.values())) if isinstance(obs_tensor, dict) else obs_tensor
+    n_envs = first.shape[0]
     if episode_start is None:
         episode_start = np.zeros(n_envs, dtype=bool)
     with th.no_grad():
@@ -136,7 +140,10 @@ def predict_recurrent(
     new_state = {k: v.cpu().numpy() for k, v in torch_state.items()}
     actions = actions.cpu().numpy().reshape((-1, *policy.action_space.shape))
     if isinstance(policy.action_space, spaces.Box):
-        actions = policy.unscale_action(actions)
+        if policy.squash_output:  # actions in [-1, 1]: back to the env's units
+            actions = policy.unscale_action(actions)
+        else:
+            actions = np.clip(actions, policy.action_space.low, policy.action_space.high)
     if not vectorized:
         actions = actions.squeeze(axis=0)
     return actions, new_state
