@@ -49,7 +49,9 @@ TASKS = {
 Builder = Callable[[VecEnv, int, str], BaseAlgorithm]
 
 
-def _memory_ppo(name: str, policy_extra: dict | None = None, **memory_kwargs) -> Builder:
+def _memory_ppo(
+    name: str, policy_extra: dict | None = None, algo_extra: dict | None = None, **memory_kwargs
+) -> Builder:
     def build(env: VecEnv, seed: int, device: str) -> BaseAlgorithm:
         if name not in memory.names():
             raise LookupError(f"memory {name!r} is not registered (have {memory.names()})")
@@ -62,6 +64,7 @@ def _memory_ppo(name: str, policy_extra: dict | None = None, **memory_kwargs) ->
             device=device,
             policy_kwargs=policy_kwargs,
             torch_threads=torch.get_num_threads(),  # --threads, as for the other algorithms
+            **(algo_extra or {}),
         )
 
     return build
@@ -87,6 +90,9 @@ ALGOS: dict[str, Builder] = {
     # Raw value targets, MemoryPPO's default before value normalisation (docs/memoryppo.md).
     "memory_ppo_lstm_raw": _memory_ppo("lstm", dict(value_norm=None), hidden_dim=256),
     "memory_ppo_gru_raw": _memory_ppo("gru", dict(value_norm=None)),
+    # A KL limit per update (tried as a default for docs/memoryppo.md, not kept).
+    "memory_ppo_lstm_kl01": _memory_ppo("lstm", algo_extra=dict(target_kl=0.01), hidden_dim=256),
+    "memory_ppo_gru_kl01": _memory_ppo("gru", algo_extra=dict(target_kl=0.01)),
 }
 PEER, OURS = "recurrent_ppo_lstm", "memory_ppo_lstm"
 

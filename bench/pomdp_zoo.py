@@ -30,6 +30,7 @@ steps (at least one rollout), 2 episodes, under ``--out``/quick (a smoke test).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from collections.abc import Callable
@@ -42,6 +43,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -158,6 +160,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "separate": dict(value_norm=None, shared_memory=False),
     "separate_popart": dict(shared_memory=False),
 }
+# Variants that change MemoryPPO's own arguments, not the policy's.
+ALGO_VARIANTS: dict[str, dict[str, Any]] = {
+    "kl01": dict(target_kl=0.01),  # a KL limit per update (docs/memoryppo.md)
+    "kl02": dict(target_kl=0.02),
+}
 ALGOS = ["recurrent_ppo", "memory_ppo_gru", "memory_ppo_lstm"]
 
 
@@ -186,7 +193,7 @@ def build(algo: str, variant: str, preset: dict[str, Any], env: VecEnv, seed: in
         preset["policy"],
         memory=memory,
         memory_kwargs=dict(hidden_dim=preset["hidden"]),
-        **VARIANTS[variant],
+        **VARIANTS.get(variant, {}),
     )
     return MemoryPPO(
         "MlpPolicy",
@@ -194,24 +201,36 @@ def build(algo: str, variant: str, preset: dict[str, Any], env: VecEnv, seed: in
         seed=seed,
         device="cpu",
         policy_kwargs=policy_kwargs,
-        **{**preset["ppo"], **preset["memory_ppo"]},
+        **{**preset["ppo"], **preset["memory_ppo"], **ALGO_VARIANTS.get(variant, {})},
     )
 
 
 def run_one(
-    preset_name: str, algo: str, variant: str, seed: int, steps: int, episodes: int
+    preset_name: str,
+    algo: str,
+    variant: str,
+    seed: int,
+    steps: int,
+    episodes: int,
+    progress: Path | None = None,
 ) -> dict:
+    """Train and evaluate one run; with ``progress``, SB3's per-update log goes to
+    ``progress/progress.csv`` and the result gets the median approximate KL and clip
+    fraction of the updates (how far each update moved the policy)."""
     preset = PRESETS[preset_name]
     env = make_env(preset["task"], preset["n_envs"], seed)
     eval_env = make_env(preset["task"], min(episodes, 10), seed + 10_000)
     obs_dim = int(env.observation_space.shape[0])
     model = build(algo, variant, preset, env, seed)
+    if progress is not None:
+        model.set_logger(configure(str(progress), ["csv"]))
     start = time.perf_counter()
     model.learn(steps)
     seconds = time.perf_counter() - start
     mean, std = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=True)
     env.close()
     eval_env.close()
+    updates = {} if progress is None else update_medians(progress / "progress.csv")
     return {
         "preset": preset_name,
         "algo": algo if algo == "recurrent_ppo" else f"{algo}/{variant}",
@@ -223,6 +242,18 @@ def run_one(
         "eval_return": float(mean),
         "eval_return_std": float(std),
         "eval_episodes": episodes,
+        **updates,
+    }
+
+
+def update_medians(csv_path: Path) -> dict[str, float]:
+    """Median ``train/approx_kl`` and ``train/clip_fraction`` over the updates in an SB3
+    CSV log (rows without an update, such as the first rollout's, are skipped)."""
+    with csv_path.open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("train/approx_kl")]
+    return {
+        "median_approx_kl": float(np.median([float(r["train/approx_kl"]) for r in rows])),
+        "median_clip_fraction": float(np.median([float(r["train/clip_fraction"]) for r in rows])),
     }
 
 
@@ -245,19 +276,26 @@ def table(out: Path) -> list[dict]:
                     "mean_return": float(np.mean([r["eval_return"] for r in group])),
                     "steps_per_second": float(np.mean([r["steps_per_second"] for r in group])),
                     "x_recurrent_ppo": float(np.mean(ratios)) if ratios else None,
+                    "median_approx_kl": (
+                        float(np.median([r["median_approx_kl"] for r in group]))
+                        if all("median_approx_kl" in r for r in group)
+                        else None
+                    ),
                 }
             )
     print(
-        "| preset | algo | seeds | return per seed | mean return | env-steps/s | x RecurrentPPO |"
+        "| preset | algo | seeds | return per seed | mean return | env-steps/s | x RecurrentPPO "
+        "| KL per update |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = "-" if r["x_recurrent_ppo"] is None else f"{r['x_recurrent_ppo']:.1f}"
+        kl = "-" if r["median_approx_kl"] is None else f"{r['median_approx_kl']:.4f}"
         returns = ", ".join(f"{x:.1f}" for x in r["returns"])
         seeds = ",".join(str(s) for s in r["seeds"])
         print(
             f"| {r['preset']} | {r['algo']} | {seeds} | {returns} | {r['mean_return']:.1f} | "
-            f"{r['steps_per_second']:.0f} | {ratio} |"
+            f"{r['steps_per_second']:.0f} | {ratio} | {kl} |"
         )
     return rows
 
@@ -271,14 +309,20 @@ def main() -> None:
         "--variants",
         nargs="+",
         default=["default"],
-        choices=list(VARIANTS),
-        help="MemoryPPO policy_kwargs variants (see VARIANTS)",
+        choices=[*VARIANTS, *ALGO_VARIANTS],
+        help="MemoryPPO variants (see VARIANTS and ALGO_VARIANTS)",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="env steps (default: the preset's)")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="keep each run's per-update SB3 log (progress.csv) under --out and add the "
+        "median KL per update to the table",
+    )
     parser.add_argument("--table", action="store_true", help="only print the table of --out")
     args = parser.parse_args()
     if args.table:
@@ -296,10 +340,15 @@ def main() -> None:
             for algo in args.algos:
                 variants = ["-"] if algo == "recurrent_ppo" else args.variants
                 for variant in variants:
-                    result = run_one(preset, algo, variant, seed, steps, args.eval_episodes)
+                    tag = (algo if algo == "recurrent_ppo" else f"{algo}/{variant}").replace(
+                        "/", "-"
+                    )
+                    progress = args.out / f"{preset}_{tag}_s{seed}" if args.progress else None
+                    result = run_one(
+                        preset, algo, variant, seed, steps, args.eval_episodes, progress
+                    )
                     result["torch_threads"] = torch.get_num_threads()
                     result["quick"] = args.quick
-                    tag = result["algo"].replace("/", "-")
                     write_results(args.out / f"{preset}_{tag}_s{seed}.json", result)
                     print(
                         f"{preset} {result['algo']} seed {seed}: return {result['eval_return']:.1f} "

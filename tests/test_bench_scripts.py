@@ -64,9 +64,13 @@ def test_every_bench_script_imports_and_prints_its_help():
 def test_pomdp_zoo_quick_trains_recurrent_ppo_and_memory_ppo_side_by_side(tmp_path):
     done = run_bench(
         *["bench/pomdp_zoo.py", "--quick", "--presets", "CartPoleNoVel-user"],
-        *["--algos", "recurrent_ppo", "memory_ppo_gru", "--out", str(tmp_path)],
+        *["--algos", "recurrent_ppo", "memory_ppo_gru", "--out", str(tmp_path), "--progress"],
     )
     runs = {p.name: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    # --progress: each run's per-update log, and how far its updates moved the policy.
+    for name in ("memory_ppo_gru-default", "recurrent_ppo"):
+        assert (tmp_path / f"CartPoleNoVel-user_{name}_s0" / "progress.csv").is_file()
+    assert all(r["median_approx_kl"] > 0 for r in runs.values())
     assert sorted(runs) == [
         "CartPoleNoVel-user_memory_ppo_gru-default_s0.json",
         "CartPoleNoVel-user_recurrent_ppo_s0.json",
@@ -74,6 +78,22 @@ def test_pomdp_zoo_quick_trains_recurrent_ppo_and_memory_ppo_side_by_side(tmp_pa
     # The wrapper removed the velocities: both trained on 512 steps of 2-entry observations.
     assert all(r["env_steps"] == 512 and r["obs_dim"] == 2 for r in runs.values())
     assert "| CartPoleNoVel-user | memory_ppo_gru/default | 0 |" in done.stdout
+
+
+def test_pomdp_zoo_variants_reach_memory_ppo_and_its_policy(monkeypatch):
+    """A variant of MemoryPPO's own arguments (``kl01``) sets them on the algorithm; a
+    policy variant (``no_norm``) sets the policy's, and leaves the algorithm's alone."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import pomdp_zoo
+
+    preset = pomdp_zoo.PRESETS["CartPoleNoVel-user"]
+    env = pomdp_zoo.make_env(preset["task"], preset["n_envs"], seed=0)
+    kl = pomdp_zoo.build("memory_ppo_gru", "kl01", preset, env, seed=0)
+    raw = pomdp_zoo.build("memory_ppo_gru", "no_norm", preset, env, seed=0)
+    assert (kl.target_kl, kl.policy.value_norm) == (0.01, "popart")
+    assert (raw.target_kl, raw.policy.value_norm) == (None, None)
+    # The preset's own settings still apply under both.
+    assert kl.n_epochs == raw.n_epochs == 20 and kl.gamma == raw.gamma == 0.999
 
 
 def test_off_policy_quick_speed_pairs_memory_dqn_with_dqn(tmp_path):
