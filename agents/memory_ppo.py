@@ -74,7 +74,11 @@ class MemoryPPO(OnPolicyAlgorithm):
         use_sde: generalized State-Dependent Exploration (Box actions).
         sde_sample_freq: resample the gSDE noise every this many steps (-1: per rollout).
         target_kl: stop an update early once the approximate KL exceeds
-            ``1.5 * target_kl`` (None: no limit).
+            ``1.5 * target_kl`` (None: no limit, the default: MemoryPPO's defaults
+            rely on large updates).  Settings carried over from another algorithm with
+            many epochs at a high rate (20 at ``1e-3``) move the policy about three
+            times as far per update as RecurrentPPO, whose gradient clipping shrinks
+            its steps; 0.01 brings them back (docs/memoryppo.md).
         stats_window_size: episodes averaged for ``rollout/`` logging.
         tensorboard_log: TensorBoard log folder (None: no TensorBoard).
         policy_kwargs: keyword arguments of the policy (see :class:`MemoryActorCriticPolicy`).
