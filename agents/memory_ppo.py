@@ -78,7 +78,7 @@ class MemoryPPO(OnPolicyAlgorithm):
             rely on large updates).  Settings carried over from another algorithm with
             many epochs at a high rate (20 at ``1e-3``) move the policy about three
             times as far per update as RecurrentPPO, whose gradient clipping shrinks
-            its steps; 0.01 brings them back (docs/memoryppo.md).
+            its steps; 0.01 caps them (docs/memoryppo.md).
         stats_window_size: episodes averaged for ``rollout/`` logging.
         tensorboard_log: TensorBoard log folder (None: no TensorBoard).
         policy_kwargs: keyword arguments of the policy (see :class:`MemoryActorCriticPolicy`).
