@@ -205,6 +205,11 @@ def build(algo: str, variant: str, preset: dict[str, Any], env: VecEnv, seed: in
     )
 
 
+def run_name(algo: str, variant: str) -> str:
+    """``recurrent_ppo``, or ``memory_ppo_<memory>/<variant>``: a run's name in results."""
+    return algo if algo == "recurrent_ppo" else f"{algo}/{variant}"
+
+
 def run_one(
     preset_name: str,
     algo: str,
@@ -233,7 +238,7 @@ def run_one(
     updates = {} if progress is None else update_medians(progress / "progress.csv")
     return {
         "preset": preset_name,
-        "algo": algo if algo == "recurrent_ppo" else f"{algo}/{variant}",
+        "algo": run_name(algo, variant),
         "seed": seed,
         "obs_dim": obs_dim,
         "env_steps": int(model.num_timesteps),
@@ -340,9 +345,7 @@ def main() -> None:
             for algo in args.algos:
                 variants = ["-"] if algo == "recurrent_ppo" else args.variants
                 for variant in variants:
-                    tag = (algo if algo == "recurrent_ppo" else f"{algo}/{variant}").replace(
-                        "/", "-"
-                    )
+                    tag = run_name(algo, variant).replace("/", "-")
                     progress = args.out / f"{preset}_{tag}_s{seed}" if args.progress else None
                     result = run_one(
                         preset, algo, variant, seed, steps, args.eval_episodes, progress
