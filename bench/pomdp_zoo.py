@@ -1,7 +1,7 @@
 """RL Zoo's velocity-free control tasks: sb3-contrib RecurrentPPO and MemoryPPO side by side.
 
-    python bench/pomdp_zoo.py [--quick] [--presets ...] [--algos ...] [--seeds 0 1 2]
-                              [--steps N] [--table]
+    python bench/pomdp_zoo.py [--quick] [--presets ...] [--algos ...] [--variants ...]
+                              [--seeds 0 1 2] [--steps N] [--progress] [--table]
 
 Presets (hyper-parameters in ``PRESETS``):
 
@@ -187,6 +187,11 @@ def build(algo: str, variant: str, preset: dict[str, Any], env: VecEnv, seed: in
             device="cpu",
             policy_kwargs=policy_kwargs,
             **preset["ppo"],
+        )
+    if variant not in VARIANTS and variant not in ALGO_VARIANTS:
+        raise ValueError(
+            f"variant={variant!r} is not a MemoryPPO variant; use one of "
+            f"{[*VARIANTS, *ALGO_VARIANTS]}"
         )
     memory = algo.removeprefix("memory_ppo_")
     policy_kwargs = dict(

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name != "timing.py")  # timing: helpers
 
@@ -94,6 +96,8 @@ def test_pomdp_zoo_variants_reach_memory_ppo_and_its_policy(monkeypatch):
     assert (raw.target_kl, raw.policy.value_norm) == (None, None)
     # The preset's own settings still apply under both.
     assert kl.n_epochs == raw.n_epochs == 20 and kl.gamma == raw.gamma == 0.999
+    with pytest.raises(ValueError, match="variant='kl1' is not a MemoryPPO variant"):
+        pomdp_zoo.build("memory_ppo_gru", "kl1", preset, env, seed=0)
 
 
 def test_off_policy_quick_speed_pairs_memory_dqn_with_dqn(tmp_path):
