@@ -10,7 +10,9 @@ alternative, and the chunk runs instead:
 
 - on the CPU, through the hand-written sequence kernels of memory/fused_rnn.py
   (one autograd node per layer and chunk, resets as a mask): ``fused_above``,
-  0 for the GRU, whose kernels beat torch's CPU GRU even on an unsplit chunk;
+  0 for the GRU, whose kernels beat torch's CPU GRU even on an unsplit chunk; for the
+  LSTM, by default, the crossover of whichever step loops run (C++ or Python,
+  memory/cpp_loops.py);
 - elsewhere, step by step through the fused cells (``torch.lstm_cell`` /
   ``torch.gru_cell``, the same weights): ``step_loop_above``.
 
@@ -38,8 +40,10 @@ class _Recurrent(SteppedMemory):
     state_names: tuple[str, ...]
     layer_fn: staticmethod  # fused_rnn's sequence kernel for one layer (CPU)
     # On the CPU, a chunk of T steps that splits into more than this fraction of T pieces
-    # runs through layer_fn (the crossover `python bench/memory_ops.py` prints).
-    fused_above: float = 0.0
+    # runs through layer_fn (the crossover `python bench/memory_ops.py` prints); None:
+    # fused_above_loops's, by which step loops the kernels run (C++ or Python).
+    fused_above: float | None = 0.0
+    fused_above_loops: dict[str, float] = {}
     # Elsewhere, run step by step through the fused cells when a chunk of T steps splits
     # into more than this fraction of T pieces, per device type (absent: never). Set per
     # subclass from the crossovers that `python bench/memory_ops.py --device ...` prints.
@@ -85,7 +89,7 @@ class _Recurrent(SteppedMemory):
         starts = episode_starts.bool()
         # Split points: steps where some row starts an episode (step 0 is handled by reset).
         cuts = [0] + (starts[1:].any(dim=1).nonzero().flatten() + 1).tolist() + [x.shape[0]]
-        if x.device.type == "cpu" and len(cuts) - 1 > self.fused_above * x.shape[0]:
+        if x.device.type == "cpu" and len(cuts) - 1 > self._fused_crossover(x) * x.shape[0]:
             return self._fused(x, state, starts)
         if len(cuts) - 1 > self.step_loop_above.get(x.device.type, 1.0) * x.shape[0]:
             return self._step_loop(x, state, starts)
@@ -101,6 +105,13 @@ class _Recurrent(SteppedMemory):
             state = {n: h.transpose(0, 1) for n, h in zip(self.state_names, hx)}
             outputs.append(y)
         return torch.cat(outputs, dim=0), state
+
+    def _fused_crossover(self, x: Tensor) -> float:
+        if self.fused_above is not None:
+            return self.fused_above
+        compiled = fused_rnn.step_loops(x) is not fused_rnn.PythonLoops
+        # An unsplit chunk always takes the sequence call (0.56-0.60x the fused kernel's time).
+        return max(self.fused_above_loops["cpp" if compiled else "python"], 1 / x.shape[0])
 
     def _layer_weights(self, layer: int) -> list[Tensor]:
         # nn.RNNBase keeps its weights in this order, updated on .to() and assignment.
@@ -162,7 +173,10 @@ class LSTM(_Recurrent):
     cell_fn = staticmethod(torch.lstm_cell)
     layer_fn = staticmethod(fused_rnn.lstm_layer)
     state_names = ("h", "c")
-    fused_above = 0.1875  # oneDNN's nn.LSTM is faster up to 16-32 pieces of 128 (CPU)
+    # oneDNN's nn.LSTM is faster up to about 10 pieces of 128 against the C++ step loops
+    # and 24 against the Python ones (CPU, 4 rows, hidden 128-256: docs/speed.md)
+    fused_above = None
+    fused_above_loops = {"cpp": 0.078, "python": 0.1875}
     step_loop_above = {"cuda": 0.5}  # crossover of 128 pieces on the H200: ~64
 
 

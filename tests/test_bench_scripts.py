@@ -124,3 +124,19 @@ def test_rollout_step_prints_the_floor_rows_of_slot_and_dual(tmp_path):
     }
     assert all(f["step_s"] > 0 for name in floors for f in rows[name]["floors"])
     assert "long-term fields' copy alone" in done.stdout
+
+
+def test_rnn_loops_bench_quick_run(tmp_path):
+    """bench/rnn_loops.py on a tiny chunk: both parts run and the JSON holds every time."""
+    from memworld.memory import cpp_loops
+
+    if not cpp_loops.wanted():
+        pytest.skip(f"{cpp_loops.ENV_VAR} turns the C++ loops off")
+    out = tmp_path / "rnn_loops.json"
+    run_bench("bench/rnn_loops.py", "--sizes", "2x8", "--steps", "16", "--repeats", "1",
+              "--out", str(out))  # fmt: skip
+    result = json.loads(out.read_text())
+    (row,) = result["loops"]
+    assert {"lstm_python", "lstm_cpp", "gru_python", "gru_cpp"} <= set(row)
+    assert all(row[k] > 0 for k in ("lstm_python", "lstm_cpp", "gru_python", "gru_cpp"))
+    assert [r["pieces"] for r in result["crossover"]] == [1, 4, 8, 12, 16]

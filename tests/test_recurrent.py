@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
 from memworld import memory
+from memworld.memory import cpp_loops, fused_rnn
 from memworld.memory.fused_rnn import GRUSequence, LSTMSequence
 
 NEVER = float("inf")  # no chunk has more pieces than this fraction
@@ -92,3 +95,99 @@ def test_path_choice_on_the_cpu(monkeypatch):
     assert calls == []
     gru(x, gru.initial_state(2), many)  # 8 pieces > 0.5 * 8: step loop
     assert calls == [("gru", "_step_loop")]
+
+
+def _sequence_results(kind: str, loops, monkeypatch) -> list[torch.Tensor]:
+    """Outputs and every gradient of one float32 chunk with resets inside, through ``loops``."""
+    monkeypatch.setattr(fused_rnn, "step_loops", lambda x: loops)
+    gen = torch.Generator().manual_seed(0)
+    steps, batch, inp, hidden = 12, 5, 4, 8
+    torch.manual_seed(0)
+    cell = (torch.nn.GRU if kind == "gru" else torch.nn.LSTM)(inp, hidden)
+    x = torch.randn(steps, batch, inp, generator=gen, requires_grad=True)
+    h0, c0 = (torch.randn(batch, hidden, generator=gen, requires_grad=True) for _ in range(2))
+    keep = (torch.rand(steps, batch, 1, generator=gen) > 0.2).float()
+    keep[0, 1] = keep[steps - 1, 3] = 0.0  # resets at the first and the last step
+    weights = list(cell._flat_weights)
+    if kind == "gru":
+        out, last = GRUSequence.apply(x, h0, keep, *weights), None
+        inputs = [x, h0, *weights]
+    else:
+        out, last = LSTMSequence.apply(x, h0, c0, keep, *weights)
+        inputs = [x, h0, c0, *weights]
+    loss = (out * torch.linspace(-1, 1, hidden)).pow(2).sum()
+    if last is not None:
+        loss = loss + last.sin().sum()
+    return [out.detach(), *torch.autograd.grad(loss, inputs)]
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm"])
+def test_compiled_step_loops_equal_the_python_loops(kind, monkeypatch):
+    """The C++ loops (memory/csrc/rnn_loops.cpp) compute what the Python loops do, step for
+    step: outputs, and the gradients of the inputs, states and every weight."""
+    if not cpp_loops.wanted():
+        pytest.skip(f"{cpp_loops.ENV_VAR} turns the C++ loops off")
+    compiled = cpp_loops.loops()
+    assert compiled is not None, "a C++ compiler and ninja are here, so the loops must build"
+    python = _sequence_results(kind, fused_rnn.PythonLoops, monkeypatch)
+    native = _sequence_results(kind, compiled, monkeypatch)
+    for a, b in zip(python, native):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+
+
+def test_step_loops_fall_back_to_python_with_one_warning(monkeypatch):
+    x32, x64 = torch.zeros(2, 1, 1), torch.zeros(2, 1, 1, dtype=torch.float64)
+    assert fused_rnn.step_loops(x64) is fused_rnn.PythonLoops  # C++ takes float32 only
+    monkeypatch.setattr(cpp_loops, "_state", {})
+    monkeypatch.setenv(cpp_loops.ENV_VAR, "0")
+    assert cpp_loops.loops() is None and fused_rnn.step_loops(x32) is fused_rnn.PythonLoops
+
+    def broken_build():
+        raise RuntimeError("compiler exploded")
+
+    monkeypatch.setattr(cpp_loops, "_state", {})
+    monkeypatch.delenv(cpp_loops.ENV_VAR)
+    monkeypatch.setattr(cpp_loops, "_build", broken_build)
+    monkeypatch.setattr(cpp_loops, "_ninja_on_path", lambda: True)
+    with pytest.warns(RuntimeWarning, match="compiler exploded.*Python loops run instead"):
+        assert fused_rnn.step_loops(x32) is fused_rnn.PythonLoops
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning: the answer is kept
+        assert fused_rnn.step_loops(x32) is fused_rnn.PythonLoops
+
+
+def test_lstm_crossover_follows_the_step_loops(monkeypatch):
+    """An LSTM chunk of 128 steps in 16 pieces runs the fused kernel with the C++ loops
+    (crossover about 10 pieces) and the split sequence path with the Python ones (about 24);
+    an unsplit chunk always takes the sequence call."""
+    lstm = memory.make("lstm", input_dim=3, hidden_dim=4)
+    x = torch.randn(128, 2, 3)
+    sixteen = torch.zeros(128, 2, dtype=torch.bool)
+    sixteen[::8, 0] = True
+    unsplit = torch.zeros(128, 2, dtype=torch.bool)
+    calls = []
+    original = lstm._fused
+    monkeypatch.setattr(lstm, "_fused", lambda *a: calls.append(1) or original(*a))
+    for loops, expected in [(cpp_loops.loops(), [1]), (fused_rnn.PythonLoops, [])]:
+        if loops is None:
+            continue  # the C++ loops are off here: only the Python crossover applies
+        monkeypatch.setattr(fused_rnn, "step_loops", lambda x, loops=loops: loops)
+        calls.clear()
+        lstm(x, lstm.initial_state(2), sixteen)
+        lstm(x, lstm.initial_state(2), unsplit)
+        assert calls == expected
+
+
+def test_compiled_step_loops_refuse_a_buffer_they_cannot_read():
+    compiled = cpp_loops.loops() if cpp_loops.wanted() else None
+    if compiled is None:
+        pytest.skip("the C++ loops are off here")
+    steps, batch, hidden = 3, 2, 4
+    pre = torch.zeros(steps, batch, 3 * hidden)
+    args = [torch.zeros(steps, batch, hidden), torch.ones(steps, batch), [False] * steps]
+    args += [torch.zeros(3 * hidden, hidden).t(), torch.zeros(batch, hidden)]
+    buffers = [torch.zeros(steps, batch, hidden), torch.zeros(steps, batch, 2 * hidden)]
+    strided_n = torch.zeros(steps, hidden, batch).transpose(1, 2)  # not contiguous
+    with pytest.raises(RuntimeError, match="n must be a contiguous float32 CPU tensor"):
+        compiled.gru_forward(pre, *args, *buffers, strided_n)
+    compiled.gru_forward(pre, *args, *buffers, strided_n.contiguous())  # the same, contiguous
