@@ -140,3 +140,20 @@ def test_rnn_loops_bench_quick_run(tmp_path):
     assert {"lstm_python", "lstm_cpp", "gru_python", "gru_cpp"} <= set(row)
     assert all(row[k] > 0 for k in ("lstm_python", "lstm_cpp", "gru_python", "gru_cpp"))
     assert [r["pieces"] for r in result["crossover"]] == [1, 4, 8, 12, 16]
+
+
+def test_module_variants_bench_quick_run(tmp_path):
+    """bench/module_variants.py: two piece lengths of gtrxl, timed, with equal outputs."""
+    out = tmp_path / "variants.json"
+    run_bench("bench/module_variants.py", "--module", "gtrxl", "--variants",
+              '{"max_block": 4}', '{"max_block": 8}', '{"mem_len": 2}', "--steps", "16",
+              "--batch", "2", "--dim", "4", "--repeats", "1", "--out", str(out))  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["variant"] for r in rows] == [
+        '{"max_block": 4}',
+        '{"max_block": 8}',
+        '{"mem_len": 2}',
+    ]
+    assert rows[1]["max_output_difference"] < 1e-5  # the same computation in other pieces
+    assert rows[2]["max_output_difference"] > 1e-3  # a shorter memory sees less
+    assert all(r["ms"] > 0 and r["x_lstm"] > 0 for r in rows)
