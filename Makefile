@@ -19,10 +19,10 @@ $(VENV)/.torch-spec: $(PY) FORCE
 	@grep -qxF '$(TORCH_SPEC)' $@ 2>/dev/null || { $(PIP) install $(TORCH_SPEC) && echo '$(TORCH_SPEC)' > $@; }
 
 # Re-run only when pyproject.toml changes: a second `make test` installs nothing.
-# The C++ GRU/LSTM step loops are built here (about 30 s) rather than at first use.
+# memworld's C++ kernels (memory/native.py) are built here (about a minute) rather than at first use.
 $(STAMP): pyproject.toml setup.py Makefile $(VENV)/.torch-spec
 	$(PIP) install -e ".[$(EXTRAS)]"
-	$(PY) -c "from memworld.memory import cpp_loops; print('C++ step loops:', cpp_loops.prebuild())"
+	$(PY) -c "from memworld.memory import native; print('C++ kernels:', native.prebuild())"
 	touch $@
 
 install: $(STAMP)

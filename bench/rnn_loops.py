@@ -5,7 +5,7 @@
 
 1. Forward+backward of one layer over a chunk (T steps, input 64, resets: each row starts
    an episode with probability 1/32 a step) through memory/fused_rnn.py's kernels with
-   their Python step loops and with the C++ ones (memory/cpp_loops.py), and the unsplit
+   their Python step loops and with the C++ ones (memory/native.py), and the unsplit
    ``nn.LSTM``/``nn.GRU`` call on the same weights without resets, for each
    ``BATCHxHIDDEN`` of ``--sizes``; ratios C++ / Python.
 2. The LSTM module's chunk path at each size, split at 1 to 32 evenly spaced starts (one
@@ -25,7 +25,7 @@ import torch
 from timing import interleaved_medians, process_clock  # run as a script: bench/ on sys.path
 
 from memworld import memory
-from memworld.memory import cpp_loops, fused_rnn
+from memworld.memory import fused_rnn, native
 from memworld.runs import write_results
 
 INPUT = 64
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/rnn_loops.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    compiled = cpp_loops.loops()
+    compiled = native.loops()
     if compiled is None:
         raise SystemExit("the C++ step loops are unavailable here (see the warning above)")
     print(f"torch threads: {torch.get_num_threads()}; T={args.steps}, input {INPUT}, CPU time")

@@ -11,7 +11,7 @@ gradients of all steps are a few matrix products at the end.  Resets are a
 ``keep (T, B, 1)`` mask: the carried state is multiplied by ``keep[t]`` before
 step ``t`` (0 where a row starts an episode), so no chunk is split.
 
-The step loops themselves run in C++ where they can (memory/cpp_loops.py: float32 on the
+The step loops themselves run in C++ where they can (memory/native.py: float32 on the
 CPU, once built), else in Python (:class:`PythonLoops`); both compute the same, step for
 step, and are tested against each other.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from memworld.memory import cpp_loops
+from memworld.memory import native
 
 
 def _input_gates(x: Tensor, w_ih: Tensor, bias: Tensor) -> Tensor:
@@ -182,7 +182,7 @@ class PythonLoops:
 def step_loops(x: Tensor):
     """The C++ loops where they apply (float32 on the CPU, built), else :class:`PythonLoops`."""
     if x.dtype == torch.float32 and x.device.type == "cpu":
-        compiled = cpp_loops.loops()
+        compiled = native.loops()
         if compiled is not None:
             return compiled
     return PythonLoops

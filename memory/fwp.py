@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memworld.memory import native
 from memworld.memory.base import (
     State,
     SteppedMemory,
@@ -270,6 +271,27 @@ class FastWeightMemory(SteppedMemory):
     step_keeps_time = True
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: :meth:`python_step`'s
+        torch calls made from C++ on the CPU where memworld's C++ kernels are built
+        (memory/native.py; the same operations, so the same results), else from Python."""
+        kernels = native.rollout_steps() if x.device.type == "cpu" else None
+        if kernels is None:
+            return self.python_step(x, state, starts)
+        in_weight, in_bias, norm_in, taps, proj_weight, proj_bias, gamma, out_weight, norm_out = (
+            self.step_plan()
+        )
+        # Without grad (a rollout), the work between the products as plain loops in one pass
+        # each; with grad, the same ATen calls as python_step, which autograd records.
+        plain = not torch.is_grad_enabled() and x.dtype == torch.float32
+        step = kernels.fwp_step_nograd if plain else kernels.fwp_step
+        y, weights, recent, valid = step(
+            x, state["fast_weights"].contiguous(), state["recent_valid"].contiguous(),
+            state["recent"].contiguous(), starts, in_weight, in_bias, *norm_in[1:], taps,
+            proj_weight, proj_bias, gamma, out_weight, *norm_out[1:], self.num_heads,
+        )  # fmt: skip
+        return y, {"fast_weights": weights, "recent": recent, "recent_valid": valid}
+
+    def python_step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: the recurrence itself.
 
         The arithmetic of :meth:`forward_reference` at ``T == 1`` in fewer torch calls (at

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from memworld.memory import native
 from memworld.memory.base import State, SteppedMemory, check_positive_int, check_range, register
 from memworld.memory.derived import derived
 
@@ -285,6 +286,22 @@ class LRU(SteppedMemory):
     step_keeps_time = True
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: :meth:`python_step`'s
+        torch calls made from C++ on the CPU where memworld's C++ kernels are built
+        (memory/native.py; the same operations, so the same results), else from Python."""
+        kernels = native.rollout_steps() if x.device.type == "cpu" else None
+        if kernels is None:
+            return self.python_step(x, state, starts)
+        in_weight, in_bias, blocks, out_norm = self.step_plan()
+        norms, weights, glu_weights, glu_biases = zip(*blocks)
+        y, h = kernels.lru_step(
+            x, state["h"], starts, in_weight, in_bias, [n[1] for n in norms],
+            [n[2] for n in norms], [n[3] for n in norms], weights, glu_weights, glu_biases,
+            *out_norm[1:],
+        )  # fmt: skip
+        return y, {"h": h}
+
+    def python_step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: the recurrence itself.
 
         The arithmetic of :meth:`forward_reference` at ``T == 1`` in fewer torch calls

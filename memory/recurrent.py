@@ -12,7 +12,7 @@ alternative, and the chunk runs instead:
   (one autograd node per layer and chunk, resets as a mask): ``fused_above``,
   0 for the GRU, whose kernels beat torch's CPU GRU even on an unsplit chunk; for the
   LSTM, by default, the crossover of whichever step loops run (C++ or Python,
-  memory/cpp_loops.py);
+  memory/native.py);
 - elsewhere, step by step through the fused cells (``torch.lstm_cell`` /
   ``torch.gru_cell``, the same weights): ``step_loop_above``.
 

@@ -128,10 +128,10 @@ def test_rollout_step_prints_the_floor_rows_of_slot_and_dual(tmp_path):
 
 def test_rnn_loops_bench_quick_run(tmp_path):
     """bench/rnn_loops.py on a tiny chunk: both parts run and the JSON holds every time."""
-    from memworld.memory import cpp_loops
+    from memworld.memory import native
 
-    if not cpp_loops.wanted():
-        pytest.skip(f"{cpp_loops.ENV_VAR} turns the C++ loops off")
+    if not native.wanted():
+        pytest.skip(f"{native.ENV_VAR} turns the C++ loops off")
     out = tmp_path / "rnn_loops.json"
     run_bench("bench/rnn_loops.py", "--sizes", "2x8", "--steps", "16", "--repeats", "1",
               "--out", str(out))  # fmt: skip

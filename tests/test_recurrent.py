@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from memworld import memory
-from memworld.memory import cpp_loops, fused_rnn
+from memworld.memory import fused_rnn, native
 from memworld.memory.fused_rnn import GRUSequence, LSTMSequence
 
 NEVER = float("inf")  # no chunk has more pieces than this fraction
@@ -125,31 +125,33 @@ def _sequence_results(kind: str, loops, monkeypatch) -> list[torch.Tensor]:
 def test_compiled_step_loops_equal_the_python_loops(kind, monkeypatch):
     """The C++ loops (memory/csrc/rnn_loops.cpp) compute what the Python loops do, step for
     step: outputs, and the gradients of the inputs, states and every weight."""
-    if not cpp_loops.wanted():
-        pytest.skip(f"{cpp_loops.ENV_VAR} turns the C++ loops off")
-    compiled = cpp_loops.loops()
+    if not native.wanted():
+        pytest.skip(f"{native.ENV_VAR} turns the C++ loops off")
+    compiled = native.loops()
     assert compiled is not None, "a C++ compiler and ninja are here, so the loops must build"
     python = _sequence_results(kind, fused_rnn.PythonLoops, monkeypatch)
-    native = _sequence_results(kind, compiled, monkeypatch)
-    for a, b in zip(python, native):
+    in_cpp = _sequence_results(kind, compiled, monkeypatch)
+    for a, b in zip(python, in_cpp):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
 
 
 def test_step_loops_fall_back_to_python_with_one_warning(monkeypatch):
     x32, x64 = torch.zeros(2, 1, 1), torch.zeros(2, 1, 1, dtype=torch.float64)
     assert fused_rnn.step_loops(x64) is fused_rnn.PythonLoops  # C++ takes float32 only
-    monkeypatch.setattr(cpp_loops, "_state", {})
-    monkeypatch.setenv(cpp_loops.ENV_VAR, "0")
-    assert cpp_loops.loops() is None and fused_rnn.step_loops(x32) is fused_rnn.PythonLoops
+    monkeypatch.setattr(native, "_built", {})
+    monkeypatch.setenv(native.ENV_VAR, "0")
+    assert native.loops() is None and fused_rnn.step_loops(x32) is fused_rnn.PythonLoops
 
-    def broken_build():
+    def broken_build(name):
         raise RuntimeError("compiler exploded")
 
-    monkeypatch.setattr(cpp_loops, "_state", {})
-    monkeypatch.delenv(cpp_loops.ENV_VAR)
-    monkeypatch.setattr(cpp_loops, "_build", broken_build)
-    monkeypatch.setattr(cpp_loops, "_ninja_on_path", lambda: True)
-    with pytest.warns(RuntimeWarning, match="compiler exploded.*Python loops run instead"):
+    monkeypatch.setattr(native, "_built", {})
+    monkeypatch.delenv(native.ENV_VAR)
+    monkeypatch.setattr(native, "_build", broken_build)
+    monkeypatch.setattr(native, "_ninja_on_path", lambda: True)
+    with pytest.warns(
+        RuntimeWarning, match=r"\(rnn_loops\).*compiler exploded.*Python code runs instead"
+    ):
         assert fused_rnn.step_loops(x32) is fused_rnn.PythonLoops
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning: the answer is kept
@@ -168,7 +170,7 @@ def test_lstm_crossover_follows_the_step_loops(monkeypatch):
     calls = []
     original = lstm._fused
     monkeypatch.setattr(lstm, "_fused", lambda *a: calls.append(1) or original(*a))
-    for loops, expected in [(cpp_loops.loops(), [1]), (fused_rnn.PythonLoops, [])]:
+    for loops, expected in [(native.loops(), [1]), (fused_rnn.PythonLoops, [])]:
         if loops is None:
             continue  # the C++ loops are off here: only the Python crossover applies
         monkeypatch.setattr(fused_rnn, "step_loops", lambda x, loops=loops: loops)
@@ -179,7 +181,7 @@ def test_lstm_crossover_follows_the_step_loops(monkeypatch):
 
 
 def test_compiled_step_loops_refuse_a_buffer_they_cannot_read():
-    compiled = cpp_loops.loops() if cpp_loops.wanted() else None
+    compiled = native.loops() if native.wanted() else None
     if compiled is None:
         pytest.skip("the C++ loops are off here")
     steps, batch, hidden = 3, 2, 4

@@ -1,0 +1,101 @@
+"""The C++ rollout steps of fwp and lru (memory/csrc/rollout_steps.cpp) against their
+Python steps: the same torch operations, so the same outputs, states and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memworld import memory
+from memworld.memory import native
+
+CASES = [
+    ("fwp", {"d_model": 16, "num_heads": 2}),
+    ("fwp", {"d_model": 12, "num_heads": 3, "conv_width": 2}),
+    ("lru", {"d_model": 8, "state_dim": 4}),
+    ("lru", {"d_model": 8, "state_dim": 4, "num_layers": 2}),
+]
+
+
+@pytest.fixture
+def kernels():
+    if not native.wanted():
+        pytest.skip(f"{native.ENV_VAR} turns the C++ kernels off")
+    built = native.rollout_steps()
+    assert built is not None, "a C++ compiler and ninja are here, so the kernels must build"
+    return built
+
+
+@pytest.mark.parametrize("name,kwargs", CASES)
+def test_native_step_equals_the_python_step(name, kwargs, kernels):
+    torch.manual_seed(0)
+    module = memory.make(name, input_dim=5, **kwargs)
+    gen = torch.Generator().manual_seed(1)
+    state = {  # a random carried state (recent_valid holds 0/1 flags, as the module's do)
+        k: (torch.rand(v.shape, generator=gen) < 0.5).float()
+        if k == "recent_valid"
+        else torch.randn(v.shape, generator=gen)
+        for k, v in module.initial_state(6).items()
+    }
+    python_state = native_state = state
+    with torch.no_grad():
+        for t in range(12):
+            x = torch.randn(1, 6, 5, generator=gen)
+            starts = torch.rand(1, 6, generator=gen) < (0.3 if t % 2 else 0.0)  # odd steps only
+            y_py, python_state = module.python_step(x, python_state, starts)
+            y_cpp, native_state = module.step(x, native_state, starts)
+            torch.testing.assert_close(y_cpp, y_py, atol=1e-6, rtol=1e-6)
+            for key in python_state:
+                torch.testing.assert_close(
+                    native_state[key], python_state[key], atol=1e-6, rtol=1e-6
+                )
+
+
+@pytest.mark.parametrize("name,kwargs", CASES[::2])
+def test_native_step_gradients_equal_the_python_steps(name, kwargs, kernels):
+    """With grad on (a one-step chunk in training), autograd records the C++ step's calls."""
+    torch.manual_seed(0)
+    module = memory.make(name, input_dim=5, **kwargs)
+    x = torch.randn(1, 3, 5, requires_grad=True)
+    state = module.initial_state(3)
+    starts = torch.tensor([[True, False, False]])
+    grads = []
+    for step in (module.python_step, module.step):
+        y, new_state = step(x, state, starts)
+        loss = y.pow(2).sum() + sum(v.pow(2).sum() for v in new_state.values())
+        grads.append(torch.autograd.grad(loss, [x, *module.parameters()]))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)
+
+
+def test_steps_run_in_python_where_the_kernels_are_off(monkeypatch):
+    monkeypatch.setattr(native, "_built", {})
+    monkeypatch.setenv(native.ENV_VAR, "0")
+    assert native.rollout_steps() is None
+    module = memory.make("fwp", input_dim=3, d_model=8)
+    calls = []
+    original = module.python_step
+    monkeypatch.setattr(module, "python_step", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        module(torch.zeros(1, 2, 3), module.initial_state(2), torch.ones(1, 2, dtype=torch.bool))
+    assert calls == [1]
+
+
+def test_unknown_extension_is_refused_by_name():
+    with pytest.raises(ValueError, match="name='fast'.*rnn_loops"):
+        native.extension("fast")
+
+
+def test_fwp_takes_the_plain_loop_kernel_only_without_grad(kernels, monkeypatch):
+    """A rollout (no grad) runs fwp_step_nograd, whose loops autograd cannot see; a step
+    with grad runs fwp_step, the ATen calls autograd records."""
+    module = memory.make("fwp", input_dim=3, d_model=8)
+    calls = []
+    for name in ("fwp_step", "fwp_step_nograd"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, n=name, o=original: calls.append(n) or o(*a))
+    x, starts = torch.randn(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        module(x, module.initial_state(2), starts)
+    y, _ = module(x, module.initial_state(2), starts)
+    assert calls == ["fwp_step_nograd", "fwp_step"] and y.requires_grad
