@@ -4,8 +4,9 @@ Two extensions, each a few plain functions of tensors:
 
 - ``rnn_loops`` (rnn_loops.cpp): the step loops of the CPU GRU and LSTM sequence kernels
   (memory/fused_rnn.py), forward and backward;
-- ``rollout_steps`` (rollout_steps.cpp): one rollout step of ``fwp`` and ``lru`` (their
-  ``step`` methods' torch calls, made from C++).
+- ``rollout_steps`` (rollout_steps.cpp): one rollout step of ``lstm``, ``gru``, ``fwp``
+  and ``lru`` (their Python steps' torch calls made from C++; ``fwp`` without grad as
+  plain loops between its products).
 
 At the sizes memworld trains and acts (a few rows, widths 64-256) a torch call from Python
 costs a few microseconds whatever its arithmetic; from C++ the same calls cost about one.
@@ -97,7 +98,7 @@ def loops() -> ModuleType | None:
 
 
 def rollout_steps() -> ModuleType | None:
-    """The ``fwp`` and ``lru`` rollout steps (``rollout_steps``), or None."""
+    """The ``lstm``, ``gru``, ``fwp`` and ``lru`` rollout steps (``rollout_steps``), or None."""
     return extension("rollout_steps")
 
 

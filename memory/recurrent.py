@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from memworld.memory import fused_rnn
+from memworld.memory import fused_rnn, native
 from memworld.memory.base import State, SteppedMemory, check_positive_int, register
 
 
@@ -62,6 +62,19 @@ class _Recurrent(SteppedMemory):
         return {name: z.clone() for name in self.state_names}
 
     def step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
+        """One step: :meth:`python_step`'s torch calls made from C++ on the CPU where
+        memworld's C++ kernels are built (memory/native.py; the same operations, so the same
+        results), else from Python."""
+        kernels = native.rollout_steps() if x.device.type == "cpu" else None
+        if kernels is None:
+            return self.python_step(x, state, starts)
+        hidden = [state[n] for n in self.state_names]
+        y, *new = kernels.recurrent_step(
+            x, hidden, starts, self.rnn._flat_weights, not self.persistent
+        )
+        return y, dict(zip(self.state_names, new))
+
+    def python_step(self, x: Tensor, state: State, starts: Tensor) -> tuple[Tensor, State]:
         """One step: ``x (B, input_dim)``, ``starts (B,)`` -> ``y (B, hidden)`` and the state.
 
         The rows that start are zeroed (one host sync tells whether any does), then

@@ -1,5 +1,5 @@
-"""The C++ rollout steps of fwp and lru (memory/csrc/rollout_steps.cpp) against their
-Python steps: the same torch operations, so the same outputs, states and gradients."""
+"""The C++ rollout steps of lstm, gru, fwp and lru (memory/csrc/rollout_steps.cpp) against
+their Python steps: the same torch operations, so the same outputs, states and gradients."""
 
 from __future__ import annotations
 
@@ -10,11 +10,22 @@ from memworld import memory
 from memworld.memory import native
 
 CASES = [
+    ("lstm", {"hidden_dim": 8}),
+    ("gru", {"hidden_dim": 8, "num_layers": 2}),
+    ("lstm", {"hidden_dim": 8, "num_layers": 2}),
     ("fwp", {"d_model": 16, "num_heads": 2}),
     ("fwp", {"d_model": 12, "num_heads": 3, "conv_width": 2}),
     ("lru", {"d_model": 8, "state_dim": 4}),
     ("lru", {"d_model": 8, "state_dim": 4, "num_layers": 2}),
 ]
+
+
+def call(module, step, x, state, starts):
+    """``step`` (the module's ``step`` or ``python_step``) on a one-step chunk ``x (1, B, .)``,
+    as ``forward`` calls it: with the time axis where the module keeps it, without otherwise."""
+    if module.step_keeps_time:
+        return step(x, state, starts)
+    return step(x[0], state, starts[0])
 
 
 @pytest.fixture
@@ -42,8 +53,8 @@ def test_native_step_equals_the_python_step(name, kwargs, kernels):
         for t in range(12):
             x = torch.randn(1, 6, 5, generator=gen)
             starts = torch.rand(1, 6, generator=gen) < (0.3 if t % 2 else 0.0)  # odd steps only
-            y_py, python_state = module.python_step(x, python_state, starts)
-            y_cpp, native_state = module.step(x, native_state, starts)
+            y_py, python_state = call(module, module.python_step, x, python_state, starts)
+            y_cpp, native_state = call(module, module.step, x, native_state, starts)
             torch.testing.assert_close(y_cpp, y_py, atol=1e-6, rtol=1e-6)
             for key in python_state:
                 torch.testing.assert_close(
@@ -61,7 +72,7 @@ def test_native_step_gradients_equal_the_python_steps(name, kwargs, kernels):
     starts = torch.tensor([[True, False, False]])
     grads = []
     for step in (module.python_step, module.step):
-        y, new_state = step(x, state, starts)
+        y, new_state = call(module, step, x, state, starts)
         loss = y.pow(2).sum() + sum(v.pow(2).sum() for v in new_state.values())
         grads.append(torch.autograd.grad(loss, [x, *module.parameters()]))
     for a, b in zip(*grads):

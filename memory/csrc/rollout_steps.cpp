@@ -1,5 +1,6 @@
-// One rollout step of the fwp and lru memories in C++: the torch calls of their Python
-// steps (FastWeightMemory.step, LRU.step), in the same order on the same tensors.
+// One rollout step of the lstm, gru, fwp and lru memories in C++: the torch calls of their
+// Python steps (_Recurrent.step, FastWeightMemory.step, LRU.step), in the same order on
+// the same tensors, and for fwp without grad a step whose elementwise work is plain loops.
 //
 // At rollout sizes (8 rows, width 64) a torch call from Python costs 3-5 us whatever its
 // arithmetic, and a step is 14 (lru) to 30 (fwp) of them; from C++ the same ATen calls cost
@@ -184,10 +185,43 @@ std::vector<Tensor> lru_step(Tensor x, Tensor h, Tensor starts, Tensor in_weight
   return {y, new_h};
 }
 
+// _Recurrent.step (memory/recurrent.py): the rows that start zeroed (unless the module
+// persists across episodes), then one torch.lstm_cell / torch.gru_cell a layer on
+// nn.LSTM's / nn.GRU's flat weights.  x (B, input), hidden: h (B, L, H), and c for the
+// LSTM; starts (B,).  Returns y (B, H) and the new h (and c), each (B, L, H).
+std::vector<Tensor> recurrent_step(Tensor x, std::vector<Tensor> hidden, Tensor starts,
+                                   std::vector<Tensor> weights, bool reset) {
+  const bool lstm = hidden.size() == 2;
+  const int64_t layers = hidden[0].size(1);
+  if (reset && starts.any().item<bool>()) {
+    Tensor rows = starts.to(torch::kBool).view({-1, 1, 1});
+    for (auto& h : hidden) h = h.masked_fill(rows, 0.0);
+  }
+  Tensor inp = x;
+  std::vector<std::vector<Tensor>> per_state(hidden.size());
+  for (int64_t layer = 0; layer < layers; ++layer) {
+    const Tensor *w = weights.data() + 4 * layer;  // w_ih, w_hh, b_ih, b_hh
+    if (lstm) {
+      auto [h, c] = torch::lstm_cell(inp, {hidden[0].select(1, layer), hidden[1].select(1, layer)},
+                                     w[0], w[1], w[2], w[3]);
+      per_state[0].push_back(h);
+      per_state[1].push_back(c);
+      inp = h;
+    } else {
+      inp = torch::gru_cell(inp, hidden[0].select(1, layer), w[0], w[1], w[2], w[3]);
+      per_state[0].push_back(inp);
+    }
+  }
+  std::vector<Tensor> out = {inp};
+  for (const auto& states : per_state) out.push_back(torch::stack(states, 1));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwp_step", &fwp_step, "FastWeightMemory.step");
   m.def("fwp_step_nograd", &fwp_step_nograd, "FastWeightMemory.step without autograd");
   m.def("lru_step", &lru_step, "LRU.step");
+  m.def("recurrent_step", &recurrent_step, "the LSTM's and GRU's step");
 }
