@@ -289,7 +289,7 @@ class LRU(SteppedMemory):
         """One rollout step, ``x (1, B, input_dim)``, ``starts (1, B)``: :meth:`python_step`'s
         torch calls made from C++ on the CPU where memworld's C++ kernels are built
         (memory/native.py; the same operations, so the same results), else from Python."""
-        kernels = native.rollout_steps() if x.device.type == "cpu" else None
+        kernels = native.rollout_steps(x)
         if kernels is None:
             return self.python_step(x, state, starts)
         in_weight, in_bias, blocks, out_norm = self.step_plan()

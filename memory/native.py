@@ -29,6 +29,10 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+from torch import Tensor
+
+from memworld.memory.compile import have_cxx_compiler
+
 ENV_VAR = "MEMWORLD_CPP"
 _OFF = ("0", "false", "off", "no")
 SOURCES = Path(__file__).parent / "csrc"
@@ -71,8 +75,8 @@ def extension(name: str) -> ModuleType | None:
     module, reason = None, None
     if not wanted():
         pass
-    elif not any(shutil.which(c) for c in (os.environ.get("CXX", ""), "c++", "g++") if c):
-        reason = "no C++ compiler (c++ or g++) on the PATH"
+    elif not have_cxx_compiler():
+        reason = "no C++ compiler (g++, c++ or clang++) on the PATH"
     elif not _ninja_on_path():
         reason = "ninja is not installed (pip install ninja)"
     else:
@@ -97,9 +101,10 @@ def loops() -> ModuleType | None:
     return extension("rnn_loops")
 
 
-def rollout_steps() -> ModuleType | None:
-    """The ``lstm``, ``gru``, ``fwp`` and ``lru`` rollout steps (``rollout_steps``), or None."""
-    return extension("rollout_steps")
+def rollout_steps(x: Tensor) -> ModuleType | None:
+    """The ``lstm``, ``gru``, ``fwp`` and ``lru`` rollout steps (``rollout_steps``) for a step
+    on ``x``'s device, or None: off the CPU (they are built for it), off, or unavailable."""
+    return extension("rollout_steps") if x.device.type == "cpu" else None
 
 
 def prebuild() -> str:

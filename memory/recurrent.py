@@ -65,7 +65,7 @@ class _Recurrent(SteppedMemory):
         """One step: :meth:`python_step`'s torch calls made from C++ on the CPU where
         memworld's C++ kernels are built (memory/native.py; the same operations, so the same
         results), else from Python."""
-        kernels = native.rollout_steps() if x.device.type == "cpu" else None
+        kernels = native.rollout_steps(x)
         if kernels is None:
             return self.python_step(x, state, starts)
         hidden = [state[n] for n in self.state_names]

@@ -32,7 +32,7 @@ def call(module, step, x, state, starts):
 def kernels():
     if not native.wanted():
         pytest.skip(f"{native.ENV_VAR} turns the C++ kernels off")
-    built = native.rollout_steps()
+    built = native.extension("rollout_steps")
     assert built is not None, "a C++ compiler and ninja are here, so the kernels must build"
     return built
 
@@ -82,7 +82,7 @@ def test_native_step_gradients_equal_the_python_steps(name, kwargs, kernels):
 def test_steps_run_in_python_where_the_kernels_are_off(monkeypatch):
     monkeypatch.setattr(native, "_built", {})
     monkeypatch.setenv(native.ENV_VAR, "0")
-    assert native.rollout_steps() is None
+    assert native.rollout_steps(torch.zeros(1)) is None
     module = memory.make("fwp", input_dim=3, d_model=8)
     calls = []
     original = module.python_step
@@ -110,3 +110,28 @@ def test_fwp_takes_the_plain_loop_kernel_only_without_grad(kernels, monkeypatch)
         module(x, module.initial_state(2), starts)
     y, _ = module(x, module.initial_state(2), starts)
     assert calls == ["fwp_step_nograd", "fwp_step"] and y.requires_grad
+
+
+def test_rollout_steps_are_for_the_cpu_only(kernels):
+    assert native.rollout_steps(torch.zeros(1)) is kernels
+    assert native.rollout_steps(torch.zeros(1, device="meta")) is None  # another device
+
+
+@pytest.mark.parametrize("name", ["fwp", "lru", "gru"])
+def test_float_episode_starts_step_as_bool_ones(name, kernels):
+    """SB3 hands episode starts over as floats: a step with 0./1. starts equals one with
+    False/True starts (the plain-loop fwp step reads them through a bool copy it holds)."""
+    torch.manual_seed(0)
+    module = memory.make(name, input_dim=4)
+    gen = torch.Generator().manual_seed(2)
+    state = {k: torch.randn(v.shape, generator=gen) for k, v in module.initial_state(5).items()}
+    if "recent_valid" in state:
+        state["recent_valid"] = torch.ones_like(state["recent_valid"])
+    x = torch.randn(1, 5, 4, generator=gen)
+    starts = torch.tensor([[True, False, True, False, False]])
+    with torch.no_grad():
+        y_bool, s_bool = call(module, module.step, x, state, starts)
+        y_float, s_float = call(module, module.step, x, state, starts.float())
+    torch.testing.assert_close(y_float, y_bool, atol=0, rtol=0)
+    for key in s_bool:
+        torch.testing.assert_close(s_float[key], s_bool[key], atol=0, rtol=0)

@@ -17,7 +17,7 @@ namespace {
 
 using torch::Tensor;
 
-// FastWeightMemory.step from its step_plan (see memory/fwp.py for the arithmetic).
+// FastWeightMemory.step from its step_plan (see memory/fwp/module.py for the arithmetic).
 // x (1, B, input), weights (B, H, dk, dk), valid (B, K - 1), recent (B, K - 1, d),
 // starts (1, B) bool.  Returns y (1, B, d), fast weights, recent, recent_valid.
 std::vector<Tensor> fwp_step(Tensor x, Tensor weights, Tensor valid, Tensor recent, Tensor starts,
@@ -52,8 +52,8 @@ std::vector<Tensor> fwp_step(Tensor x, Tensor weights, Tensor valid, Tensor rece
   return {y, weights, window.slice(1, 1), new_valid};
 }
 
-// Layer normalisation of each of ``rows`` rows of ``width`` values, in place from ``in`` to
-// ``out`` (biased variance, as torch's layer_norm).
+// Layer normalisation of each of ``rows`` rows of ``width`` values, from ``in`` into ``out``
+// (biased variance, as torch's layer_norm).
 void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, const float* weight,
                      const float* bias, double eps) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -85,7 +85,8 @@ std::vector<Tensor> fwp_step_nograd(Tensor x, Tensor weights, Tensor valid, Tens
                 "fwp_step_nograd: every state and plan tensor must be contiguous float32 on the CPU");
   const int64_t batch = x.size(1), d = norm_in_weight.size(0), hd = d / heads;
   const int64_t context = recent.size(1), width = context + 1;  // K - 1 carried, K in all
-  const bool* start = starts.to(torch::kBool).contiguous().data_ptr<bool>();
+  const Tensor start_rows = starts.to(torch::kBool).contiguous();  // held: read by pointer
+  const bool* start = start_rows.data_ptr<bool>();
   // u and u + out_proj.bias: (B, 2d)
   Tensor both = torch::addmm(in_bias, x.view({batch, -1}), in_weight.t());
   const float* both_p = both.data_ptr<float>();
@@ -111,7 +112,7 @@ std::vector<Tensor> fwp_step_nograd(Tensor x, Tensor weights, Tensor valid, Tens
         mix[b * d + j] += w * tap[k * d + j];
         if (k > 0) nr[(b * context + k - 1) * d + j] = w;
       }
-      if (k > 0) nv[b * context + k - 1] = k < context ? (start[b] ? 0.0f : val[b * context + k]) : 1.0f;
+      if (k > 0) nv[b * context + k - 1] = keep;
     }
   }
   Tensor p = torch::addmm(proj_bias, mixed, proj_weight.t());  // (B, 3d + H)
