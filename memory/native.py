@@ -4,9 +4,10 @@ Two extensions, each a few plain functions of tensors:
 
 - ``rnn_loops`` (rnn_loops.cpp): the step loops of the CPU GRU and LSTM sequence kernels
   (memory/fused_rnn.py), forward and backward;
-- ``rollout_steps`` (rollout_steps.cpp): one rollout step of ``lstm``, ``gru``, ``fwp``
-  and ``lru`` (their Python steps' torch calls made from C++; ``fwp`` without grad as
-  plain loops between its products).
+- ``rollout_steps`` (rollout_steps.cpp, gtrxl_step.cpp): one rollout step of ``lstm``, ``gru``, ``fwp``,
+  ``lru`` and ``gtrxl`` (their Python steps' torch calls made from C++; ``fwp`` and
+  ``gtrxl`` without grad as plain loops between their products, gtrxl's products through
+  the BLAS torch carries).
 
 At the sizes memworld trains and acts (a few rows, widths 64-256) a torch call from Python
 costs a few microseconds whatever its arithmetic; from C++ the same calls cost about one.
@@ -36,7 +37,12 @@ from memworld.memory.compile import have_cxx_compiler
 ENV_VAR = "MEMWORLD_CPP"
 _OFF = ("0", "false", "off", "no")
 SOURCES = Path(__file__).parent / "csrc"
-EXTENSIONS = ("rnn_loops", "rollout_steps")
+# Each extension and its source files (in memory/csrc/); the first binds the functions.
+SOURCE_FILES = {
+    "rnn_loops": ("rnn_loops.cpp",),
+    "rollout_steps": ("rollout_steps.cpp", "gtrxl_step.cpp"),
+}
+EXTENSIONS = tuple(SOURCE_FILES)
 _built: dict[str, ModuleType | None] = {}
 
 
@@ -61,8 +67,8 @@ def _ninja_on_path() -> bool:
 def _build(name: str) -> ModuleType:
     from torch.utils.cpp_extension import load
 
-    source = SOURCES / f"{name}.cpp"
-    return load(name=f"memworld_{name}", sources=[str(source)], extra_cflags=["-O3"])
+    sources = [str(SOURCES / file) for file in SOURCE_FILES[name]]
+    return load(name=f"memworld_{name}", sources=sources, extra_cflags=["-O3"])
 
 
 def extension(name: str) -> ModuleType | None:
@@ -102,7 +108,7 @@ def loops() -> ModuleType | None:
 
 
 def rollout_steps(x: Tensor) -> ModuleType | None:
-    """The ``lstm``, ``gru``, ``fwp`` and ``lru`` rollout steps (``rollout_steps``) for a step
+    """The ``lstm``, ``gru``, ``fwp``, ``lru`` and ``gtrxl`` rollout steps (``rollout_steps``) for a step
     on ``x``'s device, or None: off the CPU (they are built for it), off, or unavailable."""
     return extension("rollout_steps") if x.device.type == "cpu" else None
 

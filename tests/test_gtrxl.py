@@ -92,3 +92,62 @@ def test_gru_gate_with_zero_weights_passes_a_fixed_fraction_of_x():
 def test_bad_heads_are_refused():
     with pytest.raises(ValueError, match="num_heads"):
         GTrXL(3, d_model=10, num_heads=4)
+
+
+@pytest.mark.parametrize("cpp", [True, False], ids=["cpp", "python"])
+def test_rollout_reuses_keys_and_values_only_for_the_memory_it_returned(cpp, monkeypatch):
+    """A rollout step reuses the keys and values of the memory the previous step returned:
+    each step equals the reference from the same state, also after an in-place write into
+    that memory, after an optimiser step (fused Adam moves no version counter), and when
+    one state is stepped twice (a rollout step, then the last value estimate)."""
+    from memworld.memory import native
+
+    if not cpp:
+        monkeypatch.setattr(native, "rollout_steps", lambda x: None)
+    torch.manual_seed(0)
+    module = GTrXL(3, d_model=8, num_heads=2, num_layers=2, mem_len=4)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    used = []  # whether each step found keys and values to reuse
+    remembered = module._remembered_keys_values
+
+    def counting(memory: torch.Tensor, plan: tuple) -> list | None:
+        kept = remembered(memory, plan)
+        used.append(kept is not None)
+        return kept
+
+    monkeypatch.setattr(module, "_remembered_keys_values", counting)
+    state = module.initial_state(3)
+    starts = torch.zeros(1, 3, dtype=torch.bool)
+
+    def step(state: dict, start_row: int | None = None, x: torch.Tensor | None = None) -> dict:
+        x = torch.randn(1, 3, 3, generator=gen) if x is None else x
+        s = starts.clone()
+        if start_row is not None:
+            s[0, start_row] = True
+        with torch.no_grad():
+            y, new_state = module(x, state, s)
+            y_ref, ref_state = module.forward_reference(x, state, s)
+        torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=0)
+        for key in ref_state:
+            torch.testing.assert_close(new_state[key], ref_state[key], atol=1e-5, rtol=0)
+        return new_state
+
+    for t in range(7):  # past mem_len, with a row starting on the way
+        state = step(state, start_row=1 if t == 3 else None)
+    with torch.no_grad():
+        state["memory"].mul_(0.5)  # written in place: its keys and values are stale
+    state = step(state)
+    optimiser = torch.optim.Adam(module.parameters(), lr=0.1, fused=True)
+    y, _ = module.forward_reference(
+        torch.randn(2, 3, 3), module.initial_state(3), starts.repeat(2, 1)
+    )
+    y.sum().backward()
+    optimiser.step()
+    state = step(step(state))  # the first with new weights, the second reuses again
+    x = torch.randn(1, 3, 3, generator=gen)
+    twice = [step(state, x=x), step(state, x=x)]  # the same state twice, reused then not
+    torch.testing.assert_close(twice[0]["memory"], twice[1]["memory"], atol=1e-6, rtol=0)
+    assert used == [False] + [True] * 6 + [False, False, True, True, False]

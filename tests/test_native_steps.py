@@ -1,5 +1,7 @@
-"""The C++ rollout steps of lstm, gru, fwp and lru (memory/csrc/rollout_steps.cpp) against
-their Python steps: the same torch operations, so the same outputs, states and gradients."""
+"""The C++ rollout steps of lstm, gru, fwp, lru and gtrxl (memory/csrc/rollout_steps.cpp)
+against their Python steps: the same arithmetic, so the same outputs, states and gradients
+(gtrxl's C++ step, without grad only, also reuses the memory's keys and values from step to
+step where its Python step computes them afresh)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,10 @@ CASES = [
     ("fwp", {"d_model": 12, "num_heads": 3, "conv_width": 2}),
     ("lru", {"d_model": 8, "state_dim": 4}),
     ("lru", {"d_model": 8, "state_dim": 4, "num_layers": 2}),
+    ("gtrxl", {"d_model": 8, "num_heads": 2, "mem_len": 5}),
+    ("gtrxl", {"d_model": 12, "num_heads": 3, "mem_len": 4, "num_layers": 2, "mlp_ratio": 3}),
 ]
+FLAGS = ("recent_valid", "valid")  # 0/1 flags, as every state the modules return holds
 
 
 def call(module, step, x, state, starts):
@@ -42,9 +47,12 @@ def test_native_step_equals_the_python_step(name, kwargs, kernels):
     torch.manual_seed(0)
     module = memory.make(name, input_dim=5, **kwargs)
     gen = torch.Generator().manual_seed(1)
-    state = {  # a random carried state (recent_valid holds 0/1 flags, as the module's do)
+    with torch.no_grad():  # off the initial values (gtrxl's distance bias starts at zero)
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    state = {  # a random carried state (with 0/1 flags, as the module's are)
         k: (torch.rand(v.shape, generator=gen) < 0.5).float()
-        if k == "recent_valid"
+        if k in FLAGS
         else torch.randn(v.shape, generator=gen)
         for k, v in module.initial_state(6).items()
     }
@@ -62,7 +70,7 @@ def test_native_step_equals_the_python_step(name, kwargs, kernels):
                 )
 
 
-@pytest.mark.parametrize("name,kwargs", CASES[::2])
+@pytest.mark.parametrize("name,kwargs", [case for case in CASES[::2] if case[0] != "gtrxl"])
 def test_native_step_gradients_equal_the_python_steps(name, kwargs, kernels):
     """With grad on (a one-step chunk in training), autograd records the C++ step's calls."""
     torch.manual_seed(0)
@@ -97,6 +105,46 @@ def test_unknown_extension_is_refused_by_name():
         native.extension("fast")
 
 
+@pytest.mark.parametrize("direct", [True, False], ids=["blas", "aten"])
+def test_gtrxl_cpp_products_through_blas_or_aten_agree(direct, kernels):
+    """gtrxl's C++ step calls torch's BLAS directly where torch exports it, else ATen's
+    addmm: both equal the Python step."""
+    if direct and not kernels.blas_direct():
+        pytest.skip("torch's library exports no sgemm_ here")
+    torch.manual_seed(0)
+    module = memory.make("gtrxl", input_dim=5, d_model=8, num_heads=2, mem_len=3)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    before = kernels.set_blas_direct(direct)
+    try:
+        assert kernels.blas_direct() == direct
+        native_state = python_state = module.initial_state(4)
+        with torch.no_grad():
+            for _ in range(5):
+                x = torch.randn(1, 4, 5, generator=gen)
+                starts = torch.rand(1, 4, generator=gen) < 0.3
+                y_cpp, native_state = module.step(x, native_state, starts)
+                y_py, python_state = module.python_step(x, python_state, starts)
+                torch.testing.assert_close(y_cpp, y_py, atol=1e-6, rtol=1e-6)
+    finally:
+        kernels.set_blas_direct(before)
+
+
+def test_gtrxl_takes_the_cpp_step_only_without_grad_in_float32(kernels, monkeypatch):
+    module = memory.make("gtrxl", input_dim=3, d_model=8, num_heads=2)
+    calls = []
+    original = kernels.gtrxl_step_nograd
+    monkeypatch.setattr(kernels, "gtrxl_step_nograd", lambda *a: calls.append(1) or original(*a))
+    x, starts = torch.randn(1, 2, 3), torch.zeros(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        module(x, module.initial_state(2), starts)
+        module.double()(x.double(), module.initial_state(2), starts)  # float64: Python
+    y, _ = module.float()(x, module.initial_state(2), starts)  # with grad: Python
+    assert calls == [1] and y.requires_grad
+
+
 def test_fwp_takes_the_plain_loop_kernel_only_without_grad(kernels, monkeypatch):
     """A rollout (no grad) runs fwp_step_nograd, whose loops autograd cannot see; a step
     with grad runs fwp_step, the ATen calls autograd records."""
@@ -117,7 +165,7 @@ def test_rollout_steps_are_for_the_cpu_only(kernels):
     assert native.rollout_steps(torch.zeros(1, device="meta")) is None  # another device
 
 
-@pytest.mark.parametrize("name", ["fwp", "lru", "gru"])
+@pytest.mark.parametrize("name", ["fwp", "lru", "gru", "gtrxl"])
 def test_float_episode_starts_step_as_bool_ones(name, kernels):
     """SB3 hands episode starts over as floats: a step with 0./1. starts equals one with
     False/True starts (the plain-loop fwp step reads them through a bool copy it holds)."""
@@ -125,8 +173,8 @@ def test_float_episode_starts_step_as_bool_ones(name, kernels):
     module = memory.make(name, input_dim=4)
     gen = torch.Generator().manual_seed(2)
     state = {k: torch.randn(v.shape, generator=gen) for k, v in module.initial_state(5).items()}
-    if "recent_valid" in state:
-        state["recent_valid"] = torch.ones_like(state["recent_valid"])
+    for key in set(FLAGS) & set(state):
+        state[key] = torch.ones_like(state[key])
     x = torch.randn(1, 5, 4, generator=gen)
     starts = torch.tensor([[True, False, True, False, False]])
     with torch.no_grad():

@@ -1,11 +1,12 @@
-// One rollout step of the lstm, gru, fwp and lru memories in C++: the torch calls of their
-// Python steps (_Recurrent.step, FastWeightMemory.step, LRU.step), in the same order on
-// the same tensors, and for fwp without grad a step whose elementwise work is plain loops.
+// One rollout step of the lstm, gru, fwp, lru and gtrxl memories in C++: the torch calls of
+// their Python steps (_Recurrent.step, FastWeightMemory.step, LRU.step), in the same order
+// on the same tensors, and for fwp and gtrxl without grad a step whose elementwise work is
+// plain loops (gtrxl's products through BLAS directly).
 //
 // At rollout sizes (8 rows, width 64) a torch call from Python costs 3-5 us whatever its
-// arithmetic, and a step is 14 (lru) to 30 (fwp) of them; from C++ the same ATen calls cost
-// about a microsecond each.  The arithmetic is unchanged (the same ATen operations, so the
-// results equal the Python step's), and autograd records them as it would from Python.
+// arithmetic, and a step is 14 (lru) to 58 (gtrxl) of them; from C++ the same ATen calls
+// cost about a microsecond each.  Where the calls are the same, the arithmetic is unchanged
+// (the results equal the Python step's) and autograd records them as it would from Python.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -13,7 +14,40 @@
 #include <tuple>
 #include <vector>
 
+namespace memworld {
+
+// Layer normalisation of each of ``rows`` rows of ``width`` values, from ``in`` into ``out``
+// (biased variance, as torch's layer_norm).
+void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, const float* weight,
+                     const float* bias, double eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = in + r * width;
+    double mean = 0.0, var = 0.0;
+    for (int64_t j = 0; j < width; ++j) mean += x[j];
+    mean /= width;
+    for (int64_t j = 0; j < width; ++j) var += (x[j] - mean) * (x[j] - mean);
+    const float inv = static_cast<float>(1.0 / std::sqrt(var / width + eps));
+    const float m = static_cast<float>(mean);
+    for (int64_t j = 0; j < width; ++j) out[r * width + j] = (x[j] - m) * inv * weight[j] + bias[j];
+  }
+}
+
+// GTrXL.step without autograd: gtrxl_step.cpp.
+std::vector<torch::Tensor> gtrxl_step_nograd(
+    torch::Tensor x, torch::Tensor memory, torch::Tensor valid, torch::Tensor starts,
+    std::vector<torch::Tensor> kv_memory, torch::Tensor in_weight, torch::Tensor in_bias,
+    std::vector<torch::Tensor> plan, std::vector<double> eps, torch::Tensor norm_out_weight,
+    torch::Tensor norm_out_bias, double norm_out_eps, int64_t heads);
+// Whether gtrxl_step_nograd's products call torch's BLAS directly (else through ATen), and
+// a switch for tests (returns the setting before).
+bool blas_direct();
+bool set_blas_direct(bool wanted);
+
+}  // namespace memworld
+
 namespace {
+
+using memworld::layer_norm_rows;
 
 using torch::Tensor;
 
@@ -50,22 +84,6 @@ std::vector<Tensor> fwp_step(Tensor x, Tensor weights, Tensor valid, Tensor rece
                                norm_out_bias, norm_out_eps);
   Tensor new_valid = torch::constant_pad_nd(valid.slice(1, 1), {0, 1}, 1.0);
   return {y, weights, window.slice(1, 1), new_valid};
-}
-
-// Layer normalisation of each of ``rows`` rows of ``width`` values, from ``in`` into ``out``
-// (biased variance, as torch's layer_norm).
-void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, const float* weight,
-                     const float* bias, double eps) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = in + r * width;
-    double mean = 0.0, var = 0.0;
-    for (int64_t j = 0; j < width; ++j) mean += x[j];
-    mean /= width;
-    for (int64_t j = 0; j < width; ++j) var += (x[j] - mean) * (x[j] - mean);
-    const float inv = static_cast<float>(1.0 / std::sqrt(var / width + eps));
-    const float m = static_cast<float>(mean);
-    for (int64_t j = 0; j < width; ++j) out[r * width + j] = (x[j] - m) * inv * weight[j] + bias[j];
-  }
 }
 
 // fwp_step without autograd, for a rollout (no grad, float32, CPU): the three products
@@ -225,4 +243,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fwp_step_nograd", &fwp_step_nograd, "FastWeightMemory.step without autograd");
   m.def("lru_step", &lru_step, "LRU.step");
   m.def("recurrent_step", &recurrent_step, "the LSTM's and GRU's step");
+  m.def("gtrxl_step_nograd", &memworld::gtrxl_step_nograd, "GTrXL.step without autograd");
+  m.def("blas_direct", &memworld::blas_direct, "whether gtrxl's products call BLAS directly");
+  m.def("set_blas_direct", &memworld::set_blas_direct, "call BLAS directly where found (tests)");
 }
