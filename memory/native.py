@@ -24,6 +24,7 @@ and the Python code (the same arithmetic) runs.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import warnings
@@ -40,7 +41,7 @@ SOURCES = Path(__file__).parent / "csrc"
 # Each extension and its source files (in memory/csrc/); the first binds the functions.
 SOURCE_FILES = {
     "rnn_loops": ("rnn_loops.cpp",),
-    "rollout_steps": ("rollout_steps.cpp", "gtrxl_step.cpp"),
+    "rollout_steps": ("rollout_steps.cpp", "gtrxl_step.cpp", "blas.cpp"),
 }
 EXTENSIONS = tuple(SOURCE_FILES)
 _built: dict[str, ModuleType | None] = {}
@@ -68,7 +69,11 @@ def _build(name: str) -> ModuleType:
     from torch.utils.cpp_extension import load
 
     sources = [str(SOURCES / file) for file in SOURCE_FILES[name]]
-    return load(name=f"memworld_{name}", sources=sources, extra_cflags=["-O3"])
+    # torch rebuilds an extension when its sources or flags change, not its headers: a
+    # digest of the headers in the flags makes an edited header rebuild it too.
+    headers = hashlib.sha1(b"".join(path.read_bytes() for path in sorted(SOURCES.glob("*.h"))))
+    flags = ["-O3", f"-DMEMWORLD_HEADERS={headers.hexdigest()[:16]}"]
+    return load(name=f"memworld_{name}", sources=sources, extra_cflags=flags)
 
 
 def extension(name: str) -> ModuleType | None:

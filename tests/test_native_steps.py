@@ -183,3 +183,20 @@ def test_float_episode_starts_step_as_bool_ones(name, kernels):
     torch.testing.assert_close(y_float, y_bool, atol=0, rtol=0)
     for key in s_bool:
         torch.testing.assert_close(s_float[key], s_bool[key], atol=0, rtol=0)
+
+
+def test_an_edited_header_changes_the_build_flags(tmp_path, monkeypatch):
+    """torch rebuilds an extension when its sources or flags change: the headers' digest in
+    the flags makes an edited header (memory/csrc/blas.h) rebuild the extensions too."""
+    import torch.utils.cpp_extension
+
+    flags = []
+    monkeypatch.setattr(
+        torch.utils.cpp_extension, "load", lambda **kwargs: flags.append(kwargs["extra_cflags"])
+    )
+    monkeypatch.setattr(native, "SOURCES", tmp_path)
+    header = tmp_path / "blas.h"
+    for text in ("int f();", "int f();", "int g();"):
+        header.write_text(text)
+        native._build("rollout_steps")
+    assert flags[0] == flags[1] != flags[2]

@@ -1,12 +1,13 @@
 // GTrXL's rollout step without autograd in C++ (memory/gtrxl/module.py GTrXL.step): the
-// products through the BLAS torch carries, everything between them as plain loops.  Part of
+// products through the BLAS torch carries (blas.cpp), everything between them as plain loops.  Part of
 // the rollout_steps extension (rollout_steps.cpp binds it).
-#include <dlfcn.h>
 #include <torch/extension.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "blas.h"
 
 namespace memworld {
 
@@ -18,44 +19,13 @@ void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, c
 
 namespace {
 
-// The BLAS that torch's CPU build carries (MKL's Fortran interface on x86 wheels), called
-// directly: ATen's addmm spends 3-5 us a call on dispatch, checks and its output tensor,
-// as much as the product at 8 rows.  Looked up in torch's own library (so that no other
-// BLAS in the process, with other integer widths, is picked up), with 32-bit integers as
-// ATen declares it; where torch does not export it, linear_rows runs ATen's addmm.
-using Sgemm = void (*)(const char* transa, const char* transb, const int* m, const int* n,
-                       const int* k, const float* alpha, const float* a, const int* lda,
-                       const float* b, const int* ldb, const float* beta, float* c,
-                       const int* ldc);
-
-bool direct_wanted = true;  // set_blas_direct: tests run the ATen path too
-
-Sgemm torch_sgemm() {
-  static const Sgemm found = [] {
-    void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_NOW | RTLD_NOLOAD);
-    return torch_cpu == nullptr ? nullptr : reinterpret_cast<Sgemm>(dlsym(torch_cpu, "sgemm_"));
-  }();
-  return direct_wanted ? found : nullptr;
-}
-
 // out (rows, n) = bias + in (rows, k) @ weight^T for a row-major weight (n, k) whose rows
 // are ``ldw`` apart; with ``bias`` null, out += in @ weight^T.  Row-major, contiguous rows.
 void linear_rows(const float* in, int64_t rows, int64_t k, const float* weight, int64_t ldw,
                  const float* bias, int64_t n, float* out) {
   if (bias != nullptr)
     for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
-  if (const Sgemm sgemm = torch_sgemm()) {
-    const int m_ = static_cast<int>(n), n_ = static_cast<int>(rows), k_ = static_cast<int>(k);
-    const int lda = static_cast<int>(ldw), ldb = k_, ldc = m_;
-    const float one = 1.0f;
-    // Column-major: out^T (n, rows) = weight (n, k) . in^T (k, rows).
-    sgemm("T", "N", &m_, &n_, &k_, &one, weight, &lda, in, &ldb, &one, out, &ldc);
-    return;
-  }
-  const auto opts = torch::TensorOptions().dtype(torch::kFloat);
-  Tensor o = torch::from_blob(out, {rows, n}, opts);
-  Tensor w = torch::from_blob(const_cast<float*>(weight), {n, k}, {ldw, 1}, opts);
-  o.addmm_(torch::from_blob(const_cast<float*>(in), {rows, k}, opts), w.t());
+  gemm(in, k, rows, k, weight, 1, ldw, n, 1.0f, out, n);  // B = weight^T: (i, j) at j ldw + i
 }
 
 // A GRU-type gate of GTrXL (memory/gtrxl.py gate_step) on (B, d) rows, into ``out``: x the
@@ -92,14 +62,6 @@ void relu_rows(std::vector<float>& v) {
 }
 
 }  // namespace
-
-bool blas_direct() { return torch_sgemm() != nullptr; }
-
-bool set_blas_direct(bool wanted) {
-  const bool before = direct_wanted;
-  direct_wanted = wanted;
-  return before;
-}
 
 // GTrXL.step without autograd (no grad, float32, CPU; see memory/gtrxl.py): the products
 // through BLAS (linear_rows) and everything between them (the layer norms, the attention

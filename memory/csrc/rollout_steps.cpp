@@ -14,6 +14,8 @@
 #include <tuple>
 #include <vector>
 
+#include "blas.h"
+
 namespace memworld {
 
 // Layer normalisation of each of ``rows`` rows of ``width`` values, from ``in`` into ``out``
@@ -38,10 +40,6 @@ std::vector<torch::Tensor> gtrxl_step_nograd(
     std::vector<torch::Tensor> kv_memory, torch::Tensor in_weight, torch::Tensor in_bias,
     std::vector<torch::Tensor> plan, std::vector<double> eps, torch::Tensor norm_out_weight,
     torch::Tensor norm_out_bias, double norm_out_eps, int64_t heads);
-// Whether gtrxl_step_nograd's products call torch's BLAS directly (else through ATen), and
-// a switch for tests (returns the setting before).
-bool blas_direct();
-bool set_blas_direct(bool wanted);
 
 }  // namespace memworld
 
@@ -244,6 +242,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("lru_step", &lru_step, "LRU.step");
   m.def("recurrent_step", &recurrent_step, "the LSTM's and GRU's step");
   m.def("gtrxl_step_nograd", &memworld::gtrxl_step_nograd, "GTrXL.step without autograd");
-  m.def("blas_direct", &memworld::blas_direct, "whether gtrxl's products call BLAS directly");
+  m.def("blas_direct", &memworld::blas_direct, "whether products call torch's BLAS directly");
   m.def("set_blas_direct", &memworld::set_blas_direct, "call BLAS directly where found (tests)");
 }
