@@ -150,16 +150,26 @@ def slot(controller: str, persistent: bool) -> memory.MemoryModule:
     ).eval()
 
 
+@pytest.mark.parametrize("cpp", [True, False], ids=["cpp", "python"])
 @pytest.mark.parametrize(
     ("controller", "persistent"),
     [("transformer", False), ("transformer", True), ("gru", False), ("mlp", True)],
 )
-def test_slot_rollout_step_equals_reference(controller, persistent):
+def test_slot_rollout_step_equals_reference(controller, persistent, cpp, monkeypatch):
+    """The one-step path (C++ for the transformer controller where memworld's kernels are
+    built, else Python) equals the reference over two chunks with starts."""
+    from memworld.memory import native
+    from memworld.memory.slot import rollout
+
+    if not cpp:
+        monkeypatch.setattr(native, "rollout_steps", lambda x: None)
     module = slot(controller, persistent)
     x, starts = chunk(4)
     calls = []
     original = module._rollout
-    module._rollout = lambda *a: calls.append(1) or original(*a)
+    module._rollout = lambda *a: calls.append("python") or original(*a)
+    native_step = rollout.native_step
+    monkeypatch.setattr(rollout, "native_step", lambda *a: calls.append("cpp") or native_step(*a))
     with torch.no_grad():
         state = module.initial_state(BATCH)
         for _ in range(2):  # a second chunk starts from the first one's state
@@ -168,7 +178,8 @@ def test_slot_rollout_step_equals_reference(controller, persistent):
             torch.testing.assert_close(y1, y2, atol=1e-5, rtol=0)
             assert_states(s1, s2)
             state = s2
-    assert len(calls) == 2 * STEPS
+    in_cpp = cpp and controller == "transformer" and native.rollout_steps(x) is not None
+    assert calls == ["cpp" if in_cpp else "python"] * (2 * STEPS)
     if persistent:  # the bank survived the starts: some memory is left in every row
         assert (state["memory"].abs().sum(dim=(1, 2)) > 0).all()
 

@@ -200,3 +200,58 @@ def test_an_edited_header_changes_the_build_flags(tmp_path, monkeypatch):
         header.write_text(text)
         native._build("rollout_steps")
     assert flags[0] == flags[1] != flags[2]
+
+
+SLOT_CASES = [
+    {},  # the defaults (transformer controller, 64 slots, one write head)
+    {"num_slots": 12, "slot_dim": 8, "hidden_dim": 16, "num_read_heads": 2, "read_top_k": 3,
+     "num_write_heads": 2, "write_top_k": 3, "controller_window": 4, "controller_heads": 2},
+    {"num_slots": 12, "slot_dim": 8, "hidden_dim": 16, "reset_on_episode_start": False},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs", SLOT_CASES, ids=["defaults", "two-write-heads", "persistent"])
+def test_slot_cpp_step_equals_the_python_step(kwargs, kernels, monkeypatch):
+    """SlotMemory's C++ rollout step against its Python one, step by step from the same
+    state over twelve steps of a rollout with episode starts: outputs, every state tensor,
+    the chosen slots (in order) and the weights the auxiliary terms read.  (From the same
+    state at each step: over many steps the two paths' last-bit differences could change a
+    top-k choice where two slots score alike, and the runs would part.)"""
+    torch.manual_seed(0)
+    module = memory.make("slot", input_dim=5, **kwargs)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    state = module.initial_state(6)
+
+    def step(cpp: bool, x, state, starts):
+        monkeypatch.setattr(native, "rollout_steps", (lambda x: kernels) if cpp else lambda x: None)
+        y, new_state = module(x, state, starts)
+        return y, new_state, dict(module._last_aux)
+
+    with torch.no_grad():
+        for t in range(12):
+            x = torch.randn(1, 6, 5, generator=gen)
+            starts = torch.rand(1, 6, generator=gen) < (0.3 if t % 3 == 2 else 0.0)
+            y_cpp, s_cpp, aux_cpp = step(True, x, state, starts)
+            y_py, s_py, aux_py = step(False, x, state, starts)
+            torch.testing.assert_close(y_cpp, y_py, atol=1e-5, rtol=1e-5)
+            assert list(s_cpp) == list(s_py)
+            for key in s_py:
+                a, b = s_cpp[key], s_py[key]
+                if key == "read_weights":  # ordered as the top-k: see below
+                    a, b = a.sort(-1).values, b.sort(-1).values
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=key)
+            # The same slots with the same weights.  Slots written together become alike, and
+            # the order of two whose scores differ in the last bit is the paths' rounding, so
+            # the weights are compared slot by slot, not in top-k order.
+            slots = module.num_slots
+            for a_i, a_w, b_i, b_w in zip(  # the writes, then the reads
+                aux_cpp["index"], aux_cpp["weights"], aux_py["index"], aux_py["weights"]
+            ):
+                dense_cpp = torch.zeros(6, slots).scatter_add(1, a_i, a_w)
+                dense_py = torch.zeros(6, slots).scatter_add(1, b_i, b_w)
+                torch.testing.assert_close(dense_cpp, dense_py, atol=1e-5, rtol=1e-5)
+                assert torch.equal(a_i.sort(-1).values, b_i.sort(-1).values)
+            state = s_py

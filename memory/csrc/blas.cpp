@@ -10,6 +10,8 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+
 namespace memworld {
 
 namespace {
@@ -62,6 +64,13 @@ void gemm(const float* a, int64_t lda, int64_t m, int64_t k, const float* b, int
     torch::mm_out(out, left, right);
   else
     out.addmm_(left, right, beta, 1.0f);
+}
+
+void linear(const float* in, int64_t rows, int64_t k, const float* weight, int64_t ldw,
+            const float* bias, int64_t n, float* out) {
+  if (bias != nullptr)
+    for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
+  gemm(in, k, rows, k, weight, 1, ldw, n, 1.0f, out, n);  // B = weight^T: (i, j) at j ldw + i
 }
 
 }  // namespace memworld

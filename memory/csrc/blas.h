@@ -19,4 +19,9 @@ bool set_blas_direct(bool wanted);
 void gemm(const float* a, int64_t lda, int64_t m, int64_t k, const float* b, int64_t rs,
           int64_t cs, int64_t n, float beta, float* c, int64_t ldc);
 
+// out (rows, n) = bias + in (rows, k; contiguous) . weight^T for a row-major weight (n, k)
+// whose rows are ldw apart (an nn.Linear's); with bias null, out += in . weight^T.
+void linear(const float* in, int64_t rows, int64_t k, const float* weight, int64_t ldw,
+            const float* bias, int64_t n, float* out);
+
 }  // namespace memworld

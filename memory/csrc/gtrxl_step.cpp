@@ -19,15 +19,6 @@ void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, c
 
 namespace {
 
-// out (rows, n) = bias + in (rows, k) @ weight^T for a row-major weight (n, k) whose rows
-// are ``ldw`` apart; with ``bias`` null, out += in @ weight^T.  Row-major, contiguous rows.
-void linear_rows(const float* in, int64_t rows, int64_t k, const float* weight, int64_t ldw,
-                 const float* bias, int64_t n, float* out) {
-  if (bias != nullptr)
-    for (int64_t r = 0; r < rows; ++r) std::copy(bias, bias + n, out + r * n);
-  gemm(in, k, rows, k, weight, 1, ldw, n, 1.0f, out, n);  // B = weight^T: (i, j) at j ldw + i
-}
-
 // A GRU-type gate of GTrXL (memory/gtrxl.py gate_step) on (B, d) rows, into ``out``: x the
 // hidden state, y the input; weight (3d, 2d) acts on [y, x], bias (3d), candidate U_g
 // (d, d).  out = x + sigmoid(z) * (tanh(W_g y + U_g (sigmoid(r) * x)) - x).
@@ -38,7 +29,7 @@ void gate_rows(const float* x, const float* y, int64_t batch, int64_t d, const f
     std::copy(y + b * d, y + (b + 1) * d, both.data() + b * 2 * d);
     std::copy(x + b * d, x + (b + 1) * d, both.data() + b * 2 * d + d);
   }
-  linear_rows(both.data(), batch, 2 * d, weight, 2 * d, bias, 3 * d, pre.data());
+  linear(both.data(), batch, 2 * d, weight, 2 * d, bias, 3 * d, pre.data());
   // ATen's vectorised sigmoid and tanh (a call costs about a microsecond from C++, where
   // libm's scalar functions took several times that at 8 x 64 values).
   const auto opts = torch::TensorOptions().dtype(torch::kFloat);
@@ -48,7 +39,7 @@ void gate_rows(const float* x, const float* y, int64_t batch, int64_t d, const f
       rx[b * d + i] = pre[b * 3 * d + i] * x[b * d + i];
       wg[b * d + i] = pre[b * 3 * d + 2 * d + i];
     }
-  linear_rows(rx.data(), batch, d, candidate, d, nullptr, d, wg.data());  // wg += U_g (r x)
+  linear(rx.data(), batch, d, candidate, d, nullptr, d, wg.data());  // wg += U_g (r x)
   torch::from_blob(wg.data(), {batch * d}, opts).tanh_();
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t i = 0; i < d; ++i) {
@@ -107,7 +98,7 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
   std::vector<float> h(batch * d), y(batch * d), normed(batch * d), qkv(batch * 3 * d);
   std::vector<float> mixed(batch * d), attended(batch * d), score(span);
   std::vector<float> hidden, mlp_out(batch * d), normed_places;
-  linear_rows(x.data_ptr<float>(), batch, x.size(1), in_weight.data_ptr<float>(), x.size(1),
+  linear(x.data_ptr<float>(), batch, x.size(1), in_weight.data_ptr<float>(), x.size(1),
               in_bias.data_ptr<float>(), d, h.data());
   Tensor new_memory = torch::empty_like(memory);
   const float* mem = memory.data_ptr<float>();
@@ -139,7 +130,7 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
       for (int64_t b = 0; b < batch; ++b) {
         layer_norm_rows(mem + (b * layers + layer) * places * d, normed_places.data(), places, d,
                         ln1_w, ln1_b, eps[2 * layer]);
-        linear_rows(normed_places.data(), places, d, qkv_w + d * d, d, qkv_b + d, 2 * d,
+        linear(normed_places.data(), places, d, qkv_w + d * d, d, qkv_b + d, 2 * d,
                     kvp + b * span * 2 * d);
       }
     } else {  // rows of 2d contiguous values, a batch row's places next to each other
@@ -154,7 +145,7 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
                   kvp + b * span * 2 * d);
     }
     layer_norm_rows(h.data(), normed.data(), batch, d, ln1_w, ln1_b, eps[2 * layer]);
-    linear_rows(normed.data(), batch, d, qkv_w, d, qkv_b, 3 * d, qkv.data());  // (B, 3d)
+    linear(normed.data(), batch, d, qkv_w, d, qkv_b, 3 * d, qkv.data());  // (B, 3d)
     for (int64_t b = 0; b < batch; ++b)
       std::copy(qkv.data() + b * 3 * d + d, qkv.data() + (b + 1) * 3 * d,
                 kvp + (b * span + places) * 2 * d);
@@ -187,7 +178,7 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
           for (int64_t i = 0; i < hd; ++i) m[i] += w * v[i];
         }
       }
-    linear_rows(mixed.data(), batch, d, p[5].data_ptr<float>(), d, p[6].data_ptr<float>(), d,
+    linear(mixed.data(), batch, d, p[5].data_ptr<float>(), d, p[6].data_ptr<float>(), d,
                 attended.data());
     relu_rows(attended);
     gate_rows(h.data(), attended.data(), batch, d, p[7].data_ptr<float>(), p[8].data_ptr<float>(),
@@ -196,10 +187,10 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
                     p[11].data_ptr<float>(), eps[2 * layer + 1]);
     const int64_t width = p[12].size(0);  // the MLP's hidden width
     hidden.resize(batch * width);
-    linear_rows(normed.data(), batch, d, p[12].data_ptr<float>(), d, p[13].data_ptr<float>(), width,
+    linear(normed.data(), batch, d, p[12].data_ptr<float>(), d, p[13].data_ptr<float>(), width,
                 hidden.data());
     relu_rows(hidden);
-    linear_rows(hidden.data(), batch, width, p[14].data_ptr<float>(), width,
+    linear(hidden.data(), batch, width, p[14].data_ptr<float>(), width,
                 p[15].data_ptr<float>(), d, mlp_out.data());
     relu_rows(mlp_out);
     gate_rows(y.data(), mlp_out.data(), batch, d, p[16].data_ptr<float>(), p[17].data_ptr<float>(),

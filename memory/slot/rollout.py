@@ -15,15 +15,19 @@ compiled step has no data-dependent branch.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from memworld.memory import native
 from memworld.memory.base import State
 from memworld.memory.compile import CompiledStep
+from memworld.memory.derived import derived
 from memworld.memory.slot.bank import MemoryIO, last_addressing, sparse_attention
+from memworld.memory.slot.controller import TransformerController
 
 if TYPE_CHECKING:
     from memworld.memory.slot.module import SlotMemory
@@ -145,13 +149,23 @@ def rollout_forward(
     if "_rollout" not in module.__dict__:  # a module unpickled from before the fast path
         module._rollout = CompiledStep(rollout_step, None, "SlotMemory rollout step")
         module._tie_breaks = {}
-    starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
     key = (module.num_slots, x.device)
     if key not in module._tie_breaks:
         module._tie_breaks[key] = tie_breaks(module.num_slots, x.device)
-    y, new_state, io = module._rollout(
-        module, x[0], state, starts, bool(starts.any()), *module._tie_breaks[key]
-    )
+    # The C++ step, unless the compiled Python step was asked for (``compile``).
+    kernels = None if getattr(module._rollout, "enabled", False) else native.rollout_steps(x)
+    if (
+        kernels is not None
+        and isinstance(module.controller, TransformerController)
+        and x.dtype == torch.float32
+    ):
+        y, new_state, io = native_step(kernels, module, x, state, episode_starts)
+    else:
+        starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
+        y, new_state, io = module._rollout(
+            module, x[0], state, starts, bool(starts.any()), *module._tie_breaks[key]
+        )
+        y = y.unsqueeze(0)
     module._last_aux = {
         "index": [io.write_index.flatten(1), io.read_index.flatten(1)],
         "weights": [io.write_weights.flatten(1), io.read_weights.flatten(1)],
@@ -159,4 +173,58 @@ def rollout_forward(
         "memory": new_state["memory"],
         "steps": 1,
     }
-    return y.unsqueeze(0), new_state
+    return y, new_state
+
+
+# What the C++ step reads of the state, in its order, and the keys of the state it returns.
+NATIVE_STATE_IN = ("memory", "age", "usage", "read", "write_rate", "ctrl_k", "ctrl_v", "ctrl_valid")
+NATIVE_STATE_OUT = (
+    "memory", "age", "usage", "ctrl_k", "ctrl_v", "ctrl_valid", "read", "read_weights",
+    "write_rate", "read_slots", "write_slots",
+)  # fmt: skip
+
+
+def native_step(
+    kernels: ModuleType, module: SlotMemory, x: Tensor, state: State, episode_starts: Tensor
+) -> tuple[Tensor, State, MemoryIO]:
+    """:func:`rollout_step` in C++ (memory/csrc/slot_step.cpp; transformer controller,
+    float32, CPU): the same arithmetic, its products through BLAS and the rest as plain
+    loops, sums rounded in another order.  ``x (1, B, input_dim)``, ``episode_starts (1, B)``;
+    returns ``y (1, B, hidden)``, the state and the step's :class:`MemoryIO`."""
+    flat, offsets, eps, sizes = derived(module, "native_plan", lambda: native_plan(module))
+    *outputs, read_index, write_index, write_weights = kernels.slot_step_nograd(
+        x, [state[k] for k in NATIVE_STATE_IN], episode_starts, flat, offsets,
+        *module._tie_breaks[(module.num_slots, x.device)], eps, sizes, module.age_scale,
+        module.usage_decay, module.reset_on_episode_start,
+    )  # fmt: skip
+    y, *values = outputs
+    new_state = dict(zip(NATIVE_STATE_OUT, values))
+    io = MemoryIO(
+        new_state["read"], new_state["read_weights"], read_index, write_weights, write_index
+    )
+    return y, new_state, io
+
+
+def native_plan(module: SlotMemory) -> tuple[Tensor, list[int], list[float], list[int]]:
+    """What the C++ step reads, built once per parameter change (memory/derived.py): its 26
+    tensors flattened into one (one argument to pass, not 26) and where each starts, three
+    layer-norm eps and six sizes."""
+    ctrl = module.controller
+    layers = [
+        ctrl.input_proj, ctrl.norm_attn, ctrl.qkv, ctrl.out_proj, ctrl.position_bias,
+        ctrl.norm_mlp, ctrl.mlp[0], ctrl.mlp[2], module.heads, module.bottleneck[0],
+        module.bottleneck[2], torch.exp(F.logsigmoid(module.decay_logit)), module.read_norm,
+        module.fuse,
+    ]  # fmt: skip
+    tensors = []
+    for layer in layers:
+        tensors += [layer] if isinstance(layer, Tensor) else [layer.weight, layer.bias]
+    eps = [ctrl.norm_attn.eps, ctrl.norm_mlp.eps, module.read_norm.eps]
+    sizes = [
+        module.num_read_heads, module.num_write_heads, module.read_top_k, module.write_top_k,
+        ctrl.num_heads, module.bottleneck[0].out_features,
+    ]  # fmt: skip
+    offsets = [0]
+    for t in tensors[:-1]:
+        offsets.append(offsets[-1] + t.numel())
+    return torch.cat([t.detach().reshape(-1) for t in tensors]), offsets, eps, sizes
