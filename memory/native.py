@@ -4,11 +4,11 @@ Two extensions, each a few plain functions of tensors:
 
 - ``rnn_loops`` (rnn_loops.cpp): the step loops of the CPU GRU and LSTM sequence kernels
   (memory/fused_rnn.py), forward and backward;
-- ``rollout_steps`` (rollout_steps.cpp, gtrxl_step.cpp, slot_step.cpp, blas.cpp): one
-  rollout step of ``lstm``, ``gru``, ``fwp``, ``lru``, ``gtrxl`` and ``slot`` (their Python
-  steps' torch calls made from C++; ``fwp``, ``gtrxl`` and ``slot`` without grad as plain
-  loops between their products, gtrxl's and slot's products through the BLAS torch
-  carries).
+- ``rollout_steps`` (rollout_steps.cpp, gtrxl_step.cpp, slot_step.cpp, bit_step.cpp,
+  blas.cpp): one rollout step of ``lstm``, ``gru``, ``fwp``, ``lru``, ``gtrxl``, ``slot`` and
+  ``bit`` (their Python steps' torch calls made from C++; ``fwp``, ``gtrxl``, ``slot`` and
+  ``bit`` without grad as plain loops between their products, the last three's products
+  through the BLAS torch carries).
 
 At the sizes memworld trains and acts (a few rows, widths 64-256) a torch call from Python
 costs a few microseconds whatever its arithmetic; from C++ the same calls cost about one.
@@ -42,7 +42,13 @@ SOURCES = Path(__file__).parent / "csrc"
 # Each extension and its source files (in memory/csrc/); the first binds the functions.
 SOURCE_FILES = {
     "rnn_loops": ("rnn_loops.cpp",),
-    "rollout_steps": ("rollout_steps.cpp", "gtrxl_step.cpp", "slot_step.cpp", "blas.cpp"),
+    "rollout_steps": (
+        "rollout_steps.cpp",
+        "gtrxl_step.cpp",
+        "slot_step.cpp",
+        "bit_step.cpp",
+        "blas.cpp",
+    ),
 }
 EXTENSIONS = tuple(SOURCE_FILES)
 _built: dict[str, ModuleType | None] = {}

@@ -14,11 +14,13 @@ mode, with pointer and learned writes, relative and absolute reads).
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from memworld.memory import native
 from memworld.memory.base import State
 from memworld.memory.bit.bits import (
     logits_entropy,
@@ -27,6 +29,7 @@ from memworld.memory.bit.bits import (
     product_candidates,
     unpack_bits,
 )
+from memworld.memory.derived import derived
 
 if TYPE_CHECKING:
     from memworld.memory.bit.module import BitMemory
@@ -35,8 +38,13 @@ if TYPE_CHECKING:
 def rollout_forward(
     module: BitMemory, x: Tensor, state: State, episode_starts: Tensor
 ) -> tuple[Tensor, State]:
-    """``module.forward`` for ``x (1, B, input_dim)`` without grad (see the module docstring)."""
+    """``module.forward`` for ``x (1, B, input_dim)`` without grad (see the module docstring):
+    in evaluation mode on the CPU in float32 the C++ step (:func:`native_step`) where
+    memworld's kernels are built, else the torch calls below."""
     module.check_inputs(x, episode_starts, state)
+    kernels = native.rollout_steps(x)
+    if kernels is not None and not module.training and x.dtype == torch.float32:
+        return native_step(kernels, module, x, state, episode_starts)
     store, n = module.store, module.store.num_words
     inputs = x[0]
     starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
@@ -86,3 +94,49 @@ def rollout_forward(
         "read_address": best,
     }
     return (h + module.fuse(read))[None], new_state
+
+
+# What the C++ step reads of the state, in its order, and what it returns after ``y``.
+NATIVE_STATE_IN = ("words", "written", "pointer", "h", "read")
+NATIVE_STATE_OUT = (
+    "words", "written", "pointer", "h", "read", "read_entropy", "write_address", "read_address",
+)  # fmt: skip
+
+
+def native_step(
+    kernels: ModuleType, module: BitMemory, x: Tensor, state: State, episode_starts: Tensor
+) -> tuple[Tensor, State]:
+    """The step above in C++ (memory/csrc/bit_step.cpp; evaluation mode, float32, CPU): the
+    same arithmetic, its products through BLAS, the controller through ``gru_cell`` and the
+    store's packing, copying, addressing and unpacking as plain loops."""
+    flat, offsets, sizes = derived(module, "native_plan", lambda: native_plan(module))
+    y, *values, recon = kernels.bit_step_nograd(
+        x, [state[k] for k in NATIVE_STATE_IN], episode_starts, flat, offsets, sizes
+    )
+    module.__dict__["_last_recon"] = recon  # (nn.Module's __setattr__ costs microseconds)
+    new = dict(zip(NATIVE_STATE_OUT, values))
+    return y, {k: new.get(k, v) for k, v in state.items()}
+
+
+def native_plan(module: BitMemory) -> tuple[Tensor, list[int], list[int]]:
+    """What the C++ step reads, built once per parameter change (memory/derived.py): its 18
+    tensors flattened into one and where each starts (the write head's empty in pointer
+    mode), and six sizes."""
+    codec, cell = module.store.codec, module.controller
+    layers = [
+        codec.encoder[0], codec.encoder[2], codec.decoder[0], codec.decoder[2],
+        cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, module.read_head, module.fuse,
+    ]  # fmt: skip
+    tensors: list[Tensor] = []
+    for layer in layers:
+        tensors += [layer] if isinstance(layer, Tensor) else [layer.weight, layer.bias]
+    head = module.write_head
+    tensors += [head.weight, head.bias] if head is not None else [cell.bias_ih[:0]] * 2
+    offsets = [0]
+    for t in tensors[:-1]:
+        offsets.append(offsets[-1] + t.numel())
+    sizes = [
+        codec.encoder[0].out_features, module.store.word_bits, module.store.half_size,
+        module.store.range_len, int(head is not None), int(module.read_addressing == "relative"),
+    ]  # fmt: skip
+    return torch.cat([t.detach().reshape(-1) for t in tensors]), offsets, sizes

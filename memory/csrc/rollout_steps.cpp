@@ -1,8 +1,8 @@
-// One rollout step of the lstm, gru, fwp, lru, gtrxl and slot memories in C++: the torch
-// calls of their Python steps (_Recurrent.step, FastWeightMemory.step, LRU.step), in the
-// same order on the same tensors, and for fwp, gtrxl and slot without grad a step whose
-// elementwise work is plain loops (gtrxl_step.cpp and slot_step.cpp, their products through
-// BLAS directly, blas.cpp).
+// One rollout step of the lstm, gru, fwp, lru, gtrxl, slot and bit memories in C++: the
+// torch calls of their Python steps (_Recurrent.step, FastWeightMemory.step, LRU.step), in
+// the same order on the same tensors, and for fwp, gtrxl, slot and bit without grad a step
+// whose elementwise work is plain loops (gtrxl_step.cpp, slot_step.cpp and bit_step.cpp,
+// their products through BLAS directly, blas.cpp).
 //
 // At rollout sizes (8 rows, width 64) a torch call from Python costs 3-5 us whatever its
 // arithmetic, and a step is 14 (lru) to 58 (gtrxl) of them; from C++ the same ATen calls
@@ -57,6 +57,12 @@ std::vector<torch::Tensor> slot_step_nograd(
     std::vector<int64_t> offsets, torch::Tensor write_tie, torch::Tensor read_tie,
     std::vector<double> eps, std::vector<int64_t> sizes, double age_scale, double usage_decay,
     bool reset_bank);
+
+// BitMemory's rollout step (evaluation mode) without autograd: bit_step.cpp.
+std::vector<torch::Tensor> bit_step_nograd(torch::Tensor x, std::vector<torch::Tensor> state,
+                                           torch::Tensor starts, torch::Tensor plan,
+                                           std::vector<int64_t> offsets,
+                                           std::vector<int64_t> sizes);
 
 }  // namespace memworld
 
@@ -260,6 +266,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("recurrent_step", &recurrent_step, "the LSTM's and GRU's step");
   m.def("gtrxl_step_nograd", &memworld::gtrxl_step_nograd, "GTrXL.step without autograd");
   m.def("slot_step_nograd", &memworld::slot_step_nograd, "SlotMemory's rollout step, no autograd");
+  m.def("bit_step_nograd", &memworld::bit_step_nograd, "BitMemory's rollout step, no autograd");
   m.def("blas_direct", &memworld::blas_direct, "whether products call torch's BLAS directly");
   m.def("set_blas_direct", &memworld::set_blas_direct, "call BLAS directly where found (tests)");
 }
