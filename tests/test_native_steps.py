@@ -42,14 +42,46 @@ def kernels():
     return built
 
 
+def perturbed(module: torch.nn.Module, gen: torch.Generator, scale: float = 0.3):
+    """``module`` with every parameter moved off its initial value by ``scale`` noise (gtrxl's
+    distance bias, for one, starts at zero)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+    return module
+
+
+def either_step(kernels, monkeypatch, module, aux):
+    """``step(cpp, x, state, starts)``: one call of ``module`` through its C++ step (``cpp``)
+    or its Python one; returns the output, the state and ``aux()`` after the call."""
+
+    def step(cpp: bool, x, state, starts):
+        monkeypatch.setattr(native, "rollout_steps", (lambda x: kernels) if cpp else lambda x: None)
+        y, new_state = module(x, state, starts)
+        return y, new_state, aux()
+
+    return step
+
+
+def paired_steps(step, state: dict, gen: torch.Generator, steps: int, start_every: int):
+    """A rollout of ``steps`` steps (6 rows, input 5; rows start an episode with probability
+    0.3 at every ``start_every``-th step) through both paths of ``step`` (:func:`either_step`)
+    from the same state each time, the Python step's: yields the C++ and Python results."""
+    with torch.no_grad():
+        for t in range(steps):
+            x = torch.randn(1, 6, 5, generator=gen)
+            rate = 0.3 if t % start_every == start_every - 1 else 0.0
+            starts = torch.rand(1, 6, generator=gen) < rate
+            cpp, python = step(True, x, state, starts), step(False, x, state, starts)
+            yield cpp, python
+            state = python[1]
+
+
 @pytest.mark.parametrize("name,kwargs", CASES)
 def test_native_step_equals_the_python_step(name, kwargs, kernels):
     torch.manual_seed(0)
-    module = memory.make(name, input_dim=5, **kwargs)
     gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # off the initial values (gtrxl's distance bias starts at zero)
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    module = perturbed(memory.make(name, input_dim=5, **kwargs), gen)
     state = {  # a random carried state (with 0/1 flags, as the module's are)
         k: (torch.rand(v.shape, generator=gen) < 0.5).float()
         if k in FLAGS
@@ -112,11 +144,8 @@ def test_gtrxl_cpp_products_through_blas_or_aten_agree(direct, kernels):
     if direct and not kernels.blas_direct():
         pytest.skip("torch's library exports no sgemm_ here")
     torch.manual_seed(0)
-    module = memory.make("gtrxl", input_dim=5, d_model=8, num_heads=2, mem_len=3)
     gen = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=gen))
+    module = perturbed(memory.make("gtrxl", input_dim=5, d_model=8, num_heads=2, mem_len=3), gen)
     before = kernels.set_blas_direct(direct)
     try:
         assert kernels.blas_direct() == direct
@@ -214,47 +243,33 @@ SLOT_CASES = [
 def test_slot_cpp_step_equals_the_python_step(kwargs, kernels, monkeypatch):
     """SlotMemory's C++ rollout step against its Python one, step by step from the same
     state over twelve steps of a rollout with episode starts: outputs, every state tensor,
-    the chosen slots (in order) and the weights the auxiliary terms read.  (From the same
-    state at each step: over many steps the two paths' last-bit differences could change a
-    top-k choice where two slots score alike, and the runs would part.)"""
+    the chosen slots and the weights the auxiliary terms read.  (From the same state at
+    each step: over many steps the two paths' last-bit differences could change a top-k
+    choice where two slots score alike, and the runs would part.)"""
     torch.manual_seed(0)
-    module = memory.make("slot", input_dim=5, **kwargs)
     gen = torch.Generator().manual_seed(4)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    state = module.initial_state(6)
-
-    def step(cpp: bool, x, state, starts):
-        monkeypatch.setattr(native, "rollout_steps", (lambda x: kernels) if cpp else lambda x: None)
-        y, new_state = module(x, state, starts)
-        return y, new_state, dict(module._last_aux)
-
-    with torch.no_grad():
-        for t in range(12):
-            x = torch.randn(1, 6, 5, generator=gen)
-            starts = torch.rand(1, 6, generator=gen) < (0.3 if t % 3 == 2 else 0.0)
-            y_cpp, s_cpp, aux_cpp = step(True, x, state, starts)
-            y_py, s_py, aux_py = step(False, x, state, starts)
-            torch.testing.assert_close(y_cpp, y_py, atol=1e-5, rtol=1e-5)
-            assert list(s_cpp) == list(s_py)
-            for key in s_py:
-                a, b = s_cpp[key], s_py[key]
-                if key == "read_weights":  # ordered as the top-k: see below
-                    a, b = a.sort(-1).values, b.sort(-1).values
-                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=key)
-            # The same slots with the same weights.  Slots written together become alike, and
-            # the order of two whose scores differ in the last bit is the paths' rounding, so
-            # the weights are compared slot by slot, not in top-k order.
-            slots = module.num_slots
-            for a_i, a_w, b_i, b_w in zip(  # the writes, then the reads
-                aux_cpp["index"], aux_cpp["weights"], aux_py["index"], aux_py["weights"]
-            ):
-                dense_cpp = torch.zeros(6, slots).scatter_add(1, a_i, a_w)
-                dense_py = torch.zeros(6, slots).scatter_add(1, b_i, b_w)
-                torch.testing.assert_close(dense_cpp, dense_py, atol=1e-5, rtol=1e-5)
-                assert torch.equal(a_i.sort(-1).values, b_i.sort(-1).values)
-            state = s_py
+    module = perturbed(memory.make("slot", input_dim=5, **kwargs), gen, 0.1)
+    step = either_step(kernels, monkeypatch, module, lambda: dict(module._last_aux))
+    slots = module.num_slots
+    for cpp, python in paired_steps(step, module.initial_state(6), gen, 12, 3):
+        (y_cpp, s_cpp, aux_cpp), (y_py, s_py, aux_py) = cpp, python
+        torch.testing.assert_close(y_cpp, y_py, atol=1e-5, rtol=1e-5)
+        assert list(s_cpp) == list(s_py)
+        for key in s_py:
+            a, b = s_cpp[key], s_py[key]
+            if key == "read_weights":  # ordered as the top-k: see below
+                a, b = a.sort(-1).values, b.sort(-1).values
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=key)
+        # The same slots with the same weights.  Slots written together become alike, and the
+        # order of two whose scores differ in the last bit is the paths' rounding, so the
+        # weights are compared slot by slot, not in top-k order.
+        for a_i, a_w, b_i, b_w in zip(  # the writes, then the reads
+            aux_cpp["index"], aux_cpp["weights"], aux_py["index"], aux_py["weights"]
+        ):
+            dense_cpp = torch.zeros(6, slots).scatter_add(1, a_i, a_w)
+            dense_py = torch.zeros(6, slots).scatter_add(1, b_i, b_w)
+            torch.testing.assert_close(dense_cpp, dense_py, atol=1e-5, rtol=1e-5)
+            assert torch.equal(a_i.sort(-1).values, b_i.sort(-1).values)
 
 
 BIT_CASES = [
@@ -271,31 +286,17 @@ def test_bit_cpp_step_equals_the_python_step(kwargs, kernels, monkeypatch):
     outputs, every state tensor (the words, flags and addresses exactly) and the codec's
     reconstruction error."""
     torch.manual_seed(0)
-    module = memory.make("bit", input_dim=5, **kwargs).eval()
     gen = torch.Generator().manual_seed(6)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen))
-    state = module.initial_state(6)
-
-    def step(cpp: bool, x, state, starts):
-        monkeypatch.setattr(native, "rollout_steps", (lambda x: kernels) if cpp else lambda x: None)
-        y, new_state = module(x, state, starts)
-        return y, new_state, module.aux_loss()
-
-    with torch.no_grad():
-        for t in range(20):
-            x = torch.randn(1, 6, 5, generator=gen)
-            starts = torch.rand(1, 6, generator=gen) < (0.3 if t % 7 == 6 else 0.0)
-            y_cpp, s_cpp, aux_cpp = step(True, x, state, starts)
-            y_py, s_py, aux_py = step(False, x, state, starts)
-            torch.testing.assert_close(y_cpp, y_py, atol=1e-5, rtol=1e-5)
-            assert list(s_cpp) == list(s_py)
-            for key in s_py:
-                exact = not s_py[key].is_floating_point()
-                tol = {"atol": 0, "rtol": 0} if exact else {"atol": 1e-5, "rtol": 1e-5}
-                torch.testing.assert_close(s_cpp[key], s_py[key], **tol, msg=key)
-            torch.testing.assert_close(aux_cpp, aux_py, atol=1e-6, rtol=1e-5)
-            state = s_py
+    module = perturbed(memory.make("bit", input_dim=5, **kwargs).eval(), gen, 0.1)
+    step = either_step(kernels, monkeypatch, module, module.aux_loss)
+    for cpp, python in paired_steps(step, module.initial_state(6), gen, 20, 7):
+        (y_cpp, s_cpp, aux_cpp), (y_py, s_py, aux_py) = cpp, python
+        torch.testing.assert_close(y_cpp, y_py, atol=1e-5, rtol=1e-5)
+        assert list(s_cpp) == list(s_py)
+        for key in s_py:
+            exact = not s_py[key].is_floating_point()
+            tol = {"atol": 0, "rtol": 0} if exact else {"atol": 1e-5, "rtol": 1e-5}
+            torch.testing.assert_close(s_cpp[key], s_py[key], **tol, msg=key)
+        torch.testing.assert_close(aux_cpp, aux_py, atol=1e-6, rtol=1e-5)
     if module.write_head is None and module.store.num_words < 20:  # a pointer went round
-        assert bool(state["written"].all(dim=1).any())
+        assert bool(s_py["written"].all(dim=1).any())
