@@ -32,6 +32,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+import torch
 from torch import Tensor
 
 from memworld.memory.compile import have_cxx_compiler
@@ -123,6 +124,19 @@ def rollout_steps(x: Tensor) -> ModuleType | None:
     """The rollout steps (``rollout_steps``) for a step on ``x``'s device, or None: off the
     CPU (they are built for it), off, or unavailable."""
     return extension("rollout_steps") if x.device.type == "cpu" else None
+
+
+def flat_plan(parts: list) -> tuple[Tensor, list[int]]:
+    """The tensors of ``parts`` (a tensor, or a layer's weight then bias) one after the other
+    in one float tensor, detached, and where each starts: how a C++ step takes its weights
+    (one argument to pass, not dozens)."""
+    tensors: list[Tensor] = []
+    for part in parts:
+        tensors += [part] if isinstance(part, Tensor) else [part.weight, part.bias]
+    offsets = [0]
+    for t in tensors[:-1]:
+        offsets.append(offsets[-1] + t.numel())
+    return torch.cat([t.detach().reshape(-1) for t in tensors]), offsets
 
 
 def prebuild() -> str:

@@ -127,16 +127,11 @@ def native_plan(module: BitMemory) -> tuple[Tensor, list[int], list[int]]:
         codec.encoder[0], codec.encoder[2], codec.decoder[0], codec.decoder[2],
         cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh, module.read_head, module.fuse,
     ]  # fmt: skip
-    tensors: list[Tensor] = []
-    for layer in layers:
-        tensors += [layer] if isinstance(layer, Tensor) else [layer.weight, layer.bias]
     head = module.write_head
-    tensors += [head.weight, head.bias] if head is not None else [cell.bias_ih[:0]] * 2
-    offsets = [0]
-    for t in tensors[:-1]:
-        offsets.append(offsets[-1] + t.numel())
+    layers += [head] if head is not None else [cell.bias_ih[:0]] * 2  # empty: pointer writes
     sizes = [
         codec.encoder[0].out_features, module.store.word_bits, module.store.half_size,
         module.store.range_len, int(head is not None), int(module.read_addressing == "relative"),
     ]  # fmt: skip
-    return torch.cat([t.detach().reshape(-1) for t in tensors]), offsets, sizes
+    flat, offsets = native.flat_plan(layers)
+    return flat, offsets, sizes

@@ -59,19 +59,21 @@ void relu_rows(std::vector<float>& v) {
 // over the M + 1 places, the gates' elementwise work) as plain loops.  x (1, B, input),
 // memory (B, L, M, d), valid (B, M), starts (1, B); kv_memory empty, or per layer the keys
 // and values of the memory's places (B, M, 2d) from earlier steps with the same weights;
-// per layer 19 plan tensors (GTrXL._native_plan) and its two layer norms' eps.  Returns
+// per layer 19 plan tensors, all flattened into one at ``offsets`` (GTrXL._native_plan),
+// and its two layer norms' eps.  Returns
 // y (1, B, d), the new memory, the new valid flags and per layer the keys and values of the
 // new memory's places (B, M, 2d).
 std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Tensor starts,
                                       std::vector<Tensor> kv_memory, Tensor in_weight,
-                                      Tensor in_bias, std::vector<Tensor> plan,
+                                      Tensor in_bias, Tensor plan, std::vector<int64_t> offsets,
                                       std::vector<double> eps, Tensor norm_out_weight,
                                       Tensor norm_out_bias, double norm_out_eps, int64_t heads) {
   x = x.reshape({-1, x.size(-1)}).contiguous();  // (B, input)
   const int64_t batch = x.size(0), layers = memory.size(1), places = memory.size(2);
   const int64_t d = memory.size(3), hd = d / heads, span = places + 1;
-  TORCH_CHECK(plan.size() == static_cast<size_t>(19 * layers) && eps.size() == plan.size() / 19 * 2,
-              "gtrxl_step_nograd: 19 plan tensors and two eps a layer");
+  TORCH_CHECK(offsets.size() == static_cast<size_t>(19 * layers) &&
+                  eps.size() == offsets.size() / 19 * 2,
+              "gtrxl_step_nograd: 19 plan offsets and two eps a layer");
   TORCH_CHECK(kv_memory.empty() || kv_memory.size() == static_cast<size_t>(layers),
               "gtrxl_step_nograd: kv_memory holds one tensor a layer, or none");
   memory = memory.contiguous();
@@ -79,9 +81,8 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
   for (const Tensor* t : {&x, &memory, &valid, &in_weight, &in_bias, &norm_out_weight, &norm_out_bias})
     TORCH_CHECK(t->scalar_type() == torch::kFloat && t->device().is_cpu() && t->is_contiguous(),
                 "gtrxl_step_nograd: the input, state and plan must be contiguous float32 on the CPU");
-  for (const Tensor& t : plan)
-    TORCH_CHECK(t.scalar_type() == torch::kFloat && t.is_contiguous(),
-                "gtrxl_step_nograd: every plan tensor must be contiguous float32");
+  TORCH_CHECK(plan.scalar_type() == torch::kFloat && plan.is_contiguous() && plan.device().is_cpu(),
+              "gtrxl_step_nograd: the plan must be one contiguous float32 CPU tensor");
   const Tensor start_rows = starts.to(torch::kBool).contiguous();  // held: read by pointer
   const bool* start = start_rows.data_ptr<bool>();
   // The places a step sees (its memory's valid places unless the row starts, and itself)
@@ -106,10 +107,11 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
   std::vector<Tensor> out = {Tensor(), new_memory, new_valid};
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   for (int64_t layer = 0; layer < layers; ++layer) {
-    const Tensor* p = plan.data() + 19 * layer;
-    const float *ln1_w = p[0].data_ptr<float>(), *ln1_b = p[1].data_ptr<float>();
-    const float *qkv_w = p[2].data_ptr<float>(), *qkv_b = p[3].data_ptr<float>();
-    const float* bias = p[4].data_ptr<float>();  // (H, 1, M + 1), by reversed distance
+    const float* p[19];  // this layer's plan tensors
+    for (int i = 0; i < 19; ++i) p[i] = plan.data_ptr<float>() + offsets[19 * layer + i];
+    const float *ln1_w = p[0], *ln1_b = p[1];
+    const float *qkv_w = p[2], *qkv_b = p[3];
+    const float* bias = p[4];  // (H, 1, M + 1), by reversed distance
     // The new memory: the places after the first, the step last, zero outside the episode.
     for (int64_t b = 0; b < batch; ++b) {
       const float* src = mem + (b * layers + layer) * places * d;
@@ -178,23 +180,23 @@ std::vector<Tensor> gtrxl_step_nograd(Tensor x, Tensor memory, Tensor valid, Ten
           for (int64_t i = 0; i < hd; ++i) m[i] += w * v[i];
         }
       }
-    linear(mixed.data(), batch, d, p[5].data_ptr<float>(), d, p[6].data_ptr<float>(), d,
+    linear(mixed.data(), batch, d, p[5], d, p[6], d,
                 attended.data());
     relu_rows(attended);
-    gate_rows(h.data(), attended.data(), batch, d, p[7].data_ptr<float>(), p[8].data_ptr<float>(),
-              p[9].data_ptr<float>(), y.data());
-    layer_norm_rows(y.data(), normed.data(), batch, d, p[10].data_ptr<float>(),
-                    p[11].data_ptr<float>(), eps[2 * layer + 1]);
-    const int64_t width = p[12].size(0);  // the MLP's hidden width
+    gate_rows(h.data(), attended.data(), batch, d, p[7], p[8],
+              p[9], y.data());
+    layer_norm_rows(y.data(), normed.data(), batch, d, p[10],
+                    p[11], eps[2 * layer + 1]);
+    const int64_t width = (offsets[19 * layer + 13] - offsets[19 * layer + 12]) / d;  // MLP's
     hidden.resize(batch * width);
-    linear(normed.data(), batch, d, p[12].data_ptr<float>(), d, p[13].data_ptr<float>(), width,
+    linear(normed.data(), batch, d, p[12], d, p[13], width,
                 hidden.data());
     relu_rows(hidden);
-    linear(hidden.data(), batch, width, p[14].data_ptr<float>(), width,
-                p[15].data_ptr<float>(), d, mlp_out.data());
+    linear(hidden.data(), batch, width, p[14], width,
+                p[15], d, mlp_out.data());
     relu_rows(mlp_out);
-    gate_rows(y.data(), mlp_out.data(), batch, d, p[16].data_ptr<float>(), p[17].data_ptr<float>(),
-              p[18].data_ptr<float>(), h.data());
+    gate_rows(y.data(), mlp_out.data(), batch, d, p[16], p[17],
+              p[18], h.data());
     out.push_back(kv.narrow(1, 1, places));
   }
   Tensor result = torch::empty({1, batch, d}, x.options());

@@ -48,7 +48,8 @@ void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, c
 std::vector<torch::Tensor> gtrxl_step_nograd(
     torch::Tensor x, torch::Tensor memory, torch::Tensor valid, torch::Tensor starts,
     std::vector<torch::Tensor> kv_memory, torch::Tensor in_weight, torch::Tensor in_bias,
-    std::vector<torch::Tensor> plan, std::vector<double> eps, torch::Tensor norm_out_weight,
+    torch::Tensor plan, std::vector<int64_t> offsets, std::vector<double> eps,
+    torch::Tensor norm_out_weight,
     torch::Tensor norm_out_bias, double norm_out_eps, int64_t heads);
 
 // SlotMemory's rollout step without autograd: slot_step.cpp.

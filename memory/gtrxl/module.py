@@ -116,10 +116,10 @@ class GTrXL(SteppedMemory):
         if kernels is not None and not torch.is_grad_enabled() and x.dtype == torch.float32:
             plan = self._native_plan()
             remembered = self._remembered_keys_values(state["memory"], plan)
-            in_weight, in_bias, tensors, eps, norm_out = plan
+            in_weight, in_bias, flat, offsets, eps, norm_out, heads = plan
             y, memory, valid, *keys_values = kernels.gtrxl_step_nograd(
                 x, state["memory"], state["valid"], starts, remembered or [], in_weight,
-                in_bias, tensors, eps, *norm_out[1:], self.blocks[0].num_heads,
+                in_bias, flat, offsets, eps, *norm_out[1:], heads,
             )  # fmt: skip
         else:
             plan = self.step_plan()
@@ -197,9 +197,9 @@ class GTrXL(SteppedMemory):
 
     def _native_plan(self) -> tuple:
         """:meth:`step_plan` as the C++ step reads it: the input projection, every block's
-        19 tensors in one list (contiguous, each gate's candidate weight untransposed),
-        their two layer norms' eps, the output LayerNorm's arguments (folded once per
-        parameter change, without grad)."""
+        19 tensors flattened into one and where each starts (each gate's candidate weight
+        untransposed), their two layer norms' eps, the output LayerNorm's arguments and the
+        heads (folded once per parameter change, without grad)."""
         return derived(self, "native_plan", self._build_native_plan)
 
     def _build_native_plan(self) -> tuple:
@@ -211,7 +211,8 @@ class GTrXL(SteppedMemory):
             tensors += [*norm_attn[1:3], *qkv, bias, *out, *gates[0], *norm_mlp[1:3]]
             tensors += [*mlp[0], *mlp[1], *gates[1]]
             eps += [norm_attn[3], norm_mlp[3]]
-        return in_weight, in_bias, [t.contiguous() for t in tensors], eps, norm_out
+        flat, offsets = native.flat_plan(tensors)
+        return in_weight, in_bias, flat, offsets, eps, norm_out, self.blocks[0].num_heads
 
     def forward_reference(
         self, x: Tensor, state: State, episode_starts: Tensor

@@ -216,15 +216,10 @@ def native_plan(module: SlotMemory) -> tuple[Tensor, list[int], list[float], lis
         module.bottleneck[2], torch.exp(F.logsigmoid(module.decay_logit)), module.read_norm,
         module.fuse,
     ]  # fmt: skip
-    tensors = []
-    for layer in layers:
-        tensors += [layer] if isinstance(layer, Tensor) else [layer.weight, layer.bias]
     eps = [ctrl.norm_attn.eps, ctrl.norm_mlp.eps, module.read_norm.eps]
     sizes = [
         module.num_read_heads, module.num_write_heads, module.read_top_k, module.write_top_k,
         ctrl.num_heads, module.bottleneck[0].out_features,
     ]  # fmt: skip
-    offsets = [0]
-    for t in tensors[:-1]:
-        offsets.append(offsets[-1] + t.numel())
-    return torch.cat([t.detach().reshape(-1) for t in tensors]), offsets, eps, sizes
+    flat, offsets = native.flat_plan(layers)
+    return flat, offsets, eps, sizes
