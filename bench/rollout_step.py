@@ -11,7 +11,8 @@ where it has a fast path, with its reference (``forward_reference``, through
 (bench/timing.py ``process_clock``).  Floor rows time part of a step by itself: for
 ``slot`` its controller, heads and output layers, for ``bit`` its codec, controller and
 heads, for ``dual`` its layers and, apart, the copy of its long-term fields that a new
-state needs; ``--compile`` also times the compiled step and its first
+state needs (through torch's modules from Python: the floor of a Python step; the C++
+steps of ``slot`` and ``bit``, memory/csrc/, run below theirs); ``--compile`` also times the compiled step and its first
 call (set ``TORCHINDUCTOR_CACHE_DIR`` to an empty folder for a cold compile).  Each row
 also counts the torch operations one step issues (``torch.profiler``, top-level aten
 calls): at 8 rows each costs microseconds whatever its arithmetic, so the count is the
