@@ -12,16 +12,11 @@
 #include <vector>
 
 #include "blas.h"
+#include "rows.h"
 
 namespace memworld {
 
 namespace {
-
-// ATen's exact GELU on n values in place (one vectorised call; nn.GELU's arithmetic).
-void gelu_(float* v, int64_t n) {
-  torch::Tensor t = torch::from_blob(v, {n}, torch::TensorOptions().dtype(torch::kFloat));
-  at::gelu_(t);
-}
 
 // Two layers with a GELU between them (the codec's encoder or decoder) on ``rows`` rows:
 // out (rows, n_out) = W1 gelu(W0 in + b0) + b1.

@@ -8,14 +8,11 @@
 #include <vector>
 
 #include "blas.h"
+#include "rows.h"
 
 namespace memworld {
 
 using torch::Tensor;
-
-// Defined in rollout_steps.cpp.
-void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, const float* weight,
-                     const float* bias, double eps);
 
 namespace {
 

@@ -16,33 +16,9 @@
 #include <vector>
 
 #include "blas.h"
+#include "rows.h"
 
 namespace memworld {
-
-// Layer normalisation of each of ``rows`` rows of ``width`` values, from ``in`` into ``out``
-// (biased variance, as torch's layer_norm).  Sums in eight interleaved float partials, as a
-// vectorised reduction does (and as fast: one loop waiting on each addition is not).
-void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, const float* weight,
-                     const float* bias, double eps) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = in + r * width;
-    float part[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    int64_t j = 0;
-    for (; j + 8 <= width; j += 8)
-      for (int l = 0; l < 8; ++l) part[l] += x[j + l];
-    for (; j < width; ++j) part[0] += x[j];
-    const float mean = (((part[0] + part[1]) + (part[2] + part[3])) +
-                        ((part[4] + part[5]) + (part[6] + part[7]))) / static_cast<float>(width);
-    std::fill(part, part + 8, 0.0f);
-    for (j = 0; j + 8 <= width; j += 8)
-      for (int l = 0; l < 8; ++l) part[l] += (x[j + l] - mean) * (x[j + l] - mean);
-    for (; j < width; ++j) part[0] += (x[j] - mean) * (x[j] - mean);
-    const float var = (((part[0] + part[1]) + (part[2] + part[3])) +
-                       ((part[4] + part[5]) + (part[6] + part[7]))) / static_cast<float>(width);
-    const float inv = 1.0f / std::sqrt(var + static_cast<float>(eps));
-    for (j = 0; j < width; ++j) out[r * width + j] = (x[j] - mean) * inv * weight[j] + bias[j];
-  }
-}
 
 // GTrXL.step without autograd: gtrxl_step.cpp.
 std::vector<torch::Tensor> gtrxl_step_nograd(

@@ -10,12 +10,9 @@
 #include <vector>
 
 #include "blas.h"
+#include "rows.h"
 
 namespace memworld {
-
-// Defined in rollout_steps.cpp.
-void layer_norm_rows(const float* in, float* out, int64_t rows, int64_t width, const float* weight,
-                     const float* bias, double eps);
 
 namespace {
 
@@ -23,24 +20,6 @@ namespace {
 float softplus(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
 
 float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
-
-// ATen's exact GELU on n values in place (one vectorised call).
-void gelu_(float* v, int64_t n) {
-  torch::Tensor t = torch::from_blob(v, {n}, torch::TensorOptions().dtype(torch::kFloat));
-  at::gelu_(t);
-}
-
-// Sum of a[i] b[i] in eight interleaved partial sums (independent, so the compiler can run
-// them side by side in one vector register), then the partials: the order of a
-// vectorised reduction, not of a loop that waits on each addition.
-float dot(const float* a, const float* b, int64_t d) {
-  float part[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-  int64_t i = 0;
-  for (; i + 8 <= d; i += 8)
-    for (int l = 0; l < 8; ++l) part[l] += a[i + l] * b[i + l];
-  for (; i < d; ++i) part[0] += a[i] * b[i];
-  return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
-}
 
 // v / max(|v|, 1e-12) over d values, into out (F.normalize).
 void normalize(const float* v, float* out, int64_t d) {

@@ -159,7 +159,9 @@ def rollout_forward(
         and isinstance(module.controller, TransformerController)
         and x.dtype == torch.float32
     ):
-        y, new_state, io = native_step(kernels, module, x, state, episode_starts)
+        y, new_state, io = native_step(
+            kernels, module, x, state, episode_starts, module._tie_breaks[key]
+        )
     else:
         starts = episode_starts[0].to(device=x.device, dtype=torch.bool)
         y, new_state, io = module._rollout(
@@ -185,17 +187,22 @@ NATIVE_STATE_OUT = (
 
 
 def native_step(
-    kernels: ModuleType, module: SlotMemory, x: Tensor, state: State, episode_starts: Tensor
+    kernels: ModuleType,
+    module: SlotMemory,
+    x: Tensor,
+    state: State,
+    episode_starts: Tensor,
+    ties: tuple[Tensor, Tensor],
 ) -> tuple[Tensor, State, MemoryIO]:
     """:func:`rollout_step` in C++ (memory/csrc/slot_step.cpp; transformer controller,
     float32, CPU): the same arithmetic, its products through BLAS and the rest as plain
     loops, sums rounded in another order.  ``x (1, B, input_dim)``, ``episode_starts (1, B)``;
-    returns ``y (1, B, hidden)``, the state and the step's :class:`MemoryIO`."""
+    ``ties`` are :func:`tie_breaks`; returns ``y (1, B, hidden)``, the state and the step's
+    :class:`MemoryIO`."""
     flat, offsets, eps, sizes = derived(module, "native_plan", lambda: native_plan(module))
     *outputs, read_index, write_index, write_weights = kernels.slot_step_nograd(
-        x, [state[k] for k in NATIVE_STATE_IN], episode_starts, flat, offsets,
-        *module._tie_breaks[(module.num_slots, x.device)], eps, sizes, module.age_scale,
-        module.usage_decay, module.reset_on_episode_start,
+        x, [state[k] for k in NATIVE_STATE_IN], episode_starts, flat, offsets, *ties, eps,
+        sizes, module.age_scale, module.usage_decay, module.reset_on_episode_start,
     )  # fmt: skip
     y, *values = outputs
     new_state = dict(zip(NATIVE_STATE_OUT, values))
